@@ -1,0 +1,3 @@
+//! Model file formats: ONNX import/export.
+
+pub mod onnx;

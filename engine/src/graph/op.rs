@@ -1,0 +1,217 @@
+//! The closed set of operators the engine understands.
+
+use serde::{Deserialize, Serialize};
+
+/// Padding policy of a convolution or pooling window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum AutoPad {
+    /// Explicit `pads` are used.
+    #[default]
+    NotSet,
+    /// Output size = ceil(input / stride); extra padding goes at the end.
+    SameUpper,
+    /// Output size = ceil(input / stride); extra padding goes at the start.
+    SameLower,
+    /// No padding.
+    Valid,
+}
+
+/// Attributes of a 2-D convolution (`Conv`, NCHW, weights `[M, C/groups, kh, kw]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConvAttrs {
+    /// Window height and width (taken from the weight when the file omits it).
+    pub kernel: [usize; 2],
+    /// Vertical and horizontal stride.
+    pub strides: [usize; 2],
+    /// Padding `[top, left, bottom, right]`.
+    pub pads: [usize; 4],
+    /// Vertical and horizontal dilation.
+    pub dilations: [usize; 2],
+    /// Number of groups; `groups == channels` is a depthwise convolution.
+    pub groups: usize,
+    /// Automatic padding rule.
+    pub auto_pad: AutoPad,
+}
+
+impl ConvAttrs {
+    /// A plain convolution with the given kernel, stride 1, no padding.
+    pub fn new(kernel: [usize; 2]) -> Self {
+        ConvAttrs { kernel, strides: [1, 1], pads: [0; 4], dilations: [1, 1], groups: 1, auto_pad: AutoPad::NotSet }
+    }
+}
+
+/// Attributes of a max or average pooling window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolAttrs {
+    /// Window height and width.
+    pub kernel: [usize; 2],
+    /// Vertical and horizontal stride.
+    pub strides: [usize; 2],
+    /// Padding `[top, left, bottom, right]`.
+    pub pads: [usize; 4],
+    /// Vertical and horizontal dilation (max pooling only).
+    pub dilations: [usize; 2],
+    /// Round the output size up instead of down.
+    pub ceil_mode: bool,
+    /// Average pooling: divide by the full window including padding.
+    pub count_include_pad: bool,
+    /// Automatic padding rule.
+    pub auto_pad: AutoPad,
+}
+
+impl PoolAttrs {
+    /// A `k×k` window with stride `k` and no padding.
+    pub fn square(k: usize) -> Self {
+        PoolAttrs {
+            kernel: [k, k],
+            strides: [k, k],
+            pads: [0; 4],
+            dilations: [1, 1],
+            ceil_mode: false,
+            count_include_pad: false,
+            auto_pad: AutoPad::NotSet,
+        }
+    }
+}
+
+/// Attributes of `Gemm`: `Y = alpha·op(A)·op(B) + beta·C`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GemmAttrs {
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Scale of the bias `C`.
+    pub beta: f32,
+    /// Transpose `A` first.
+    pub trans_a: bool,
+    /// Transpose `B` first (PyTorch `Linear` exports `trans_b = true`).
+    pub trans_b: bool,
+}
+
+impl Default for GemmAttrs {
+    fn default() -> Self {
+        GemmAttrs { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: false }
+    }
+}
+
+/// An operator with its attributes. Inputs are named in [`crate::graph::Node::inputs`] in ONNX
+/// order; optional inputs may be absent (empty name) where noted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Op {
+    /// Dense layer `Y = alpha·op(A)·op(B) + beta·C`; inputs `[A, B, C?]`.
+    Gemm(GemmAttrs),
+    /// Matrix product with numpy batching rules; inputs `[A, B]`.
+    MatMul,
+    /// 2-D convolution; inputs `[X, W, B?]`.
+    Conv(ConvAttrs),
+    /// 2-D max pooling.
+    MaxPool(PoolAttrs),
+    /// 2-D average pooling.
+    AvgPool(PoolAttrs),
+    /// Mean over all spatial positions: `[N, C, H, W] → [N, C, 1, 1]`.
+    GlobalAvgPool,
+    /// Batch normalisation; inputs `[X, scale, bias, mean, var]`. Inference uses the running
+    /// statistics; training uses batch statistics and updates the running ones with `momentum`.
+    BatchNorm {
+        /// Added to the variance before the square root.
+        epsilon: f32,
+        /// ONNX momentum: `running = running·momentum + batch·(1 − momentum)`.
+        momentum: f32,
+    },
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, min), max)`; ReLU6 is `Clip { min: 0, max: 6 }`.
+    Clip {
+        /// Lower bound.
+        min: f32,
+        /// Upper bound.
+        max: f32,
+    },
+    /// Logistic sigmoid.
+    Sigmoid,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Softmax along `axis`.
+    Softmax {
+        /// Axis (negative counts from the end).
+        axis: i64,
+        /// Opset < 13 semantics: flatten to 2-D at `axis` and normalise each row.
+        coerce_2d: bool,
+    },
+    /// Log-softmax along `axis`.
+    LogSoftmax {
+        /// Axis (negative counts from the end).
+        axis: i64,
+        /// Opset < 13 semantics, as for [`Op::Softmax`].
+        coerce_2d: bool,
+    },
+    /// Flattens to 2-D: dims before `axis` make the rows.
+    Flatten {
+        /// Split point.
+        axis: i64,
+    },
+    /// Reshape to a static target; `0` copies the input dim, `-1` is inferred.
+    Reshape {
+        /// Target shape.
+        shape: Vec<i64>,
+    },
+    /// Elementwise sum with broadcasting (residual connections).
+    Add,
+    /// Concatenation along `axis`.
+    Concat {
+        /// Axis (negative counts from the end).
+        axis: i64,
+    },
+    /// Inverted dropout, active only while training.
+    Dropout {
+        /// Probability of dropping a unit.
+        ratio: f32,
+    },
+}
+
+impl Op {
+    /// The operator's name as ONNX spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Gemm(_) => "Gemm",
+            Op::MatMul => "MatMul",
+            Op::Conv(_) => "Conv",
+            Op::MaxPool(_) => "MaxPool",
+            Op::AvgPool(_) => "AveragePool",
+            Op::GlobalAvgPool => "GlobalAveragePool",
+            Op::BatchNorm { .. } => "BatchNormalization",
+            Op::Relu => "Relu",
+            Op::Clip { .. } => "Clip",
+            Op::Sigmoid => "Sigmoid",
+            Op::Tanh => "Tanh",
+            Op::Softmax { .. } => "Softmax",
+            Op::LogSoftmax { .. } => "LogSoftmax",
+            Op::Flatten { .. } => "Flatten",
+            Op::Reshape { .. } => "Reshape",
+            Op::Add => "Add",
+            Op::Concat { .. } => "Concat",
+            Op::Dropout { .. } => "Dropout",
+        }
+    }
+
+    /// Indices of inputs that are trainable parameters when they are weights (not activations).
+    pub fn param_inputs(&self) -> &'static [usize] {
+        match self {
+            Op::Gemm(_) | Op::Conv(_) => &[1, 2],
+            Op::MatMul => &[1],
+            Op::BatchNorm { .. } => &[1, 2],
+            _ => &[],
+        }
+    }
+
+    /// Minimum and maximum number of inputs.
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            Op::Gemm(_) | Op::Conv(_) => (2, 3),
+            Op::MatMul | Op::Add => (2, 2),
+            Op::BatchNorm { .. } => (5, 5),
+            Op::Concat { .. } => (1, usize::MAX),
+            _ => (1, 1),
+        }
+    }
+}
