@@ -28,8 +28,10 @@ pub mod graph;
 pub mod metrics;
 pub mod ops;
 pub mod rng;
+pub mod session;
 pub mod tensor;
 pub mod train;
 pub mod zoo;
 
 pub use error::{Error, Result};
+pub use session::Session;

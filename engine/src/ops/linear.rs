@@ -52,7 +52,9 @@ pub(super) fn gemm(node: &Node, at: &GemmAttrs, a: &Tensor, b: &Tensor, c: Optio
 }
 
 pub(super) fn gemm_backward(at: &GemmAttrs, a: &Tensor, b: &Tensor, c: Option<&Tensor>, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-    let dims = |t: &Tensor| t.view().into_dimensionality::<Ix2>().map_err(|e| Error::Invalid(e.to_string()));
+    fn dims(t: &Tensor) -> Result<ArrayView2<'_, f32>> {
+        t.view().into_dimensionality::<Ix2>().map_err(|e| Error::Invalid(e.to_string()))
+    }
     let (a2, b2, dy2) = (dims(a)?, dims(b)?, dims(dy)?);
     let ao = if at.trans_a { a2.t() } else { a2 };
     let bo = if at.trans_b { b2.t() } else { b2 };

@@ -94,8 +94,10 @@ pub fn infer_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Vec<Vec<u
         }
         Op::Flatten { axis } => reshape::flatten_shape(node, *axis, need(0)?)?,
         Op::Reshape { shape } => reshape::reshape_shape(node, shape, need(0)?)?,
-        Op::Add => broadcast_shape(need(0)?, need(1)?)
-            .ok_or_else(|| Error::shape(&node.name, "Add", "shapes do not broadcast", &[need(0)?, need(1)?]))?,
+        Op::Add => {
+            let (a, b) = (need(0)?, need(1)?);
+            broadcast_shape(a, b).ok_or_else(|| Error::shape(&node.name, "Add", "shapes do not broadcast", &[a, b]))?
+        }
         Op::Concat { axis } => {
             let all: Result<Vec<&[usize]>> = (0..node.inputs.len()).map(need).collect();
             reshape::concat_shape(node, *axis, &all?)?
@@ -118,8 +120,8 @@ pub fn forward(node: &Node, inputs: &[Option<&Tensor>], mode: Mode<'_>) -> Resul
         Op::AvgPool(a) => (pool::avg_pool(node, a, x)?, Saved::None),
         Op::GlobalAvgPool => (pool::global_avg_pool(node, x)?, Saved::None),
         Op::BatchNorm { epsilon, .. } => {
-            let p = [1, 2, 3, 4].map(|i| get(node, inputs, i));
-            let [s, b, m, v] = [p[0]?, p[1]?, p[2]?, p[3]?];
+            let (s, b) = (get(node, inputs, 1)?, get(node, inputs, 2)?);
+            let (m, v) = (get(node, inputs, 3)?, get(node, inputs, 4)?);
             match mode {
                 Mode::Eval => (norm::bn_eval(node, *epsilon, x, s, b, m, v)?, Saved::None),
                 Mode::Train(_) => norm::bn_train(node, *epsilon, x, s, b)?,

@@ -1,0 +1,170 @@
+//! Measurements: accuracy and loss on a dataset, and per-layer parameters, bytes and MACs.
+
+use crate::data::{Dataset, Preprocess};
+use crate::graph::{Graph, Op};
+use crate::train::loss::{argmax, cross_entropy};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Accuracy, loss, per-class accuracy and the confusion matrix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Images evaluated.
+    pub count: usize,
+    /// Fraction predicted correctly.
+    pub accuracy: f32,
+    /// Mean cross-entropy of the outputs taken as logits.
+    pub loss: f32,
+    /// Accuracy within each true class.
+    pub per_class: Vec<f32>,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<u32>>,
+}
+
+/// Evaluates with the preprocessing recorded in the graph metadata (default x/255).
+pub fn evaluate(g: &Graph, data: &Dataset, batch: usize) -> Result<EvalReport> {
+    let pre = Preprocess::from_metadata(&g.metadata).unwrap_or_default();
+    evaluate_with(g, data, batch, &pre)
+}
+
+/// Evaluates `g` on `data` in batches of `batch` with an explicit preprocessing. A graph whose
+/// input has a fixed batch (e.g. 1) is run with that batch size.
+pub fn evaluate_with(g: &Graph, data: &Dataset, batch: usize, pre: &Preprocess) -> Result<EvalReport> {
+    let input = g.inputs.first().ok_or_else(|| Error::Graph("the graph has no input".into()))?;
+    let batch = match input.shape.first() {
+        Some(crate::graph::Dim::Fixed(n)) => *n,
+        _ => batch.max(1),
+    };
+    let want: usize = input.concrete(1).iter().skip(1).product();
+    if want != data.pixels() {
+        return Err(Error::Input {
+            name: input.name.clone(),
+            detail: format!("the model expects {:?} per image, the dataset has {}×{} pixels", &input.shape[1..], data.rows, data.cols),
+        });
+    }
+    let classes = data.classes;
+    let mut confusion = vec![vec![0u32; classes]; classes];
+    let mut loss_sum = 0.0f64;
+    for idx in data.batches(batch, None) {
+        if idx.len() != batch && matches!(input.shape.first(), Some(crate::graph::Dim::Fixed(_))) {
+            // Fixed-batch models: run the tail one image at a time.
+            for i in idx {
+                eval_batch(g, data, &[i], pre, &mut confusion, &mut loss_sum)?;
+            }
+            continue;
+        }
+        eval_batch(g, data, &idx, pre, &mut confusion, &mut loss_sum)?;
+    }
+    let count = data.len();
+    let correct: u32 = (0..classes).map(|i| confusion[i][i]).sum();
+    let per_class = confusion
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let n: u32 = row.iter().sum();
+            if n == 0 { 0.0 } else { row[i] as f32 / n as f32 }
+        })
+        .collect();
+    Ok(EvalReport {
+        count,
+        accuracy: if count == 0 { 0.0 } else { correct as f32 / count as f32 },
+        loss: if count == 0 { 0.0 } else { (loss_sum / count as f64) as f32 },
+        per_class,
+        confusion,
+    })
+}
+
+fn eval_batch(g: &Graph, data: &Dataset, idx: &[usize], pre: &Preprocess, confusion: &mut [Vec<u32>], loss_sum: &mut f64) -> Result<()> {
+    let input = &g.inputs[0];
+    let (x, y) = data.batch(idx, pre);
+    let mut shape = input.concrete(idx.len());
+    shape[0] = idx.len();
+    let x = x.into_shape_with_order(ndarray::IxDyn(&shape)).map_err(|e| Error::Invalid(e.to_string()))?;
+    let out = crate::exec::run(g, &[(input.name.as_str(), &x)])?;
+    let logits = crate::train::flatten_logits(out.first().ok_or_else(|| Error::Graph("no output".into()))?)?;
+    let classes = logits.shape()[1];
+    if classes < data.classes {
+        return Err(Error::Invalid(format!("the model has {classes} outputs but the dataset has {} classes", data.classes)));
+    }
+    let (loss, _, _) = cross_entropy(&logits, &y)?;
+    *loss_sum += loss as f64 * y.len() as f64;
+    let l = crate::tensor::to_contiguous(&logits);
+    for (i, &t) in y.iter().enumerate() {
+        let (p, _) = argmax(&l[i * classes..(i + 1) * classes]);
+        if let Some(c) = confusion.get_mut(t as usize).and_then(|r| r.get_mut(p)) {
+            *c += 1;
+        }
+    }
+    Ok(())
+}
+
+/// One row of the layer table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    /// Node name.
+    pub name: String,
+    /// ONNX op type.
+    pub op: String,
+    /// Output shape at batch 1.
+    pub shape: Vec<usize>,
+    /// Weight elements owned by this node.
+    pub params: usize,
+    /// Bytes of those weights as dense f32.
+    pub bytes: usize,
+    /// Multiply-accumulates per image.
+    pub macs: u64,
+}
+
+/// Summary of a model: layers, totals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Model name.
+    pub name: String,
+    /// Input name and shape (symbolic dims shown as 1... use `inputs` for detail).
+    pub input_shape: Vec<usize>,
+    /// One entry per node.
+    pub layers: Vec<LayerInfo>,
+    /// Total weight elements.
+    pub params: usize,
+    /// Total dense f32 weight bytes.
+    pub bytes: usize,
+    /// Total multiply-accumulates per image.
+    pub macs: u64,
+}
+
+/// Layer table and totals of `g` (shapes at batch 1).
+pub fn model_info(g: &Graph) -> Result<ModelInfo> {
+    let shapes = g.infer_shapes(1)?;
+    let mut layers = Vec::with_capacity(g.nodes.len());
+    let mut seen = std::collections::HashSet::new();
+    for n in &g.nodes {
+        let params: usize = n
+            .inputs
+            .iter()
+            .filter(|i| g.weights.contains_key(*i) && seen.insert(i.as_str()))
+            .map(|i| g.weights[i].len())
+            .sum();
+        let out = shapes.get(&n.outputs[0]).cloned().unwrap_or_default();
+        let in0 = n.inputs.first().and_then(|i| shapes.get(i)).cloned().unwrap_or_default();
+        let w = n.inputs.get(1).and_then(|i| shapes.get(i)).cloned().unwrap_or_default();
+        let numel = |s: &[usize]| s.iter().product::<usize>() as u64;
+        let macs = match &n.op {
+            Op::Gemm(a) => {
+                let k = if a.trans_a { in0.first() } else { in0.get(1) }.copied().unwrap_or(0) as u64;
+                numel(&out) * k
+            }
+            Op::MatMul => numel(&out) * in0.last().copied().unwrap_or(0) as u64,
+            Op::Conv(_) => numel(&out) * w.iter().skip(1).product::<usize>() as u64,
+            _ => 0,
+        };
+        layers.push(LayerInfo { name: n.name.clone(), op: n.op.name().to_string(), shape: out, params, bytes: params * 4, macs });
+    }
+    Ok(ModelInfo {
+        name: g.name.clone(),
+        input_shape: g.inputs.first().map(|v| v.concrete(1)).unwrap_or_default(),
+        params: layers.iter().map(|l| l.params).sum(),
+        bytes: layers.iter().map(|l| l.bytes).sum(),
+        macs: layers.iter().map(|l| l.macs).sum(),
+        layers,
+    })
+}

@@ -1,0 +1,98 @@
+//! The one façade the app, the CLI and the JS API call.
+
+use crate::data::{Dataset, Preprocess};
+use crate::graph::Graph;
+use crate::metrics::{EvalReport, ModelInfo};
+use crate::tensor::Tensor;
+use crate::train::{Progress, TrainConfig, TrainSummary};
+use crate::{Error, Result};
+use std::ops::ControlFlow;
+
+/// A loaded model and how its inputs are prepared.
+#[derive(Clone, Debug)]
+pub struct Session {
+    graph: Graph,
+    preprocess: Preprocess,
+}
+
+impl Session {
+    /// Wraps a graph (validated); preprocessing comes from its metadata, default x/255.
+    pub fn from_graph(mut graph: Graph) -> Result<Self> {
+        graph.validate()?;
+        graph.infer_shapes(1)?;
+        let preprocess = Preprocess::from_metadata(&graph.metadata).unwrap_or_default();
+        Ok(Session { graph, preprocess })
+    }
+
+    /// Imports an ONNX model from its bytes.
+    pub fn from_onnx(bytes: &[u8]) -> Result<Self> {
+        Self::from_graph(crate::format::onnx::import(bytes)?)
+    }
+
+    /// The model graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// How raw pixels are turned into inputs.
+    pub fn preprocess(&self) -> Preprocess {
+        self.preprocess
+    }
+
+    /// Changes the input preprocessing (recorded in the metadata so exports keep it).
+    pub fn set_preprocess(&mut self, p: Preprocess) {
+        self.preprocess = p;
+        self.graph.metadata.insert("lithe.preprocess".into(), p.to_metadata());
+    }
+
+    /// Layer table and totals.
+    pub fn info(&self) -> Result<ModelInfo> {
+        crate::metrics::model_info(&self.graph)
+    }
+
+    /// Accuracy, loss, per-class accuracy and confusion matrix on `data`.
+    pub fn evaluate(&self, data: &Dataset) -> Result<EvalReport> {
+        crate::metrics::evaluate_with(&self.graph, data, 256, &self.preprocess)
+    }
+
+    /// Runs the model on an input tensor (for the first graph input).
+    pub fn run(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let name = self.graph.inputs.first().map(|v| v.name.as_str()).ok_or_else(|| Error::Graph("the graph has no input".into()))?;
+        crate::exec::run(&self.graph, &[(name, x)])
+    }
+
+    /// Class probabilities for one grey image given as raw 0..255 pixels, row-major.
+    pub fn classify(&self, pixels: &[u8]) -> Result<Vec<f32>> {
+        let input = self.graph.inputs.first().ok_or_else(|| Error::Graph("the graph has no input".into()))?;
+        let shape = input.concrete(1);
+        let need: usize = shape.iter().product();
+        if pixels.len() != need {
+            return Err(Error::Input { name: input.name.clone(), detail: format!("expected {need} pixels, got {}", pixels.len()) });
+        }
+        let x = crate::tensor::from_vec(&shape, pixels.iter().map(|&p| self.preprocess.apply(p)).collect())?;
+        let out = self.run(&x)?;
+        let logits: Vec<f32> = out.first().map(|t| t.iter().copied().collect()).unwrap_or_default();
+        // Outputs may already be (log-)probabilities; softmax of log-softmax is the same softmax.
+        let mx = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = logits.iter().map(|v| (v - mx).exp()).collect();
+        let s: f32 = e.iter().sum();
+        Ok(e.into_iter().map(|v| v / s).collect())
+    }
+
+    /// Trains (fine-tunes) the model in place.
+    pub fn train(
+        &mut self,
+        data: &Dataset,
+        val: Option<&Dataset>,
+        cfg: &TrainConfig,
+        on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<TrainSummary> {
+        let cfg = TrainConfig { preprocess: cfg.preprocess.or(Some(self.preprocess)), ..cfg.clone() };
+        crate::train::train(&mut self.graph, data, val, &cfg, on_progress)
+    }
+
+    /// The model as ONNX bytes.
+    pub fn export_onnx(&self) -> Result<Vec<u8>> {
+        crate::format::onnx::export(&self.graph)
+    }
+}
