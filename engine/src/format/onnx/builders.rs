@@ -1,0 +1,692 @@
+//! The op registry: one small builder per ONNX op type, turning a `NodeProto` (with its
+//! opset-specific attribute forms) into a graph [`Op`], a constant, or an alias.
+
+use super::LIMITS;
+use super::proto::attribute_proto::AttributeType;
+use super::proto::{AttributeProto, NodeProto, TensorProto};
+use super::tensor::{self, Const, Data};
+use crate::graph::{AutoPad, ConvAttrs, GemmAttrs, Op, PoolAttrs};
+use crate::{Error, Result};
+use std::collections::HashMap;
+
+/// What a builder sees: the node, its opset and the constants known so far.
+pub(super) struct NodeCtx<'a> {
+    /// The node as stored in the file.
+    pub proto: &'a NodeProto,
+    /// The node's (unique) name in the graph being built.
+    pub name: &'a str,
+    /// The op type, as registered.
+    pub op_type: &'static str,
+    /// The default-domain opset of the model.
+    pub opset: i64,
+    /// Input value names after `Identity` folding; an empty string is an absent input.
+    pub inputs: &'a [String],
+    /// Constants: initializers, `Constant` outputs and folded values.
+    pub consts: &'a HashMap<String, Const>,
+}
+
+/// What a builder makes of a node.
+pub(super) enum Built {
+    /// A graph node reading `inputs`; it produces the proto's first output.
+    Op {
+        /// The operator.
+        op: Op,
+        /// Data inputs (inputs folded into attributes are left out).
+        inputs: Vec<String>,
+    },
+    /// The first output is a constant (Constant, or a Reshape/Flatten of a constant).
+    Const(Const),
+    /// The first output is another name for this value (Identity).
+    Alias(String),
+}
+
+/// A per-op builder.
+pub(super) type Builder = fn(&NodeCtx<'_>) -> Result<Built>;
+
+/// The registry, one entry per supported ONNX op type.
+const REGISTRY: [(&str, Builder); 20] = [
+    ("Gemm", gemm),
+    ("MatMul", matmul),
+    ("Conv", conv),
+    ("MaxPool", max_pool),
+    ("AveragePool", average_pool),
+    ("GlobalAveragePool", global_average_pool),
+    ("BatchNormalization", batch_normalization),
+    ("Relu", relu),
+    ("Clip", clip),
+    ("Sigmoid", sigmoid),
+    ("Tanh", tanh),
+    ("Softmax", softmax),
+    ("LogSoftmax", log_softmax),
+    ("Flatten", flatten),
+    ("Reshape", reshape),
+    ("Add", add),
+    ("Concat", concat),
+    ("Dropout", dropout),
+    ("Constant", constant),
+    ("Identity", identity),
+];
+
+const fn names<const N: usize>(r: &[(&'static str, Builder); N]) -> [&'static str; N] {
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = r[i].0;
+        i += 1;
+    }
+    out
+}
+
+/// The registered op types, in registry order.
+pub(super) const OP_TYPES: [&str; REGISTRY.len()] = names(&REGISTRY);
+
+/// The builder registered for a default-domain op type.
+pub(super) fn lookup(op_type: &str) -> Option<(&'static str, Builder)> {
+    REGISTRY.iter().find(|(name, _)| *name == op_type).copied()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attribute and input access.
+
+impl NodeCtx<'_> {
+    /// An attribute error on this node.
+    pub fn bad(&self, attr: &'static str, detail: impl Into<String>) -> Error {
+        Error::Attribute {
+            node: self.name.to_string(),
+            op: self.op_type,
+            attr,
+            detail: detail.into(),
+        }
+    }
+
+    fn attr(&self, name: &'static str, want: AttributeType) -> Result<Option<&AttributeProto>> {
+        let Some(a) = self.proto.attribute.iter().find(|a| a.name() == name) else {
+            return Ok(None);
+        };
+        match a.r#type {
+            None | Some(0) => Ok(Some(a)),
+            Some(t) if t == want as i32 => Ok(Some(a)),
+            Some(t) => {
+                let got = AttributeType::try_from(t)
+                    .map(|t| t.as_str_name())
+                    .unwrap_or("unknown");
+                Err(self.bad(
+                    name,
+                    format!("expected {} but the file has {got}", want.as_str_name()),
+                ))
+            }
+        }
+    }
+
+    /// An integer attribute.
+    pub fn int(&self, name: &'static str) -> Result<Option<i64>> {
+        match self.attr(name, AttributeType::Int)? {
+            None => Ok(None),
+            Some(a) => {
+                a.i.map(Some)
+                    .ok_or_else(|| self.bad(name, "has no integer value"))
+            }
+        }
+    }
+
+    /// A float attribute.
+    pub fn float(&self, name: &'static str) -> Result<Option<f32>> {
+        match self.attr(name, AttributeType::Float)? {
+            None => Ok(None),
+            Some(a) => {
+                a.f.map(Some)
+                    .ok_or_else(|| self.bad(name, "has no float value"))
+            }
+        }
+    }
+
+    /// A list-of-integers attribute.
+    pub fn ints(&self, name: &'static str) -> Result<Option<&[i64]>> {
+        Ok(self
+            .attr(name, AttributeType::Ints)?
+            .map(|a| a.ints.as_slice()))
+    }
+
+    /// A list-of-floats attribute.
+    pub fn floats(&self, name: &'static str) -> Result<Option<&[f32]>> {
+        Ok(self
+            .attr(name, AttributeType::Floats)?
+            .map(|a| a.floats.as_slice()))
+    }
+
+    /// A string attribute (UTF-8).
+    pub fn string(&self, name: &'static str) -> Result<Option<&str>> {
+        match self.attr(name, AttributeType::String)? {
+            None => Ok(None),
+            Some(a) => std::str::from_utf8(a.s())
+                .map(Some)
+                .map_err(|_| self.bad(name, "is not valid UTF-8")),
+        }
+    }
+
+    /// A tensor attribute.
+    pub fn tensor(&self, name: &'static str) -> Result<Option<&TensorProto>> {
+        match self.attr(name, AttributeType::Tensor)? {
+            None => Ok(None),
+            Some(a) => {
+                a.t.as_ref()
+                    .map(Some)
+                    .ok_or_else(|| self.bad(name, "has no tensor value"))
+            }
+        }
+    }
+
+    /// Input `i` when present (not absent and not the empty name).
+    pub fn input(&self, i: usize) -> Option<&str> {
+        self.inputs
+            .get(i)
+            .map(String::as_str)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Input `i`, which the op requires.
+    pub fn required(&self, i: usize) -> Result<String> {
+        self.input(i).map(str::to_string).ok_or_else(|| {
+            Error::Graph(format!(
+                "node `{}` ({}) lacks its required input #{i}",
+                self.name, self.op_type
+            ))
+        })
+    }
+
+    /// Input `i` as a constant: `None` when absent, an error when present but computed at run
+    /// time (`what` names the input in the message).
+    pub fn const_input(&self, i: usize, what: &'static str) -> Result<Option<&Const>> {
+        let Some(name) = self.input(i) else {
+            return Ok(None);
+        };
+        self.consts.get(name).map(Some).ok_or_else(|| {
+            self.bad(
+                what,
+                format!(
+                    "input `{name}` must be a constant (an initializer or a Constant node); Lithe does not \
+                     compute it at run time"
+                ),
+            )
+        })
+    }
+
+    /// The node's inputs with trailing absent ones removed.
+    pub fn all_inputs(&self) -> Vec<String> {
+        let keep = self
+            .inputs
+            .iter()
+            .rposition(|s| !s.is_empty())
+            .map_or(0, |i| i + 1);
+        self.inputs.iter().take(keep).cloned().collect()
+    }
+
+    /// A node with all its inputs.
+    fn op(&self, op: Op) -> Result<Built> {
+        Ok(Built::Op {
+            op,
+            inputs: self.all_inputs(),
+        })
+    }
+
+    /// A node reading only its first input (the others were folded into attributes).
+    fn op_on_first(&self, op: Op) -> Result<Built> {
+        Ok(Built::Op {
+            op,
+            inputs: vec![self.required(0)?],
+        })
+    }
+}
+
+fn to_usize(c: &NodeCtx<'_>, attr: &'static str, v: i64, lo: usize, hi: usize) -> Result<usize> {
+    usize::try_from(v)
+        .ok()
+        .filter(|x| (lo..=hi).contains(x))
+        .ok_or_else(|| c.bad(attr, format!("value {v} is outside {lo}..={hi}")))
+}
+
+/// A list attribute of exactly `N` integers in `lo..=hi`, or `default`.
+fn fixed_ints<const N: usize>(
+    c: &NodeCtx<'_>,
+    attr: &'static str,
+    lo: usize,
+    default: [usize; N],
+) -> Result<[usize; N]> {
+    let Some(v) = c.ints(attr)? else {
+        return Ok(default);
+    };
+    if v.len() != N {
+        return Err(c.bad(
+            attr,
+            format!(
+                "has {} values; Lithe supports 2-D windows only ({N} values)",
+                v.len()
+            ),
+        ));
+    }
+    let mut out = default;
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = to_usize(c, attr, x, lo, LIMITS.max_window)?;
+    }
+    Ok(out)
+}
+
+fn auto_pad(c: &NodeCtx<'_>) -> Result<AutoPad> {
+    match c.string("auto_pad")?.unwrap_or("NOTSET") {
+        "NOTSET" | "" => Ok(AutoPad::NotSet),
+        "SAME_UPPER" => Ok(AutoPad::SameUpper),
+        "SAME_LOWER" => Ok(AutoPad::SameLower),
+        "VALID" => Ok(AutoPad::Valid),
+        other => Err(c.bad("auto_pad", format!("unknown value `{other}`"))),
+    }
+}
+
+/// The window attributes shared by Conv and the pools: kernel (if given), strides, pads,
+/// dilations, auto_pad.
+struct Window {
+    kernel: Option<[usize; 2]>,
+    strides: [usize; 2],
+    pads: [usize; 4],
+    dilations: [usize; 2],
+    auto_pad: AutoPad,
+}
+
+fn window(c: &NodeCtx<'_>) -> Result<Window> {
+    let kernel = match c.ints("kernel_shape")? {
+        None => None,
+        Some(_) => Some(fixed_ints(c, "kernel_shape", 1, [1, 1])?),
+    };
+    Ok(Window {
+        kernel,
+        strides: fixed_ints(c, "strides", 1, [1, 1])?,
+        pads: fixed_ints(c, "pads", 0, [0; 4])?,
+        dilations: fixed_ints(c, "dilations", 1, [1, 1])?,
+        auto_pad: auto_pad(c)?,
+    })
+}
+
+fn flag(c: &NodeCtx<'_>, attr: &'static str) -> Result<bool> {
+    match c.int(attr)? {
+        None | Some(0) => Ok(false),
+        Some(1) => Ok(true),
+        Some(v) => Err(c.bad(attr, format!("must be 0 or 1, got {v}"))),
+    }
+}
+
+/// Softmax/LogSoftmax axis: default 1 with 2-D coercion before opset 13, default -1 after.
+fn softmax_axis(c: &NodeCtx<'_>) -> Result<(i64, bool)> {
+    let legacy = c.opset < 13;
+    let axis = c.int("axis")?.unwrap_or(if legacy { 1 } else { -1 });
+    if axis.unsigned_abs() > LIMITS.max_rank as u64 {
+        return Err(c.bad("axis", format!("{axis} is out of range")));
+    }
+    Ok((axis, legacy))
+}
+
+fn axis_attr(c: &NodeCtx<'_>, default: Option<i64>) -> Result<i64> {
+    let axis = match (c.int("axis")?, default) {
+        (Some(a), _) => a,
+        (None, Some(d)) => d,
+        (None, None) => return Err(c.bad("axis", "is required")),
+    };
+    if axis.unsigned_abs() > LIMITS.max_rank as u64 {
+        return Err(c.bad("axis", format!("{axis} is out of range")));
+    }
+    Ok(axis)
+}
+
+/// Checks a Reshape target: entries ≥ -1, at most one -1, element count within limits.
+fn check_reshape_target(c: &NodeCtx<'_>, target: &[i64], allow_zero: bool) -> Result<()> {
+    if target.len() > LIMITS.max_rank {
+        return Err(c.bad(
+            "shape",
+            format!("rank {} exceeds {}", target.len(), LIMITS.max_rank),
+        ));
+    }
+    if target.iter().filter(|&&t| t == -1).count() > 1 || target.iter().any(|&t| t < -1) {
+        return Err(c.bad("shape", format!("invalid target {target:?}")));
+    }
+    if allow_zero && target.contains(&0) {
+        return Err(c.bad(
+            "allowzero",
+            "allowzero=1 with a 0 in the shape (an empty tensor) is not supported",
+        ));
+    }
+    let mut known: u64 = 1;
+    for &t in target.iter().filter(|&&t| t > 0) {
+        known = known.saturating_mul(t as u64);
+    }
+    if known > LIMITS.max_tensor_elements as u64 {
+        return Err(Error::Limit {
+            what: "Reshape target",
+            got: known,
+            limit: LIMITS.max_tensor_elements as u64,
+        });
+    }
+    Ok(())
+}
+
+/// The concrete shape a Reshape target gives for a known input shape (`0` copies, `-1` infers).
+fn resolve_reshape(
+    c: &NodeCtx<'_>,
+    target: &[i64],
+    input: &[usize],
+    total: usize,
+) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(target.len());
+    let mut infer = None;
+    for (i, &t) in target.iter().enumerate() {
+        match t {
+            -1 => {
+                infer = Some(i);
+                out.push(1);
+            }
+            0 => out.push(*input.get(i).ok_or_else(|| {
+                c.bad(
+                    "shape",
+                    format!("0 at position {i} copies a dim the input {input:?} lacks"),
+                )
+            })?),
+            t => out.push(
+                usize::try_from(t)
+                    .map_err(|_| c.bad("shape", format!("invalid target {target:?}")))?,
+            ),
+        }
+    }
+    let known = crate::tensor::checked_numel(&out)?;
+    match infer {
+        Some(i) if known != 0 && total.is_multiple_of(known) => {
+            if let Some(o) = out.get_mut(i) {
+                *o = total / known;
+            }
+        }
+        None if known == total => {}
+        _ => return Err(c.bad("shape", format!("cannot reshape {input:?} to {target:?}"))),
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The builders, one per op type.
+
+fn gemm(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Gemm(GemmAttrs {
+        alpha: c.float("alpha")?.unwrap_or(1.0),
+        beta: c.float("beta")?.unwrap_or(1.0),
+        trans_a: flag(c, "transA")?,
+        trans_b: flag(c, "transB")?,
+    }))
+}
+
+fn matmul(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::MatMul)
+}
+
+fn conv(c: &NodeCtx<'_>) -> Result<Built> {
+    let w = window(c)?;
+    let weight = c.input(1).and_then(|n| c.consts.get(n));
+    if let Some(wt) = weight
+        && wt.shape.len() != 4
+    {
+        return Err(c.bad(
+            "kernel_shape",
+            format!(
+                "weight has shape {:?}; Lithe supports 2-D convolutions only",
+                wt.shape
+            ),
+        ));
+    }
+    let kernel = match (w.kernel, weight) {
+        (Some(k), _) => k,
+        (None, Some(wt)) => match wt.shape.as_slice() {
+            [_, _, kh, kw] => [*kh, *kw],
+            _ => return Err(c.bad("kernel_shape", "cannot be taken from the weight")),
+        },
+        (None, None) => {
+            return Err(c.bad("kernel_shape", "is absent and the weight is not a constant"));
+        }
+    };
+    let groups = match c.int("group")? {
+        None => 1,
+        Some(g) => to_usize(c, "group", g, 1, LIMITS.max_tensor_elements)?,
+    };
+    c.op(Op::Conv(ConvAttrs {
+        kernel,
+        strides: w.strides,
+        pads: w.pads,
+        dilations: w.dilations,
+        groups,
+        auto_pad: w.auto_pad,
+    }))
+}
+
+fn pool_attrs(c: &NodeCtx<'_>) -> Result<PoolAttrs> {
+    let w = window(c)?;
+    let kernel = w
+        .kernel
+        .ok_or_else(|| c.bad("kernel_shape", "is required"))?;
+    Ok(PoolAttrs {
+        kernel,
+        strides: w.strides,
+        pads: w.pads,
+        dilations: w.dilations,
+        ceil_mode: flag(c, "ceil_mode")?,
+        count_include_pad: false,
+        auto_pad: w.auto_pad,
+    })
+}
+
+fn max_pool(c: &NodeCtx<'_>) -> Result<Built> {
+    if c.int("storage_order")?.unwrap_or(0) != 0 {
+        return Err(c.bad("storage_order", "only row-major (0) is supported"));
+    }
+    let a = pool_attrs(c)?;
+    c.op_on_first(Op::MaxPool(a))
+}
+
+fn average_pool(c: &NodeCtx<'_>) -> Result<Built> {
+    let mut a = pool_attrs(c)?;
+    if a.dilations != [1, 1] {
+        return Err(c.bad("dilations", "dilated average pooling is not supported"));
+    }
+    a.count_include_pad = flag(c, "count_include_pad")?;
+    c.op_on_first(Op::AvgPool(a))
+}
+
+fn global_average_pool(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::GlobalAvgPool)
+}
+
+fn batch_normalization(c: &NodeCtx<'_>) -> Result<Built> {
+    if c.opset < 9 && c.int("spatial")?.unwrap_or(1) != 1 {
+        return Err(c.bad(
+            "spatial",
+            "per-activation statistics (spatial=0) are not supported",
+        ));
+    }
+    if c.int("training_mode")?.unwrap_or(0) != 0 {
+        return Err(c.bad(
+            "training_mode",
+            "a model that normalises with batch statistics at inference is not supported",
+        ));
+    }
+    let epsilon = c.float("epsilon")?.unwrap_or(1e-5);
+    let momentum = c.float("momentum")?.unwrap_or(0.9);
+    if !(epsilon.is_finite() && epsilon >= 0.0) {
+        return Err(c.bad("epsilon", format!("{epsilon} is not a non-negative number")));
+    }
+    c.op(Op::BatchNorm { epsilon, momentum })
+}
+
+fn relu(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Relu)
+}
+
+fn clip(c: &NodeCtx<'_>) -> Result<Built> {
+    let (min, max) = if c.opset < 11 {
+        (
+            c.float("min")?.unwrap_or(f32::NEG_INFINITY),
+            c.float("max")?.unwrap_or(f32::INFINITY),
+        )
+    } else {
+        let bound = |i: usize, what: &'static str, default: f32| -> Result<f32> {
+            match c.const_input(i, what)? {
+                None => Ok(default),
+                Some(k) => k.scalar_f32().ok_or_else(|| {
+                    c.bad(what, format!("must be a scalar, has shape {:?}", k.shape))
+                }),
+            }
+        };
+        (
+            bound(1, "min", f32::NEG_INFINITY)?,
+            bound(2, "max", f32::INFINITY)?,
+        )
+    };
+    if min.is_nan() || max.is_nan() {
+        return Err(c.bad("min/max", "bounds must not be NaN"));
+    }
+    c.op_on_first(Op::Clip { min, max })
+}
+
+fn sigmoid(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Sigmoid)
+}
+
+fn tanh(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Tanh)
+}
+
+fn softmax(c: &NodeCtx<'_>) -> Result<Built> {
+    let (axis, coerce_2d) = softmax_axis(c)?;
+    c.op(Op::Softmax { axis, coerce_2d })
+}
+
+fn log_softmax(c: &NodeCtx<'_>) -> Result<Built> {
+    let (axis, coerce_2d) = softmax_axis(c)?;
+    c.op(Op::LogSoftmax { axis, coerce_2d })
+}
+
+fn flatten(c: &NodeCtx<'_>) -> Result<Built> {
+    let axis = axis_attr(c, Some(1))?;
+    let x = c.required(0)?;
+    if let Some(k) = c.consts.get(&x) {
+        let r = k.shape.len() as i64;
+        let a = if axis < 0 { axis + r } else { axis };
+        let a = usize::try_from(a)
+            .ok()
+            .filter(|&a| a <= k.shape.len())
+            .ok_or_else(|| c.bad("axis", format!("{axis} is out of range for rank {r}")))?;
+        let (head, tail) = k.shape.split_at(a);
+        let shape = vec![
+            crate::tensor::checked_numel(head)?,
+            crate::tensor::checked_numel(tail)?,
+        ];
+        return Ok(Built::Const(Const {
+            shape,
+            data: k.data.clone(),
+        }));
+    }
+    c.op_on_first(Op::Flatten { axis })
+}
+
+fn reshape(c: &NodeCtx<'_>) -> Result<Built> {
+    let k = c.const_input(1, "shape")?.ok_or_else(|| {
+        Error::Graph(format!("node `{}` (Reshape) lacks its shape input", c.name))
+    })?;
+    let target = match &k.data {
+        Data::I64(v) => v.clone(),
+        Data::F32(_) => return Err(c.bad("shape", "the shape input must be an int64 tensor")),
+    };
+    if k.shape.len() > 1 {
+        return Err(c.bad(
+            "shape",
+            format!("the shape input must be 1-D, has shape {:?}", k.shape),
+        ));
+    }
+    let allow_zero = c.opset >= 14 && flag(c, "allowzero")?;
+    check_reshape_target(c, &target, allow_zero)?;
+    let x = c.required(0)?;
+    if let Some(data) = c.consts.get(&x) {
+        let shape = resolve_reshape(c, &target, &data.shape, data.len())?;
+        return Ok(Built::Const(Const {
+            shape,
+            data: data.data.clone(),
+        }));
+    }
+    c.op_on_first(Op::Reshape { shape: target })
+}
+
+fn add(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Add)
+}
+
+fn concat(c: &NodeCtx<'_>) -> Result<Built> {
+    let axis = axis_attr(c, None)?;
+    c.op(Op::Concat { axis })
+}
+
+fn dropout(c: &NodeCtx<'_>) -> Result<Built> {
+    let ratio = if c.opset < 12 {
+        c.float("ratio")?.unwrap_or(0.5)
+    } else {
+        if let Some(t) = c.const_input(2, "training_mode")?
+            && t.as_i64().is_none_or(|v| v.iter().any(|&x| x != 0))
+        {
+            return Err(c.bad(
+                "training_mode",
+                "dropout that stays active at inference is not supported",
+            ));
+        }
+        match c.const_input(1, "ratio")? {
+            None => 0.5,
+            Some(k) => k
+                .scalar_f32()
+                .ok_or_else(|| c.bad("ratio", "must be a scalar"))?,
+        }
+    };
+    if !(0.0..1.0).contains(&ratio) {
+        return Err(c.bad("ratio", format!("{ratio} is outside [0, 1)")));
+    }
+    c.op_on_first(Op::Dropout { ratio })
+}
+
+fn constant(c: &NodeCtx<'_>) -> Result<Built> {
+    if let Some(t) = c.tensor("value")? {
+        return Ok(Built::Const(tensor::decode(t)?));
+    }
+    if let Some(v) = c.float("value_float")? {
+        return Ok(Built::Const(Const {
+            shape: vec![],
+            data: Data::F32(vec![v]),
+        }));
+    }
+    if let Some(v) = c.floats("value_floats")? {
+        return Ok(Built::Const(Const {
+            shape: vec![v.len()],
+            data: Data::F32(v.to_vec()),
+        }));
+    }
+    if let Some(v) = c.int("value_int")? {
+        return Ok(Built::Const(Const {
+            shape: vec![],
+            data: Data::I64(vec![v]),
+        }));
+    }
+    if let Some(v) = c.ints("value_ints")? {
+        return Ok(Built::Const(Const {
+            shape: vec![v.len()],
+            data: Data::I64(v.to_vec()),
+        }));
+    }
+    let other = c
+        .proto
+        .attribute
+        .first()
+        .map(|a| a.name())
+        .unwrap_or("none");
+    Err(c.bad("value", format!("no supported value attribute (found: {other}); sparse and string constants are not supported")))
+}
+
+fn identity(c: &NodeCtx<'_>) -> Result<Built> {
+    Ok(Built::Alias(c.required(0)?))
+}

@@ -1,0 +1,159 @@
+//! Agreement with onnxruntime: exported sample graphs (and the real-world models in
+//! `../shared/models`) are run by `scripts/onnx_check.py` on the same input as Lithe, and must
+//! agree within 1e-4. Needs a Python with numpy and onnxruntime: `$LITHE_PYTHON`, else
+//! `<workspace>/.venv/bin/python` (made by `cargo xtask setup`); skipped without one.
+
+mod onnx_support;
+
+use lithe::exec;
+use lithe::format::onnx;
+use lithe::graph::Graph;
+use lithe::tensor::Tensor;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/models");
+
+/// A Python that can import onnxruntime and numpy, or `None` (with a message) when there is
+/// none. An explicit `$LITHE_PYTHON` that cannot is an error.
+fn python() -> anyhow::Result<Option<PathBuf>> {
+    let (py, explicit) = match std::env::var_os("LITHE_PYTHON") {
+        Some(p) => (PathBuf::from(p), true),
+        None => (Path::new(WORKSPACE).join(".venv/bin/python"), false),
+    };
+    let ok = py.exists()
+        && Command::new(&py)
+            .args(["-c", "import onnxruntime, numpy"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+    match (ok, explicit) {
+        (true, _) => Ok(Some(py)),
+        (false, true) => anyhow::bail!(
+            "LITHE_PYTHON={} cannot import onnxruntime and numpy",
+            py.display()
+        ),
+        (false, false) => {
+            eprintln!("skipped: no python with onnxruntime (run cargo xtask setup)");
+            Ok(None)
+        }
+    }
+}
+
+/// Writes a float32 little-endian `.npy` (format 1.0).
+fn write_npy(path: &Path, t: &Tensor) -> anyhow::Result<()> {
+    let dims: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + t.len() * 4);
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&u16::try_from(header.len())?.to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in t.as_standard_layout().iter() {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes)?;
+    Ok(())
+}
+
+/// Runs Lithe on `x`, then onnx_check.py on every output; returns the failures.
+fn check(
+    py: &Path,
+    dir: &Path,
+    name: &str,
+    model: &Path,
+    g: &Graph,
+    x: &Tensor,
+) -> anyhow::Result<Vec<String>> {
+    let outs = exec::run(g, &[(g.inputs[0].name.as_str(), x)])?;
+    let input = dir.join(format!("{name}.input.npy"));
+    write_npy(&input, x)?;
+    let mut failures = Vec::new();
+    for (k, y) in outs.iter().enumerate() {
+        let output = dir.join(format!("{name}.output{k}.npy"));
+        write_npy(&output, y)?;
+        let run = Command::new(py)
+            .arg(Path::new(WORKSPACE).join("scripts/onnx_check.py"))
+            .arg(model)
+            .arg(&input)
+            .arg(&output)
+            .args(["--output-index", &k.to_string()])
+            .output()?;
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&run.stdout),
+            String::from_utf8_lossy(&run.stderr)
+        );
+        eprintln!("{name} output {k}: {}", said.trim());
+        if !run.status.success() {
+            failures.push(format!("{name} output {k}: {}", said.trim()));
+        }
+    }
+    Ok(failures)
+}
+
+fn temp_dir(tag: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("lithe-onnx-ort-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[test]
+fn exported_graphs_agree_with_onnxruntime() -> anyhow::Result<()> {
+    let Some(py) = python()? else { return Ok(()) };
+    let dir = temp_dir("samples")?;
+    let mut failures = Vec::new();
+    for (name, g, _) in onnx_support::samples() {
+        let model = dir.join(format!("{name}.onnx"));
+        std::fs::write(&model, onnx::export(&g)?)?;
+        let x = onnx_support::batch_input(&g, 3, 99);
+        failures.extend(check(&py, &dir, name, &model, &g, &x)?);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        failures.is_empty(),
+        "onnxruntime disagrees:\n{}",
+        failures.join("\n")
+    );
+    Ok(())
+}
+
+#[test]
+fn real_models_agree_with_onnxruntime() -> anyhow::Result<()> {
+    let Some(py) = python()? else { return Ok(()) };
+    let models = Path::new(MODELS);
+    if !models.is_dir() {
+        eprintln!("skipped: ../shared/models not found ({})", models.display());
+        return Ok(());
+    }
+    let dir = temp_dir("models")?;
+    let mut failures = Vec::new();
+    for (file, seed) in [("onnx-zoo-mnist-8.onnx", 5), ("burn-mnist-cnn.onnx", 6)] {
+        // The file itself is read in place; only Lithe's input and output go to the temp dir.
+        let model = models.join(file);
+        let g = onnx::import(&std::fs::read(&model)?)?;
+        let x = onnx_support::rand(&g.inputs[0].concrete(1), seed, 2.0, 0.5);
+        failures.extend(check(&py, &dir, file, &model, &g, &x)?);
+        // And Lithe's re-export of it.
+        let again = dir.join(format!("lithe-{file}"));
+        std::fs::write(&again, onnx::export(&g)?)?;
+        failures.extend(check(&py, &dir, &format!("lithe-{file}"), &again, &g, &x)?);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        failures.is_empty(),
+        "onnxruntime disagrees:\n{}",
+        failures.join("\n")
+    );
+    Ok(())
+}
