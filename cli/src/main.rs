@@ -1,1 +1,463 @@
-fn main() {}
+//! `lithe`: the command-line front end of the Lithe engine.
+
+mod npy;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use lithe::Session;
+use lithe::data::{Dataset, Preprocess};
+use lithe::zoo::Arch;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "lithe",
+    version,
+    about = "Inspect, train, evaluate and run neural networks (ONNX) with Lithe"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Pre {
+    /// Whatever the model's metadata says (x/255 when it says nothing).
+    Auto,
+    /// x / 255.
+    Unit,
+    /// Raw 0..255.
+    Raw,
+    /// (x/255 − 0.1307) / 0.3081, as PyTorch MNIST examples train.
+    MnistNorm,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a model's layers, parameters, bytes and MACs.
+    Info {
+        /// An .onnx file or a zoo name (lenet-300-100, lenet-5, mobilenet, tiny-mlp).
+        model: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train a zoo architecture on full MNIST and write it as ONNX.
+    Train {
+        /// Architecture: lenet-300-100, lenet-5, mobilenet, tiny-mlp.
+        #[arg(long)]
+        arch: String,
+        /// Seed for initialisation, shuffling and the validation split.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Override the recipe's epoch count.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Use only the first N training images (quick runs).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Output file (default: www/models/ARCH.onnx) and manifest update.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Folder with train.lmn.gz and test.lmn.gz (default: $LITHE_MNIST_DIR or .data/mnist).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Machine-readable summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accuracy, loss, per-class accuracy and confusion matrix on the MNIST test set.
+    Eval {
+        /// An .onnx file or a zoo name.
+        model: String,
+        /// Dataset file (.lmn or .lmn.gz); default: the 10k MNIST test set.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Input preprocessing.
+        #[arg(long, value_enum, default_value_t = Pre::Auto)]
+        preprocess: Pre,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a model on a raw tensor: .npy in, .npy out (or raw little-endian f32 with --shape).
+    Run {
+        /// An .onnx file or a zoo name.
+        model: String,
+        /// Input tensor (.npy, or raw f32 LE with --shape).
+        #[arg(long)]
+        input: PathBuf,
+        /// Output file (.npy) for the first model output.
+        #[arg(long)]
+        output: PathBuf,
+        /// Shape of a raw input, e.g. 1,1,28,28.
+        #[arg(long, value_delimiter = ',')]
+        shape: Option<Vec<usize>>,
+    },
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Info { model, json } => info(&model, json),
+        Cmd::Train {
+            arch,
+            seed,
+            epochs,
+            limit,
+            out,
+            data,
+            json,
+        } => train(&arch, seed, epochs, limit, out, data, json),
+        Cmd::Eval {
+            model,
+            data,
+            preprocess,
+            json,
+        } => eval(&model, data, preprocess, json),
+        Cmd::Run {
+            model,
+            input,
+            output,
+            shape,
+        } => run(&model, &input, &output, shape),
+    }
+}
+
+/// The repository root when run from a checkout (for www/ and .data/), else the cwd.
+fn root() -> PathBuf {
+    let dev = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if dev.join("www").is_dir() {
+        dev
+    } else {
+        PathBuf::from(".")
+    }
+}
+
+fn zoo_dir() -> PathBuf {
+    std::env::var_os("LITHE_ZOO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("www/models"))
+}
+
+fn data_dir() -> PathBuf {
+    std::env::var_os("LITHE_MNIST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".data/mnist"))
+}
+
+fn load_model(model: &str) -> Result<Session> {
+    let path = if Path::new(model).exists() {
+        PathBuf::from(model)
+    } else if Arch::from_name(model).is_ok() {
+        zoo_dir().join(format!("{model}.onnx"))
+    } else {
+        bail!(
+            "`{model}` is neither a file nor a zoo name ({})",
+            Arch::ALL.map(|a| a.name()).join(", ")
+        );
+    };
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    Session::from_onnx(&bytes).with_context(|| format!("loading {}", path.display()))
+}
+
+fn test_set(data: Option<PathBuf>) -> Result<Dataset> {
+    let candidates = match data {
+        Some(p) => vec![p],
+        None => vec![
+            data_dir().join("test.lmn.gz"),
+            root().join("www/data/mnist-test.lmn.gz"),
+        ],
+    };
+    for p in &candidates {
+        if p.exists() {
+            return Dataset::load(p).with_context(|| format!("reading {}", p.display()));
+        }
+    }
+    bail!(
+        "no test set found at {:?}; run `cargo xtask data`",
+        candidates
+    )
+}
+
+fn human(n: u64) -> String {
+    match n {
+        n if n >= 10_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        n if n >= 10_000 => format!("{:.1}k", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+fn info(model: &str, json: bool) -> Result<()> {
+    let s = load_model(model)?;
+    let i = s.info()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+        return Ok(());
+    }
+    println!(
+        "{}  input {:?}  preprocess {:?}",
+        i.name,
+        i.input_shape,
+        s.preprocess()
+    );
+    println!(
+        "{:<24} {:<20} {:<18} {:>10} {:>12} {:>10}",
+        "layer", "op", "output", "params", "bytes", "MACs"
+    );
+    for l in &i.layers {
+        println!(
+            "{:<24} {:<20} {:<18} {:>10} {:>12} {:>10}",
+            l.name,
+            l.op,
+            format!("{:?}", l.shape),
+            l.params,
+            l.bytes,
+            human(l.macs)
+        );
+    }
+    println!(
+        "{:<24} {:<20} {:<18} {:>10} {:>12} {:>10}",
+        "total",
+        "",
+        "",
+        i.params,
+        i.bytes,
+        human(i.macs)
+    );
+    Ok(())
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Clone)]
+struct ManifestEntry {
+    arch: String,
+    file: String,
+    params: usize,
+    bytes: u64,
+    test_accuracy: f32,
+    seed: u64,
+    epochs: usize,
+    train_images: usize,
+    train_seconds: f32,
+    command: String,
+}
+
+fn train(
+    arch: &str,
+    seed: u64,
+    epochs: Option<usize>,
+    limit: Option<usize>,
+    out: Option<PathBuf>,
+    data: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let arch = Arch::from_name(arch)?;
+    let dir = data.unwrap_or_else(data_dir);
+    let full = Dataset::load(dir.join("train.lmn.gz")).with_context(|| {
+        format!(
+            "reading {}/train.lmn.gz (run `cargo xtask data`)",
+            dir.display()
+        )
+    })?;
+    let test = Dataset::load(dir.join("test.lmn.gz"))
+        .with_context(|| format!("reading {}/test.lmn.gz", dir.display()))?;
+    let full = match limit {
+        Some(n) => full.take(n),
+        None => full,
+    };
+    let mut cfg = arch.train_config(seed);
+    if let Some(e) = epochs {
+        cfg.epochs = e;
+    }
+    let train_images = full.len() - full.len() / 12;
+    let steps = train_images.div_ceil(cfg.batch_size) as u64;
+    let pb = (!json).then(|| bar(steps * cfg.epochs as u64, arch.name()));
+    let t0 = Instant::now();
+    let mut last_step = 0u64;
+    let (graph, summary) = lithe::zoo::train_arch(arch, seed, &full, &cfg, &mut |p| {
+        if let Some(pb) = &pb {
+            let done = p.epoch as u64 * steps + p.step as u64;
+            pb.inc(done - last_step);
+            last_step = done;
+            let va = p
+                .val_accuracy
+                .map(|v| format!(" val {:.2}%", v * 100.0))
+                .unwrap_or_default();
+            pb.set_message(format!(
+                "epoch {}/{} loss {:.4} acc {:.2}%{va}",
+                p.epoch + 1,
+                p.epochs,
+                p.loss,
+                p.accuracy * 100.0
+            ));
+            if p.val_accuracy.is_some() {
+                let line = format!(
+                    "epoch {:>2}: loss {:.4} train {:.2}%{va} ({:.1}s)",
+                    p.epoch + 1,
+                    p.loss,
+                    p.accuracy * 100.0,
+                    t0.elapsed().as_secs_f32()
+                );
+                if pb.is_hidden() {
+                    eprintln!("{line}")
+                } else {
+                    pb.println(line)
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    })?;
+    let session = Session::from_graph(graph)?;
+    let secs = t0.elapsed().as_secs_f32();
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let report = session.evaluate(&test)?;
+    let bytes = session.export_onnx()?;
+    let out = out.unwrap_or_else(|| zoo_dir().join(format!("{}.onnx", arch.name())));
+    if let Some(p) = out.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    let mut command = format!("lithe train --arch {} --seed {seed}", arch.name());
+    if let Some(e) = epochs {
+        command += &format!(" --epochs {e}");
+    }
+    if let Some(n) = limit {
+        command += &format!(" --limit {n}");
+    }
+    let entry = ManifestEntry {
+        arch: arch.name().into(),
+        file: out
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        params: session.graph().param_count(),
+        bytes: bytes.len() as u64,
+        test_accuracy: report.accuracy,
+        seed,
+        epochs: summary.epochs_done,
+        train_images,
+        train_seconds: secs,
+        command,
+    };
+    let manifest = out.with_file_name("manifest.json");
+    let mut entries: Vec<ManifestEntry> = std::fs::read(&manifest)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    entries.retain(|e| e.arch != entry.arch);
+    entries.push(entry.clone());
+    entries.sort_by_key(|e| Arch::ALL.iter().position(|a| a.name() == e.arch));
+    std::fs::write(&manifest, serde_json::to_string_pretty(&entries)? + "\n")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entry)?);
+    } else {
+        println!(
+            "{}: test accuracy {:.2}% on {} images, {} params, {} bytes, {:.1}s ({:.1}s/epoch) → {}",
+            arch.name(),
+            report.accuracy * 100.0,
+            report.count,
+            entry.params,
+            entry.bytes,
+            secs,
+            secs / summary.epochs_done.max(1) as f32,
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+fn eval(model: &str, data: Option<PathBuf>, pre: Pre, json: bool) -> Result<()> {
+    let mut s = load_model(model)?;
+    match pre {
+        Pre::Auto => {}
+        Pre::Unit => s.set_preprocess(Preprocess::default()),
+        Pre::Raw => s.set_preprocess(Preprocess::RAW),
+        Pre::MnistNorm => s.set_preprocess(Preprocess::MNIST_NORM),
+    }
+    let test = test_set(data)?;
+    let t0 = Instant::now();
+    let r = s.evaluate(&test)?;
+    let secs = t0.elapsed().as_secs_f32();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(());
+    }
+    println!(
+        "accuracy {:.2}%  loss {:.4}  on {} images ({:.2}s)",
+        r.accuracy * 100.0,
+        r.loss,
+        r.count,
+        secs
+    );
+    println!(
+        "per class: {}",
+        r.per_class
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{i}:{:.1}%", a * 100.0))
+            .collect::<Vec<_>>()
+            .join("  ")
+    );
+    println!("confusion (rows = true, columns = predicted):");
+    print!("     ");
+    (0..r.confusion.len()).for_each(|i| print!("{i:>6}"));
+    println!();
+    for (i, row) in r.confusion.iter().enumerate() {
+        print!("{i:>5}");
+        row.iter().for_each(|c| print!("{c:>6}"));
+        println!();
+    }
+    Ok(())
+}
+
+fn run(model: &str, input: &Path, output: &Path, shape: Option<Vec<usize>>) -> Result<()> {
+    let s = load_model(model)?;
+    let bytes = std::fs::read(input).with_context(|| format!("reading {}", input.display()))?;
+    let (shape, data) = match shape {
+        Some(sh) => {
+            if bytes.len() % 4 != 0 {
+                bail!(
+                    "raw input has {} bytes, not a whole number of f32 values",
+                    bytes.len()
+                );
+            }
+            (sh, npy::from_le(&bytes))
+        }
+        None => npy::read(&bytes).with_context(|| {
+            format!(
+                "reading {} as .npy (use --shape for raw f32)",
+                input.display()
+            )
+        })?,
+    };
+    let x = lithe::tensor::from_vec(&shape, data)?;
+    let out = s.run(&x)?;
+    let y = out.first().context("the model has no output")?;
+    let flat: Vec<f32> = y.iter().copied().collect();
+    std::fs::write(output, npy::write(y.shape(), &flat))
+        .with_context(|| format!("writing {}", output.display()))?;
+    eprintln!("wrote {} {:?}", output.display(), y.shape());
+    Ok(())
+}

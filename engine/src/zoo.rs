@@ -25,7 +25,12 @@ pub enum Arch {
 
 impl Arch {
     /// Every architecture, in display order.
-    pub const ALL: [Arch; 4] = [Arch::Lenet300100, Arch::Lenet5, Arch::Mobilenet, Arch::TinyMlp];
+    pub const ALL: [Arch; 4] = [
+        Arch::Lenet300100,
+        Arch::Lenet5,
+        Arch::Mobilenet,
+        Arch::TinyMlp,
+    ];
 
     /// The name used on the command line and in file names.
     pub fn name(self) -> &'static str {
@@ -39,12 +44,15 @@ impl Arch {
 
     /// Looks up an architecture by [`Arch::name`].
     pub fn from_name(s: &str) -> Result<Arch> {
-        Arch::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
-            Error::Invalid(format!(
-                "unknown architecture `{s}`; known: {}",
-                Arch::ALL.map(|a| a.name()).join(", ")
-            ))
-        })
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "unknown architecture `{s}`; known: {}",
+                    Arch::ALL.map(|a| a.name()).join(", ")
+                ))
+            })
     }
 
     /// The recipe used to train the shipped weights.
@@ -61,9 +69,17 @@ impl Arch {
             log_every: 100,
         };
         match self {
-            Arch::Lenet300100 => TrainConfig { epochs: 12, weight_decay: 1e-4, ..base },
+            Arch::Lenet300100 => TrainConfig {
+                epochs: 12,
+                weight_decay: 1e-4,
+                ..base
+            },
             Arch::Lenet5 => TrainConfig { epochs: 8, ..base },
-            Arch::Mobilenet => TrainConfig { epochs: 8, lr: 2e-3, ..base },
+            Arch::Mobilenet => TrainConfig {
+                epochs: 10,
+                lr: 2e-3,
+                ..base
+            },
             Arch::TinyMlp => TrainConfig { epochs: 10, ..base },
         }
     }
@@ -78,16 +94,31 @@ struct Builder {
 
 impl Builder {
     fn new(name: &str, seed: u64) -> Self {
-        let mut g = Graph { name: name.to_string(), ..Graph::default() };
+        let mut g = Graph {
+            name: name.to_string(),
+            ..Graph::default()
+        };
         g.inputs.push(ValueInfo {
             name: "input".into(),
-            shape: vec![Dim::Sym("N".into()), Dim::Fixed(1), Dim::Fixed(28), Dim::Fixed(28)],
+            shape: vec![
+                Dim::Sym("N".into()),
+                Dim::Fixed(1),
+                Dim::Fixed(28),
+                Dim::Fixed(28),
+            ],
         });
         g.outputs.push("logits".into());
-        g.metadata.insert("lithe.preprocess".into(), Preprocess::default().to_metadata());
+        g.metadata.insert(
+            "lithe.preprocess".into(),
+            Preprocess::default().to_metadata(),
+        );
         g.metadata.insert("lithe.arch".into(), name.into());
         g.metadata.insert("lithe.seed".into(), seed.to_string());
-        Builder { g, rng: Rng::new(seed), last: "input".into() }
+        Builder {
+            g,
+            rng: Rng::new(seed),
+            last: "input".into(),
+        }
     }
 
     /// He-normal initialised tensor (`std = sqrt(2 / fan_in)`).
@@ -95,7 +126,8 @@ impl Builder {
         let std = (2.0 / fan_in as f32).sqrt();
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n).map(|_| self.rng.normal() * std).collect();
-        Tensor::from_shape_vec(ndarray::IxDyn(shape), v).unwrap_or_else(|_| crate::tensor::zeros(shape))
+        Tensor::from_shape_vec(ndarray::IxDyn(shape), v)
+            .unwrap_or_else(|_| crate::tensor::zeros(shape))
     }
 
     fn node(&mut self, name: &str, op: Op, extra: &[&str]) -> &mut Self {
@@ -111,19 +143,45 @@ impl Builder {
         let (w, b) = (format!("{name}.weight"), format!("{name}.bias"));
         let wt = self.he(&[out, inp], inp);
         self.g.weights.insert(w.clone(), wt);
-        self.g.weights.insert(b.clone(), crate::tensor::zeros(&[out]));
-        self.node(name, Op::Gemm(GemmAttrs { trans_b: true, ..GemmAttrs::default() }), &[&w, &b])
+        self.g
+            .weights
+            .insert(b.clone(), crate::tensor::zeros(&[out]));
+        self.node(
+            name,
+            Op::Gemm(GemmAttrs {
+                trans_b: true,
+                ..GemmAttrs::default()
+            }),
+            &[&w, &b],
+        )
     }
 
-    fn conv(&mut self, name: &str, cin: usize, cout: usize, k: usize, stride: usize, pad: usize, groups: usize, bias: bool) -> &mut Self {
+    fn conv(
+        &mut self,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        groups: usize,
+        bias: bool,
+    ) -> &mut Self {
         let w = format!("{name}.weight");
         let fan_in = cin / groups * k * k;
         let wt = self.he(&[cout, cin / groups, k, k], fan_in);
         self.g.weights.insert(w.clone(), wt);
-        let attrs = ConvAttrs { strides: [stride; 2], pads: [pad; 4], groups, ..ConvAttrs::new([k, k]) };
+        let attrs = ConvAttrs {
+            strides: [stride; 2],
+            pads: [pad; 4],
+            groups,
+            ..ConvAttrs::new([k, k])
+        };
         if bias {
             let b = format!("{name}.bias");
-            self.g.weights.insert(b.clone(), crate::tensor::zeros(&[cout]));
+            self.g
+                .weights
+                .insert(b.clone(), crate::tensor::zeros(&[cout]));
             self.node(name, Op::Conv(attrs), &[&w, &b])
         } else {
             self.node(name, Op::Conv(attrs), &[&w])
@@ -138,7 +196,14 @@ impl Builder {
             self.g.weights.insert(n.clone(), t);
         }
         let refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-        self.node(name, Op::BatchNorm { epsilon: 1e-5, momentum: 0.9 }, &refs)
+        self.node(
+            name,
+            Op::BatchNorm {
+                epsilon: 1e-5,
+                momentum: 0.9,
+            },
+            &refs,
+        )
     }
 
     fn act(&mut self, name: &str, op: Op) -> &mut Self {
@@ -168,7 +233,10 @@ pub fn build(arch: Arch, seed: u64) -> Result<Graph> {
                 .dense("fc3", 100, 10);
         }
         Arch::TinyMlp => {
-            b.act("flatten", Op::Flatten { axis: 1 }).dense("fc1", 784, 32).act("relu1", Op::Relu).dense("fc2", 32, 10);
+            b.act("flatten", Op::Flatten { axis: 1 })
+                .dense("fc1", 784, 32)
+                .act("relu1", Op::Relu)
+                .dense("fc2", 32, 10);
         }
         Arch::Lenet5 => {
             b.conv("conv1", 1, 20, 5, 1, 0, 1, true)
@@ -183,8 +251,10 @@ pub fn build(arch: Arch, seed: u64) -> Result<Graph> {
                 .dense("fc2", 500, 10);
         }
         Arch::Mobilenet => {
-            b.conv("stem", 1, 16, 3, 1, 1, 1, false).bn("stem_bn", 16).act("stem_relu", relu6());
-            let blocks = [(16, 32, 2), (32, 64, 2), (64, 64, 1), (64, 128, 2)];
+            b.conv("stem", 1, 16, 3, 1, 1, 1, false)
+                .bn("stem_bn", 16)
+                .act("stem_relu", relu6());
+            let blocks = [(16, 32, 2), (32, 64, 1), (64, 64, 2), (64, 128, 2)];
             for (i, (cin, cout, stride)) in blocks.into_iter().enumerate() {
                 let p = format!("block{}", i + 1);
                 b.conv(&format!("{p}_dw"), cin, cin, 3, stride, 1, cin, false)
@@ -194,10 +264,28 @@ pub fn build(arch: Arch, seed: u64) -> Result<Graph> {
                     .bn(&format!("{p}_pw_bn"), cout)
                     .act(&format!("{p}_pw_relu"), relu6());
             }
-            b.act("gap", Op::GlobalAvgPool).act("flatten", Op::Flatten { axis: 1 }).dense("fc", 128, 10);
+            b.act("gap", Op::GlobalAvgPool)
+                .act("flatten", Op::Flatten { axis: 1 })
+                .dense("fc", 128, 10);
         }
     }
     b.finish()
+}
+
+/// Trains `arch` from seed `seed` on `full` (a fixed 1/12 of it, chosen by the seed, is held out
+/// for validation) with `cfg`. This is exactly what `lithe train --arch A --seed S` runs to
+/// produce the committed zoo models.
+pub fn train_arch(
+    arch: Arch,
+    seed: u64,
+    full: &crate::data::Dataset,
+    cfg: &TrainConfig,
+    on_progress: &mut dyn FnMut(&crate::train::Progress) -> std::ops::ControlFlow<()>,
+) -> Result<(Graph, crate::train::TrainSummary)> {
+    let (train_set, val) = full.split(full.len() / 12, seed);
+    let mut g = build(arch, seed)?;
+    let summary = crate::train::train(&mut g, &train_set, Some(&val), cfg, on_progress)?;
+    Ok((g, summary))
 }
 
 #[cfg(test)]
@@ -207,7 +295,10 @@ mod tests {
     #[test]
     fn architectures_have_the_documented_sizes() {
         let params = |a| build(a, 1).unwrap().param_count();
-        assert_eq!(params(Arch::Lenet300100), 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10);
+        assert_eq!(
+            params(Arch::Lenet300100),
+            784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
+        );
         assert_eq!(params(Arch::Lenet5), 520 + 25_050 + 400_500 + 5_010);
         assert_eq!(params(Arch::TinyMlp), 784 * 32 + 32 + 32 * 10 + 10);
         for a in Arch::ALL {
@@ -216,7 +307,10 @@ mod tests {
             assert_eq!(s["logits"], vec![2, 10], "{a:?}");
             assert_eq!(Arch::from_name(a.name()).unwrap(), a);
         }
-        assert_eq!(build(Arch::Lenet5, 9).unwrap(), build(Arch::Lenet5, 9).unwrap());
+        assert_eq!(
+            build(Arch::Lenet5, 9).unwrap(),
+            build(Arch::Lenet5, 9).unwrap()
+        );
         assert!(Arch::from_name("resnet").is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! The graph IR: named values flowing between typed nodes, weights kept by name.
 
+pub mod fold;
 mod op;
 pub mod shape;
 
@@ -58,7 +59,12 @@ impl Node {
     /// A node with one output named after the node.
     pub fn new(name: impl Into<String>, op: Op, inputs: &[&str]) -> Self {
         let name = name.into();
-        Node { outputs: vec![name.clone()], name, op, inputs: inputs.iter().map(|s| s.to_string()).collect() }
+        Node {
+            outputs: vec![name.clone()],
+            name,
+            op,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        }
     }
 }
 
@@ -97,7 +103,9 @@ impl Graph {
 
     /// The node that produces `value`, if any.
     pub fn producer(&self, value: &str) -> Option<&Node> {
-        self.nodes.iter().find(|n| n.outputs.iter().any(|o| o == value))
+        self.nodes
+            .iter()
+            .find(|n| n.outputs.iter().any(|o| o == value))
     }
 
     /// Checks that the graph is well formed: unique names, every input defined before use
@@ -126,7 +134,11 @@ impl Graph {
                     n.op.name(),
                     present,
                     lo,
-                    if hi == usize::MAX { "any".to_string() } else { hi.to_string() }
+                    if hi == usize::MAX {
+                        "any".to_string()
+                    } else {
+                        hi.to_string()
+                    }
                 )));
             }
             if n.outputs.is_empty() {
@@ -134,7 +146,10 @@ impl Graph {
             }
             for o in &n.outputs {
                 if self.weights.contains_key(o) || self.inputs.iter().any(|v| &v.name == o) {
-                    return Err(Error::Graph(format!("node `{}` overwrites input or weight `{o}`", n.name)));
+                    return Err(Error::Graph(format!(
+                        "node `{}` overwrites input or weight `{o}`",
+                        n.name
+                    )));
                 }
                 if produced.insert(o.as_str(), i).is_some() {
                     return Err(Error::Graph(format!("value `{o}` is produced twice")));
@@ -163,7 +178,8 @@ impl Graph {
                 }
             }
         }
-        let mut ready: std::collections::BTreeSet<usize> = (0..self.nodes.len()).filter(|&i| indeg[i] == 0).collect();
+        let mut ready: std::collections::BTreeSet<usize> =
+            (0..self.nodes.len()).filter(|&i| indeg[i] == 0).collect();
         let mut order = Vec::with_capacity(self.nodes.len());
         while let Some(i) = ready.pop_first() {
             order.push(i);
@@ -180,15 +196,23 @@ impl Graph {
                 .map(|i| self.nodes[i].name.as_str())
                 .take(5)
                 .collect();
-            return Err(Error::Graph(format!("the graph has a cycle through {}", stuck.join(", "))));
+            return Err(Error::Graph(format!(
+                "the graph has a cycle through {}",
+                stuck.join(", ")
+            )));
         }
         for o in &self.outputs {
             if !produced.contains_key(o.as_str()) && !sources.contains(o.as_str()) {
-                return Err(Error::Graph(format!("graph output `{o}` is never produced")));
+                return Err(Error::Graph(format!(
+                    "graph output `{o}` is never produced"
+                )));
             }
         }
         if order.iter().enumerate().any(|(k, &i)| k != i) {
-            let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes).into_iter().map(Some).collect();
+            let mut old: Vec<Option<Node>> = std::mem::take(&mut self.nodes)
+                .into_iter()
+                .map(Some)
+                .collect();
             self.nodes = order.into_iter().filter_map(|i| old[i].take()).collect();
         }
         for (name, w) in &self.weights {
@@ -200,7 +224,11 @@ impl Graph {
                 });
             }
             if w.ndim() > limits::MAX_RANK {
-                return Err(Error::Graph(format!("weight `{name}` has rank {} > {}", w.ndim(), limits::MAX_RANK)));
+                return Err(Error::Graph(format!(
+                    "weight `{name}` has rank {} > {}",
+                    w.ndim(),
+                    limits::MAX_RANK
+                )));
             }
         }
         Ok(())

@@ -36,7 +36,14 @@ pub struct ConvAttrs {
 impl ConvAttrs {
     /// A plain convolution with the given kernel, stride 1, no padding.
     pub fn new(kernel: [usize; 2]) -> Self {
-        ConvAttrs { kernel, strides: [1, 1], pads: [0; 4], dilations: [1, 1], groups: 1, auto_pad: AutoPad::NotSet }
+        ConvAttrs {
+            kernel,
+            strides: [1, 1],
+            pads: [0; 4],
+            dilations: [1, 1],
+            groups: 1,
+            auto_pad: AutoPad::NotSet,
+        }
     }
 }
 
@@ -89,7 +96,12 @@ pub struct GemmAttrs {
 
 impl Default for GemmAttrs {
     fn default() -> Self {
-        GemmAttrs { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: false }
+        GemmAttrs {
+            alpha: 1.0,
+            beta: 1.0,
+            trans_a: false,
+            trans_b: false,
+        }
     }
 }
 

@@ -17,10 +17,24 @@ pub fn infer(g: &Graph, batch: usize) -> Result<HashMap<String, Vec<usize>>> {
         let ins: Vec<Option<&[usize]>> = n
             .inputs
             .iter()
-            .map(|i| if i.is_empty() { None } else { shapes.get(i).map(|s| s.as_slice()) })
+            .map(|i| {
+                if i.is_empty() {
+                    None
+                } else {
+                    shapes.get(i).map(|s| s.as_slice())
+                }
+            })
             .collect();
-        if let Some((i, _)) = n.inputs.iter().enumerate().find(|(k, s)| !s.is_empty() && ins[*k].is_none()) {
-            return Err(Error::Graph(format!("node `{}` reads `{}` before it is defined", n.name, n.inputs[i])));
+        if let Some((i, _)) = n
+            .inputs
+            .iter()
+            .enumerate()
+            .find(|(k, s)| !s.is_empty() && ins[*k].is_none())
+        {
+            return Err(Error::Graph(format!(
+                "node `{}` reads `{}` before it is defined",
+                n.name, n.inputs[i]
+            )));
         }
         let outs = crate::ops::infer_shape(n, &ins)?;
         for (name, s) in n.outputs.iter().zip(outs) {

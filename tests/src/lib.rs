@@ -1,0 +1,99 @@
+//! Cases run natively, in Node and in headless Chromium; each produces a [`Fingerprint`] that
+//! must agree across the three within [`TOLERANCE`].
+//!
+//! The native fingerprint is committed in `fixtures/native.json`; the native test checks that
+//! it is current (set `LITHE_BLESS=1` to rewrite it after an intended change), and the wasm tests
+//! compare against it.
+
+use lithe::data::{Dataset, Preprocess};
+use lithe::rng::Rng;
+use lithe::train::{Optimizer, step_gradients};
+use lithe::zoo::{Arch, build};
+use serde::{Deserialize, Serialize};
+
+/// Largest allowed relative difference between platforms (summation order differs between the
+/// native and the wasm matrix kernels).
+pub const TOLERANCE: f32 = 1e-4;
+
+/// What a case computes, reduced to a few comparable numbers.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Fingerprint {
+    /// Architecture name.
+    pub arch: String,
+    /// Logits of the first two images before training.
+    pub logits: Vec<f32>,
+    /// Loss of the training step.
+    pub loss: f32,
+    /// Sum of |w| of every trainable weight after one SGD step, in name order.
+    pub weight_l1_after: Vec<f32>,
+}
+
+/// Forward pass and one SGD step of `arch` (seed 3) on 16 synthetic images.
+pub fn fingerprint(arch: Arch) -> Result<Fingerprint, lithe::Error> {
+    let mut g = build(arch, 3)?;
+    let data = Dataset::synthetic(16, 11);
+    let idx: Vec<usize> = (0..16).collect();
+    let (x, y) = data.batch(&idx, &Preprocess::default());
+    let out = lithe::exec::run(&g, &[("input", &x)])?;
+    let logits: Vec<f32> = out[0].iter().take(20).copied().collect();
+    let (loss, grads, _) = step_gradients(&mut g, &x, &y, &mut Rng::new(1))?;
+    let mut state = lithe::train::optim::State::default();
+    state.tick();
+    let opt = Optimizer::Sgd { momentum: 0.9 };
+    let mut names = g.trainable();
+    names.sort();
+    let mut l1 = Vec::new();
+    for n in &names {
+        if let (Some(gr), Some(w)) = (grads.get(n), g.weights.get_mut(n)) {
+            state.step(&opt, n, w, gr, 0.05, 0.0);
+        }
+        l1.push(g.weights[n].iter().map(|v| v.abs()).sum());
+    }
+    Ok(Fingerprint {
+        arch: arch.name().into(),
+        logits,
+        loss,
+        weight_l1_after: l1,
+    })
+}
+
+/// All cases, in fixture order.
+pub fn all() -> Result<Vec<Fingerprint>, lithe::Error> {
+    [Arch::Lenet300100, Arch::Lenet5, Arch::Mobilenet]
+        .into_iter()
+        .map(fingerprint)
+        .collect()
+}
+
+/// The committed native fingerprints.
+pub fn native() -> Vec<Fingerprint> {
+    serde_json::from_str(include_str!("../fixtures/native.json")).unwrap_or_default()
+}
+
+/// Compares two fingerprint lists; returns a readable description of the first difference.
+pub fn compare(got: &[Fingerprint], want: &[Fingerprint]) -> Result<(), String> {
+    if got.len() != want.len() || want.is_empty() {
+        return Err(format!(
+            "{} cases computed, {} expected",
+            got.len(),
+            want.len()
+        ));
+    }
+    for (g, w) in got.iter().zip(want) {
+        let pairs = g
+            .logits
+            .iter()
+            .zip(&w.logits)
+            .chain(g.weight_l1_after.iter().zip(&w.weight_l1_after))
+            .chain([(&g.loss, &w.loss)]);
+        if g.logits.len() != w.logits.len() || g.weight_l1_after.len() != w.weight_l1_after.len() {
+            return Err(format!("{}: fingerprint lengths differ", g.arch));
+        }
+        for (a, b) in pairs {
+            if (a - b).abs() > TOLERANCE * (1.0 + b.abs()) {
+                return Err(format!("{}: {a} differs from the native {b}", g.arch));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! The committed fixture is what the native build computes.
+
+#[test]
+fn native_fixture_is_current() {
+    let got = lithe_web_tests::all().expect("cases run");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/native.json");
+    if std::env::var_os("LITHE_BLESS").is_some() {
+        std::fs::write(path, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+        eprintln!("wrote {path}; rebuild to compare against it");
+        return;
+    }
+    lithe_web_tests::compare(&got, &lithe_web_tests::native()).unwrap();
+    // A training step changes the weights: the fingerprint is not the initial one.
+    assert!(got.iter().all(|f| f.loss.is_finite() && f.loss > 0.0));
+}
