@@ -926,13 +926,28 @@ fn empty_truncated_and_random_bytes_fail_cleanly() {
             );
         }
     }
-    // Corrupted bytes of a valid model: whatever imports must also infer shapes without panic.
+    // Corrupted bytes of a valid model: whatever imports must also infer shapes, export and run
+    // without panicking.
+    let mut s = 0x9e3779b97f4a7c15u64;
     for i in 0..3000usize {
         let mut bad = good.clone();
-        let at = (i.wrapping_mul(7919) + i / 7) % bad.len();
-        bad[at] ^= 1 << (i % 8);
+        for _ in 0..(1 + i % 3) {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            let at = (s as usize) % bad.len();
+            bad[at] = (s >> 32) as u8;
+        }
         if let Ok(g) = onnx::import(&bad) {
             let _ = g.infer_shapes(2);
+            let _ = onnx::export(&g);
+            if let Some(input) = g.inputs.first() {
+                let shape = input.concrete(2);
+                if shape.iter().product::<usize>() < 100_000 {
+                    let x = onnx_support::rand(&shape, 1, 1.0, 0.0);
+                    let _ = lithe::exec::run(&g, &[(input.name.as_str(), &x)]);
+                }
+            }
         }
     }
 }

@@ -652,7 +652,7 @@ fn dropout(c: &NodeCtx<'_>) -> Result<Built> {
 
 fn constant(c: &NodeCtx<'_>) -> Result<Built> {
     if let Some(t) = c.tensor("value")? {
-        return Ok(Built::Const(tensor::decode(t)?));
+        return Ok(Built::Const(tensor::decode(t.clone())?));
     }
     if let Some(v) = c.float("value_float")? {
         return Ok(Built::Const(Const {

@@ -4,7 +4,7 @@
 use super::builders::{self, Built, NodeCtx};
 use super::proto::tensor_shape_proto::dimension::Value as DimValue;
 use super::proto::type_proto::Value as TypeValue;
-use super::proto::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
+use super::proto::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
 use super::tensor::{self, Const};
 use super::{LIMITS, MAX_OPSET, MIN_OPSET};
 use crate::graph::{Dim, Graph, Node, Op, ValueInfo};
@@ -33,11 +33,11 @@ pub(super) fn import(bytes: &[u8]) -> Result<Graph> {
     if bytes.is_empty() {
         return Err(decode_err("the file is empty"));
     }
-    let model = ModelProto::decode(bytes)
+    let mut model = ModelProto::decode(bytes)
         .map_err(|e| decode_err(format!("not a valid ONNX protobuf ({e})")))?;
-    let graph = model
+    let mut graph = model
         .graph
-        .as_ref()
+        .take()
         .ok_or_else(|| decode_err("the file holds no graph; is it an ONNX model?"))?;
     if model.ir_version() < 3 {
         return Err(decode_err(format!(
@@ -53,7 +53,7 @@ pub(super) fn import(bytes: &[u8]) -> Result<Graph> {
             limit: LIMITS.max_nodes as u64,
         });
     }
-    check_supported(graph)?;
+    check_supported(&graph)?;
     if !graph.sparse_initializer.is_empty() {
         return Err(decode_err("sparse initializers are not supported"));
     }
@@ -61,10 +61,11 @@ pub(super) fn import(bytes: &[u8]) -> Result<Graph> {
         opset,
         ..Importer::default()
     };
-    b.initializers(graph)?;
-    let inputs = b.inputs(graph)?;
-    b.nodes(graph)?;
-    let outputs = b.outputs(graph)?;
+    // Initializers are moved out, so each one's data exists once (decoded) at a time.
+    b.initializers(std::mem::take(&mut graph.initializer))?;
+    let inputs = b.inputs(&graph)?;
+    b.nodes(&graph)?;
+    let outputs = b.outputs(&graph)?;
     let weights = b.weights(&outputs)?;
     let mut g = Graph {
         name: graph.name().to_string(),
@@ -253,17 +254,17 @@ struct Importer {
 }
 
 impl Importer {
-    fn initializers(&mut self, graph: &GraphProto) -> Result<()> {
-        for t in &graph.initializer {
-            let name = t.name();
+    fn initializers(&mut self, initializers: Vec<TensorProto>) -> Result<()> {
+        for t in initializers {
+            let name = t.name().to_string();
             if name.is_empty() {
                 return Err(decode_err("an initializer has no name"));
             }
             let c = tensor::decode(t)?;
-            if self.consts.insert(name.to_string(), c).is_some() {
+            if self.consts.insert(name.clone(), c).is_some() {
                 return Err(decode_err(format!("initializer `{name}` is defined twice")));
             }
-            self.initializer_names.insert(name.to_string());
+            self.initializer_names.insert(name);
         }
         Ok(())
     }
@@ -433,21 +434,21 @@ impl Importer {
 
     /// Float constants read by a node or returned by the graph become weights, as do
     /// initializers nothing reads; constants only folded into attributes are dropped.
-    fn weights(&self, outputs: &[String]) -> Result<BTreeMap<String, crate::tensor::Tensor>> {
+    fn weights(&mut self, outputs: &[String]) -> Result<BTreeMap<String, crate::tensor::Tensor>> {
         let mut used: HashSet<&str> = outputs.iter().map(String::as_str).collect();
         for n in &self.built {
             used.extend(n.inputs.iter().map(String::as_str));
         }
         let mut weights = BTreeMap::new();
-        for (name, c) in &self.consts {
+        for (name, c) in std::mem::take(&mut self.consts) {
             let keep = used.contains(name.as_str())
-                || (self.initializer_names.contains(name) && !self.read_by_file.contains(name));
+                || (self.initializer_names.contains(&name) && !self.read_by_file.contains(&name));
             if !keep {
                 continue;
             }
-            match c.to_tensor() {
+            match c.into_tensor() {
                 Some(t) => {
-                    weights.insert(name.clone(), t?);
+                    weights.insert(name, t?);
                 }
                 None if used.contains(name.as_str()) => {
                     return Err(decode_err(format!(

@@ -14,7 +14,7 @@
 //! axis default and 2-D coercion before opset 13, Dropout's ratio as an attribute or constant
 //! input, BatchNormalization's `spatial` and extra training outputs. Graph inputs that have an
 //! initializer (IR 3 style) are weights, not runtime inputs. Every unsupported op type is listed
-//! in one [`Error::UnsupportedOps`] before anything is built.
+//! in one [`crate::Error::UnsupportedOps`] before anything is built.
 //!
 //! # Limits
 //!

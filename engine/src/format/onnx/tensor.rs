@@ -55,10 +55,10 @@ impl Const {
         }
     }
 
-    /// The constant as a float tensor, or `None` for integer data.
-    pub fn to_tensor(&self) -> Option<Result<Tensor>> {
-        match &self.data {
-            Data::F32(v) => Some(tensor::from_vec(&self.shape, v.clone())),
+    /// The constant as a float tensor (without copying), or `None` for integer data.
+    pub fn into_tensor(self) -> Option<Result<Tensor>> {
+        match self.data {
+            Data::F32(v) => Some(tensor::from_vec(&self.shape, v)),
             Data::I64(_) => None,
         }
     }
@@ -154,8 +154,9 @@ fn f16_to_f32(h: u16) -> f32 {
 
 /// Decodes a tensor's value. External data, segments and element types other than
 /// float/double/float16/int32/int64 are refused.
-pub(super) fn decode(t: &TensorProto) -> Result<Const> {
-    let name = t.name();
+pub(super) fn decode(mut t: TensorProto) -> Result<Const> {
+    let name = t.name().to_string();
+    let name = name.as_str();
     if t.data_location() == DataLocation::External || !t.external_data.is_empty() {
         let loc = t
             .external_data
@@ -174,7 +175,8 @@ pub(super) fn decode(t: &TensorProto) -> Result<Const> {
         )));
     }
     let (shape, n) = checked_shape(&format!("tensor `{name}`"), &t.dims)?;
-    let raw = t.raw_data();
+    let raw = t.raw_data.take().unwrap_or_default();
+    let raw = raw.as_slice();
     let use_raw = !raw.is_empty() || n == 0;
     let dt = DataType::try_from(t.data_type()).ok();
     let data = match dt {
@@ -183,7 +185,7 @@ pub(super) fn decode(t: &TensorProto) -> Result<Const> {
         }
         Some(DataType::Float) => {
             typed_len(name, t.float_data.len(), n, "float_data")?;
-            Data::F32(t.float_data.clone())
+            Data::F32(std::mem::take(&mut t.float_data))
         }
         Some(DataType::Double) if use_raw && t.double_data.is_empty() => Data::F32(
             words::<8>(name, raw, n)?
@@ -208,7 +210,7 @@ pub(super) fn decode(t: &TensorProto) -> Result<Const> {
         }
         Some(DataType::Int64) => {
             typed_len(name, t.int64_data.len(), n, "int64_data")?;
-            Data::I64(t.int64_data.clone())
+            Data::I64(std::mem::take(&mut t.int64_data))
         }
         Some(DataType::Int32) if use_raw && t.int32_data.is_empty() => Data::I64(
             words::<4>(name, raw, n)?
@@ -296,7 +298,7 @@ mod tests {
             raw_data: Some(vec![0; 20]),
             ..Default::default()
         };
-        let e = decode(&t).unwrap_err();
+        let e = decode(t).unwrap_err();
         assert!(e.to_string().contains("raw_data has 20 bytes"), "{e}");
     }
 
@@ -308,6 +310,6 @@ mod tests {
             data_type: Some(DataType::Float as i32),
             ..Default::default()
         };
-        assert!(matches!(decode(&t), Err(Error::Limit { .. })));
+        assert!(matches!(decode(t), Err(Error::Limit { .. })));
     }
 }
