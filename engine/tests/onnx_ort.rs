@@ -157,3 +157,36 @@ fn real_models_agree_with_onnxruntime() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn shipped_zoo_models_agree_with_onnxruntime() -> anyhow::Result<()> {
+    let Some(py) = python()? else { return Ok(()) };
+    let zoo = Path::new(WORKSPACE).join("www/models");
+    let Ok(entries) = std::fs::read_dir(&zoo) else {
+        eprintln!("skipped: {} not found", zoo.display());
+        return Ok(());
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .collect();
+    files.sort();
+    let dir = temp_dir("zoo")?;
+    let mut failures = Vec::new();
+    for (k, model) in files.iter().enumerate() {
+        let g = onnx::import(&std::fs::read(model)?)?;
+        let x = onnx_support::rand(&g.inputs[0].concrete(4), 40 + k as u64, 2.0, 0.5);
+        let name = model
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        failures.extend(check(&py, &dir, &name, model, &g, &x)?);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        failures.is_empty(),
+        "onnxruntime disagrees:\n{}",
+        failures.join("\n")
+    );
+    Ok(())
+}

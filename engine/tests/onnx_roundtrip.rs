@@ -154,3 +154,34 @@ fn real_models_survive_a_round_trip() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Models Lithe exported earlier (the shipped zoo in `www/models`) re-export to the very same
+/// bytes: the export format is stable.
+#[test]
+fn shipped_models_reexport_byte_for_byte() -> anyhow::Result<()> {
+    let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../www/models"));
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        eprintln!("skipped: {} not found", dir.display());
+        return Ok(());
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "onnx"))
+        .collect();
+    files.sort();
+    for path in files {
+        let bytes = std::fs::read(&path)?;
+        let g = onnx::import(&bytes)?;
+        assert!(
+            onnx::export(&g)? == bytes,
+            "{} re-exports differently",
+            path.display()
+        );
+        eprintln!(
+            "{}: {} nodes, byte-identical",
+            path.display(),
+            g.nodes.len()
+        );
+    }
+    Ok(())
+}

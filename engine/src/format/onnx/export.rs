@@ -386,7 +386,7 @@ pub(super) fn export(g: &Graph) -> Result<Vec<u8>> {
             version: Some(EXPORT_OPSET),
         }],
         producer_name: Some("lithe".to_string()),
-        // No producer_version: the bytes depend on the graph alone, not on the crate version.
+        producer_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         graph: Some(GraphProto {
             node: w.nodes,
             name: Some(if g.name.is_empty() {
