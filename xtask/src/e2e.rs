@@ -1,0 +1,533 @@
+//! The end-to-end browser check: build the page with trunk, serve `dist/` from a tiny static
+//! server, drive headless Chromium through chromedriver's W3C WebDriver HTTP API, wait for the
+//! playground's `#accuracy`, check it, and save a screenshot.
+
+use crate::setup::{CHROMEDRIVER, CHROMIUM};
+use crate::util::{Ctx, run};
+use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Lowest accuracy the playground must show on the MNIST test set.
+pub const MIN_ACCURACY_PERCENT: f64 = 97.0;
+/// The element whose text holds the accuracy, e.g. `98.9 %`.
+pub const ACCURACY_SELECTOR: &str = "#accuracy";
+/// Where the screenshot goes.
+pub const SCREENSHOT: &str = "docs/screenshots/playground.png";
+/// Default wait for the accuracy to appear; `LITHE_E2E_TIMEOUT_S` overrides.
+const DEFAULT_TIMEOUT_S: u64 = 300;
+/// How long a below-threshold accuracy must stay unchanged before it counts as final.
+const SETTLE: Duration = Duration::from_secs(15);
+/// W3C element reference key.
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// `trunk serve --release` on the port in Trunk.toml (8080), forwarding extra arguments.
+pub fn trunk_serve(ctx: &Ctx, extra: &[String]) -> Result<()> {
+    require_index(ctx)?;
+    run(&mut ctx.cargo(&["fetch"]))?;
+    let mut c = ctx.cmd("trunk");
+    c.args(["serve", "--release"]).args(extra);
+    println!("xtask serve: http://127.0.0.1:8080 (Ctrl-C stops)");
+    run(&mut c)
+}
+
+fn require_index(ctx: &Ctx) -> Result<()> {
+    if !ctx.at("index.html").exists() {
+        bail!("index.html does not exist yet: there is no page to build");
+    }
+    Ok(())
+}
+
+/// Whether there is a page to test at all.
+pub fn page_exists(ctx: &Ctx) -> bool {
+    ctx.at("index.html").exists()
+}
+
+/// Builds, serves and checks the page. Returns the accuracy shown.
+pub fn run_e2e(ctx: &Ctx) -> Result<f64> {
+    require_index(ctx)?;
+    // Trunk.toml sets `offline = true`, which passes --offline to cargo: fetch first.
+    run(&mut ctx.cargo(&["fetch"]))?;
+    run(ctx.cmd("trunk").args(["build", "--release"]))?;
+    let dist = ctx.at("dist");
+    let prefix = public_url(ctx);
+    let server = StaticServer::start(dist, prefix.clone())?;
+    let page = format!("http://127.0.0.1:{}{prefix}", server.port);
+    println!("e2e: serving dist/ at {page}");
+    let driver = Driver::start()?;
+    let timeout = std::env::var("LITHE_E2E_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(Duration::from_secs(DEFAULT_TIMEOUT_S), Duration::from_secs);
+    let session = driver.new_session(ctx)?;
+    let result = check_page(ctx, &session, &page, timeout);
+    if let Err(e) = session.delete() {
+        eprintln!("e2e: could not close the browser session: {e:#}");
+    }
+    result
+}
+
+fn check_page(ctx: &Ctx, s: &Session, page: &str, timeout: Duration) -> Result<f64> {
+    s.post("url", json!({ "url": page }))?;
+    let t = Instant::now();
+    let mut last_text = String::new();
+    let mut changed = Instant::now();
+    let accuracy = loop {
+        if let Some(text) = s.text_of(ACCURACY_SELECTOR)? {
+            if text != last_text {
+                println!("e2e: {ACCURACY_SELECTOR} shows {text:?}");
+                last_text = text;
+                changed = Instant::now();
+            }
+            match parse_percent(&last_text) {
+                Some(p) if p >= MIN_ACCURACY_PERCENT => break p,
+                // A low value may be a running evaluation: accept it only once it settles.
+                Some(p) if changed.elapsed() > SETTLE || t.elapsed() > timeout => break p,
+                _ => {}
+            }
+        }
+        if t.elapsed() > timeout {
+            let _ = save_screenshot(ctx, s);
+            let body = s.text_of("body").ok().flatten().unwrap_or_default();
+            let logs = s.browser_log();
+            bail!(
+                "no percentage in `{ACCURACY_SELECTOR}` after {} s (last text {last_text:?}); screenshot in {SCREENSHOT}\n\
+                 --- page text ---\n{}\n--- browser console ---\n{logs}",
+                timeout.as_secs(),
+                truncate(&body, 3000)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    println!(
+        "e2e: accuracy {accuracy} % after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    save_screenshot(ctx, s)?;
+    if accuracy < MIN_ACCURACY_PERCENT {
+        bail!(
+            "the playground shows {accuracy} % accuracy, below the required {MIN_ACCURACY_PERCENT} %"
+        );
+    }
+    Ok(accuracy)
+}
+
+fn save_screenshot(ctx: &Ctx, s: &Session) -> Result<()> {
+    let v = s.get("screenshot")?;
+    let b64 = v.as_str().context("screenshot is not a string")?;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .context("screenshot base64")?;
+    let path = ctx.at(SCREENSHOT);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, png)?;
+    println!("e2e: screenshot saved to {SCREENSHOT}");
+    Ok(())
+}
+
+/// The first number directly followed by `%` (spaces allowed between), e.g. `98.7 %` → 98.7.
+pub fn parse_percent(text: &str) -> Option<f64> {
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c != '%' {
+            continue;
+        }
+        let mut end = i;
+        while end > 0 && chars[end - 1].is_whitespace() {
+            end -= 1;
+        }
+        let mut start = end;
+        while start > 0 && (chars[start - 1].is_ascii_digit() || chars[start - 1] == '.') {
+            start -= 1;
+        }
+        if let Ok(v) = chars[start..end].iter().collect::<String>().parse::<f64>() {
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n).collect::<String>() + " …"
+    }
+}
+
+/// `public_url` from Trunk.toml, normalised to start and end with `/` (default `/`).
+fn public_url(ctx: &Ctx) -> String {
+    let toml = std::fs::read_to_string(ctx.at("Trunk.toml")).unwrap_or_default();
+    let url = toml
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("public_url"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .next()
+        .unwrap_or_default();
+    let url = url.trim_matches('/');
+    if url.is_empty() {
+        "/".into()
+    } else {
+        format!("/{url}/")
+    }
+}
+
+/// A free localhost port (the listener is dropped, so the port is free again right after).
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Serves files below `root` on `127.0.0.1:port`, on a background thread, until the process ends.
+pub struct StaticServer {
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl StaticServer {
+    /// Binds a free port and starts serving.
+    pub fn start(root: PathBuf, prefix: String) -> Result<Self> {
+        if !root.join("index.html").is_file() {
+            bail!(
+                "{} has no index.html: did the trunk build fail?",
+                root.display()
+            );
+        }
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (root, prefix) = (root.clone(), prefix.clone());
+                std::thread::spawn(move || {
+                    let _ = serve_one(stream, &root, &prefix);
+                });
+            }
+        });
+        Ok(StaticServer { port })
+    }
+}
+
+fn serve_one(mut stream: TcpStream, root: &Path, prefix: &str) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
+            break;
+        }
+    }
+    let mut parts = request.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    let path = target.split(['?', '#']).next().unwrap_or("/");
+    let (status, ctype, body) = match resolve(root, prefix, path) {
+        _ if method != "GET" && method != "HEAD" => {
+            ("405 Method Not Allowed", "text/plain", b"GET only".to_vec())
+        }
+        Some(file) => match std::fs::read(&file) {
+            Ok(b) => ("200 OK", mime(&file), b),
+            Err(_) => ("404 Not Found", "text/plain", b"not found".to_vec()),
+        },
+        None => ("404 Not Found", "text/plain", b"not found".to_vec()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n\
+         Cross-Origin-Opener-Policy: same-origin\r\nCross-Origin-Embedder-Policy: require-corp\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes())?;
+    if method != "HEAD" {
+        stream.write_all(&body)?;
+    }
+    stream.flush()
+}
+
+/// Maps a URL path to a file; `..` is refused; extension-less misses fall back to index.html.
+fn resolve(root: &Path, prefix: &str, path: &str) -> Option<PathBuf> {
+    let rel = path
+        .strip_prefix(prefix)
+        .or_else(|| path.strip_prefix(prefix.trim_end_matches('/')))?;
+    let rel = rel.trim_start_matches('/');
+    if rel.split('/').any(|seg| seg == "..") {
+        return None;
+    }
+    let file = if rel.is_empty() {
+        root.join("index.html")
+    } else {
+        root.join(rel)
+    };
+    if file.is_file() {
+        Some(file)
+    } else if file.is_dir() && file.join("index.html").is_file() {
+        Some(file.join("index.html"))
+    } else if Path::new(rel).extension().is_none() {
+        Some(root.join("index.html"))
+    } else {
+        None
+    }
+}
+
+fn mime(p: &Path) -> &'static str {
+    match p.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "wasm" => "application/wasm",
+        "css" => "text/css; charset=utf-8",
+        "json" | "map" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ico" => "image/x-icon",
+        "txt" | "md" => "text/plain; charset=utf-8",
+        "woff2" => "font/woff2",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A chromedriver child process, killed on drop.
+struct Driver {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Driver {
+    fn start() -> Result<Self> {
+        let port = free_port()?;
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .env("XDG_RUNTIME_DIR", crate::util::XDG_RUNTIME_DIR)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {CHROMEDRIVER} (run `cargo xtask setup --test`)"))?;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        let d = Driver {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            agent,
+        };
+        let t = Instant::now();
+        loop {
+            let ready = call(&d.agent, "GET", &format!("{}/status", d.base), None)
+                .ok()
+                .and_then(|v| v.get("ready").and_then(Value::as_bool))
+                .unwrap_or(false);
+            if ready {
+                return Ok(d);
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                bail!("chromedriver on port {port} did not become ready within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn new_session(&self, ctx: &Ctx) -> Result<Session<'_>> {
+        let mut args = chrome_args(ctx);
+        args.push("--window-size=1280,1000".into());
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+            "goog:loggingPrefs": { "browser": "ALL" }
+        }}});
+        let v = call(
+            &self.agent,
+            "POST",
+            &format!("{}/session", self.base),
+            Some(caps),
+        )
+        .context("new WebDriver session")?;
+        let id = v
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .context("no sessionId in the new-session reply")?;
+        Ok(Session {
+            driver: self,
+            url: format!("{}/session/{id}", self.base),
+        })
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Chromium flags from tests/webdriver.json (one source for both browser test kinds).
+fn chrome_args(ctx: &Ctx) -> Vec<String> {
+    let json: Option<Value> = std::fs::read_to_string(ctx.at("tests/webdriver.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok());
+    json.as_ref()
+        .and_then(|v| v.pointer("/goog:chromeOptions/args"))
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_else(|| {
+            [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--enable-unsafe-webgpu",
+            ]
+            .map(String::from)
+            .to_vec()
+        })
+}
+
+struct Session<'a> {
+    driver: &'a Driver,
+    url: String,
+}
+
+impl Session<'_> {
+    fn get(&self, cmd: &str) -> Result<Value> {
+        call(
+            &self.driver.agent,
+            "GET",
+            &format!("{}/{cmd}", self.url),
+            None,
+        )
+    }
+
+    fn post(&self, cmd: &str, body: Value) -> Result<Value> {
+        call(
+            &self.driver.agent,
+            "POST",
+            &format!("{}/{cmd}", self.url),
+            Some(body),
+        )
+    }
+
+    fn delete(&self) -> Result<Value> {
+        call(&self.driver.agent, "DELETE", &self.url, None)
+    }
+
+    /// The text of the first element matching `css`, or `None` when there is none yet.
+    fn text_of(&self, css: &str) -> Result<Option<String>> {
+        let el = match self.post("element", json!({ "using": "css selector", "value": css })) {
+            Ok(v) => v,
+            Err(e) if format!("{e:#}").contains("no such element") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let id = el
+            .get(ELEMENT_KEY)
+            .and_then(Value::as_str)
+            .context("element reply without an id")?;
+        match self.get(&format!("element/{id}/text")) {
+            Ok(v) => Ok(v.as_str().map(String::from)),
+            Err(e) if format!("{e:#}").contains("stale element") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The browser console so far (chromedriver's legacy log endpoint), best effort.
+    fn browser_log(&self) -> String {
+        match self.post("se/log", json!({ "type": "browser" })) {
+            Ok(Value::Array(entries)) => entries
+                .iter()
+                .map(|e| {
+                    format!(
+                        "[{}] {}",
+                        e.get("level").and_then(Value::as_str).unwrap_or("?"),
+                        e.get("message").and_then(Value::as_str).unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Ok(v) => v.to_string(),
+            Err(e) => format!("(unavailable: {e:#})"),
+        }
+    }
+}
+
+/// One WebDriver call; returns the reply's `value`, or an error carrying WebDriver's message.
+fn call(agent: &ureq::Agent, method: &str, url: &str, body: Option<Value>) -> Result<Value> {
+    let resp = match (method, body) {
+        ("GET", _) => agent.get(url).call(),
+        ("DELETE", _) => agent.delete(url).call(),
+        (_, b) => agent
+            .post(url)
+            .header("Content-Type", "application/json")
+            .send(b.unwrap_or_else(|| json!({})).to_string()),
+    };
+    let mut resp = resp.with_context(|| format!("{method} {url}"))?;
+    let status = resp.status();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .with_context(|| format!("reading the reply to {method} {url}"))?;
+    let v: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{method} {url}: not JSON: {}", truncate(&text, 200)))?;
+    let value = v.get("value").cloned().unwrap_or(Value::Null);
+    if !status.is_success() {
+        let err = value
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown error");
+        let msg = value.get("message").and_then(Value::as_str).unwrap_or("");
+        bail!("{method} {url}: {status}: {err}: {}", truncate(msg, 500));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_parsing() {
+        assert_eq!(parse_percent("Accuracy: 98.7 %"), Some(98.7));
+        assert_eq!(parse_percent("98%"), Some(98.0));
+        assert_eq!(parse_percent("loading…"), None);
+        assert_eq!(parse_percent("— %"), None);
+        assert_eq!(parse_percent("top-1 97.25% (10000 images)"), Some(97.25));
+    }
+
+    #[test]
+    fn paths_resolve_safely() {
+        let dir = std::env::temp_dir().join(format!("xtask-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("index.html"), "x").unwrap();
+        std::fs::write(dir.join("app.wasm"), "x").unwrap();
+        assert_eq!(resolve(&dir, "/", "/"), Some(dir.join("index.html")));
+        assert_eq!(resolve(&dir, "/", "/app.wasm"), Some(dir.join("app.wasm")));
+        assert_eq!(resolve(&dir, "/", "/missing.js"), None);
+        assert_eq!(
+            resolve(&dir, "/", "/settings"),
+            Some(dir.join("index.html"))
+        );
+        assert_eq!(resolve(&dir, "/", "/../etc/passwd"), None);
+        assert_eq!(
+            resolve(&dir, "/lithe/", "/lithe/app.wasm"),
+            Some(dir.join("app.wasm"))
+        );
+        assert_eq!(
+            resolve(&dir, "/lithe/", "/lithe"),
+            Some(dir.join("index.html"))
+        );
+        assert_eq!(mime(&dir.join("app.wasm")), "application/wasm");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
