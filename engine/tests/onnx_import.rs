@@ -750,15 +750,24 @@ fn identity_in_the_middle_and_of_an_input() -> anyhow::Result<()> {
             node("Identity", &["r"], &["r2"], vec![]),
             node("Sigmoid", &["r2"], &["y"], vec![]),
             node("Identity", &["x"], &["echo"], vec![]),
+            node("Identity", &["r"], &["r_out"], vec![]),
+            node("Identity", &["r"], &["r_out2"], vec![]),
         ],
-        &["y", "echo"],
+        &["y", "echo", "r_out", "r_out2"],
     );
     let g = m.import()?;
     assert_eq!(g.nodes[0].inputs, ["x"]);
-    assert_eq!(g.nodes[1].inputs, ["r"]);
+    assert_eq!(
+        g.nodes[0].outputs,
+        ["r_out"],
+        "Relu's output takes the graph output's name"
+    );
+    assert_eq!(g.nodes[1].inputs, ["r_out"]);
     let x = onnx_support::rand(&[2, 3], 4, 2.0, 0.0);
     let outs = lithe::exec::run(&g, &[("x", &x)])?;
     assert_eq!(outs[1], x, "an output that is an Identity of the input");
+    assert_eq!(outs[2], x.mapv(|v| v.max(0.0)));
+    assert_eq!(outs[3], outs[2]);
     Ok(())
 }
 
@@ -1210,4 +1219,36 @@ fn malformed_graphs_are_refused() {
         .import()
         .unwrap_err();
     assert!(e.to_string().contains("float32 inputs"), "{e}");
+}
+
+#[test]
+fn node_count_is_limited_and_long_chains_import_quickly() -> anyhow::Result<()> {
+    let chain = |n: usize| {
+        let names: Vec<String> = (0..=n).map(|i| format!("v{i}")).collect();
+        let nodes = (0..n)
+            .map(|i| NodeProto {
+                op_type: Some("Relu".into()),
+                input: vec![names[i].clone()],
+                output: vec![names[i + 1].clone()],
+                ..Default::default()
+            })
+            .collect();
+        let mut m = M::new(13, vec![vi("v0", &[-1, 2])], nodes, &[]);
+        let last: &'static str = Box::leak(names[n].clone().into_boxed_str());
+        m.outputs = vec![last];
+        m
+    };
+    let too_many = chain(lithe::format::onnx::LIMITS.max_nodes + 1);
+    assert!(matches!(
+        too_many.import(),
+        Err(Error::Limit {
+            what: "node count",
+            ..
+        })
+    ));
+    let start = std::time::Instant::now();
+    let g = chain(20_000).import()?;
+    assert_eq!(g.nodes.len(), 20_000);
+    assert!(start.elapsed().as_secs() < 20, "took {:?}", start.elapsed());
+    Ok(())
 }

@@ -401,33 +401,49 @@ impl Importer {
             }
             self.check_not_dropped(o, "the graph output")?;
         }
+        // Decide every rename first, then apply them in one pass over the nodes.
+        let declared: HashSet<&str> = outputs.iter().map(String::as_str).collect();
+        let produced: HashSet<String> = self
+            .built
+            .iter()
+            .flat_map(|n| n.outputs.iter().cloned())
+            .collect();
         let mut renamed: HashMap<String, String> = HashMap::new();
+        let mut identities = Vec::new();
         for o in &outputs {
             let Some(src) = self.aliases.get(o).cloned() else {
                 continue;
             };
-            let src = renamed.get(&src).cloned().unwrap_or(src);
-            let produced = self.built.iter().any(|n| n.outputs.contains(&src));
-            if produced && !outputs.contains(&src) {
-                for n in self.built.iter_mut() {
-                    for v in n.inputs.iter_mut().chain(n.outputs.iter_mut()) {
-                        if *v == src {
-                            v.clone_from(o);
-                        }
-                    }
-                }
+            if produced.contains(&src)
+                && !declared.contains(src.as_str())
+                && !renamed.contains_key(&src)
+            {
                 renamed.insert(src, o.clone());
             } else if let Some(c) = self.consts.get(&src).cloned() {
                 self.consts.insert(o.clone(), c);
             } else {
-                let name = self.unique_name(&NodeProto::default(), self.built.len());
-                self.built.push(Node {
-                    name,
-                    op: Op::Dropout { ratio: 0.0 },
-                    inputs: vec![src],
-                    outputs: vec![o.clone()],
-                });
+                // A graph input, another graph output, or a value already renamed for one.
+                let src = renamed.get(&src).cloned().unwrap_or(src);
+                identities.push((src, o.clone()));
             }
+        }
+        if !renamed.is_empty() {
+            for n in self.built.iter_mut() {
+                for v in n.inputs.iter_mut().chain(n.outputs.iter_mut()) {
+                    if let Some(o) = renamed.get(v.as_str()) {
+                        v.clone_from(o);
+                    }
+                }
+            }
+        }
+        for (src, o) in identities {
+            let name = self.unique_name(&NodeProto::default(), self.built.len());
+            self.built.push(Node {
+                name,
+                op: Op::Dropout { ratio: 0.0 },
+                inputs: vec![src],
+                outputs: vec![o],
+            });
         }
         Ok(outputs)
     }
