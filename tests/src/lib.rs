@@ -97,3 +97,57 @@ pub fn compare(got: &[Fingerprint], want: &[Fingerprint]) -> Result<(), String> 
     }
     Ok(())
 }
+
+/// Timings of one training epoch and of forward passes, with the accuracy reached.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Figures {
+    /// Where it ran (`native`, `node`, `chromium`).
+    pub platform: String,
+    /// Milliseconds for one epoch of LeNet-300-100 over the 6,000-image subset (batch 64, Adam).
+    pub epoch_ms_6k: f64,
+    /// The same, scaled to the 55,000 images of a full zoo epoch.
+    pub epoch_ms_55k_estimate: f64,
+    /// Test accuracy on the first 2,000 test images after that epoch.
+    pub accuracy: f32,
+    /// Mean forward latency at batch 1, milliseconds.
+    pub forward_ms_b1: f64,
+    /// Mean forward latency at batch 256, milliseconds.
+    pub forward_ms_b256: f64,
+}
+
+/// Trains LeNet-300-100 for one epoch on the shipped 6k subset and times forward passes.
+/// `now` returns milliseconds from any fixed origin.
+pub fn figures(platform: &str, now: &dyn Fn() -> f64) -> Result<Figures, lithe::Error> {
+    let train_set = Dataset::decode(include_bytes!("../../www/data/mnist-train-6k.lmn.gz"))?;
+    let test = Dataset::decode(include_bytes!("../../www/data/mnist-test.lmn.gz"))?.take(2000);
+    let mut g = build(Arch::Lenet300100, 1)?;
+    let cfg = lithe::train::TrainConfig {
+        epochs: 1,
+        batch_size: 64,
+        ..Default::default()
+    };
+    let t0 = now();
+    lithe::train::train(&mut g, &train_set, None, &cfg, &mut |_| {
+        std::ops::ControlFlow::Continue(())
+    })?;
+    let epoch_ms_6k = now() - t0;
+    let accuracy = lithe::metrics::evaluate(&g, &test, 256)?.accuracy;
+    let time_forward = |batch: usize, reps: usize| -> Result<f64, lithe::Error> {
+        let idx: Vec<usize> = (0..batch).collect();
+        let (x, _) = test.batch(&idx, &Preprocess::default());
+        lithe::exec::run(&g, &[("input", &x)])?;
+        let t = now();
+        for _ in 0..reps {
+            lithe::exec::run(&g, &[("input", &x)])?;
+        }
+        Ok((now() - t) / reps as f64)
+    };
+    Ok(Figures {
+        platform: platform.into(),
+        epoch_ms_6k,
+        epoch_ms_55k_estimate: epoch_ms_6k * 55_000.0 / train_set.len() as f64,
+        accuracy,
+        forward_ms_b1: time_forward(1, 50)?,
+        forward_ms_b256: time_forward(256, 5)?,
+    })
+}

@@ -13,3 +13,16 @@ fn native_fixture_is_current() {
     // A training step changes the weights: the fingerprint is not the initial one.
     assert!(got.iter().all(|f| f.loss.is_finite() && f.loss > 0.0));
 }
+
+#[test]
+fn one_training_epoch_natively_learns_and_reports_timings() {
+    let t0 = std::time::Instant::now();
+    let f =
+        lithe_web_tests::figures("native", &|| t0.elapsed().as_secs_f64() * 1e3).expect("figures");
+    println!("FIGURES {}", serde_json::to_string(&f).unwrap());
+    assert!(
+        f.accuracy >= 0.85,
+        "accuracy after one epoch on 6k: {}",
+        f.accuracy
+    );
+}
