@@ -35,8 +35,12 @@ fn run(out: &Path) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    let default = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../engine/src/format/onnx/generated.rs");
-    let out = std::env::args_os().nth(1).map(PathBuf::from).unwrap_or(default);
+    let default =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../engine/src/format/onnx/generated.rs");
+    let out = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or(default);
     match run(&out) {
         Ok(()) => {
             println!("wrote {}", out.display());
