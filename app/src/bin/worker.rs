@@ -1,0 +1,309 @@
+//! The Web Worker that owns the engine. It loads models, fetches the test set once, evaluates
+//! and classifies, answering each [`Request`] from the page with [`Response`]s (see
+//! `lithe_app::protocol` for the exchange). Requests are handled one at a time, in order.
+//!
+//! Nothing here may panic on a path a file or a click can reach: engine calls return
+//! `Result`, and every failure becomes a [`Response::Error`]. Should a panic happen anyway,
+//! the panic hook reports it (code [`PANIC`]) so the page can restart the worker.
+
+use js_sys::Uint8Array;
+use lithe::Session;
+use lithe::data::Dataset;
+use lithe::metrics::EvalReport;
+use lithe_app::protocol::{MODELS_DIR, PANIC, PIXELS, Request, Response, Stage, TEST_SET_URL};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+/// Images per evaluation step; progress is reported after each.
+const EVAL_CHUNK: usize = 1000;
+
+/// What the worker holds between requests.
+#[derive(Default)]
+struct State {
+    session: Option<Session>,
+    test_set: Option<Rc<Dataset>>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::default();
+    static QUEUE: RefCell<VecDeque<Request>> = const { RefCell::new(VecDeque::new()) };
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+fn main() {
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        post(&Response::error(
+            PANIC,
+            format!("the engine crashed: {info}"),
+        ));
+    }));
+    let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(|ev: MessageEvent| {
+        match serde_wasm_bindgen::from_value::<Request>(ev.data()) {
+            Ok(req) => enqueue(req),
+            Err(e) => post(&Response::error(
+                "protocol",
+                format!("unreadable request: {e}"),
+            )),
+        }
+    });
+    scope().set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+    // The handler lives as long as the worker.
+    onmessage.forget();
+    post(&Response::Ready);
+}
+
+fn scope() -> DedicatedWorkerGlobalScope {
+    js_sys::global().unchecked_into()
+}
+
+/// Sends a response to the page. A response that cannot be serialised becomes an error.
+fn post(resp: &Response) {
+    let sent = serde_wasm_bindgen::to_value(resp)
+        .map_err(|e| e.to_string())
+        .and_then(|v| scope().post_message(&v).map_err(js_text));
+    if let Err(e) = sent {
+        let fallback = Response::error("protocol", format!("cannot send a response: {e}"));
+        if let Ok(v) = serde_wasm_bindgen::to_value(&fallback) {
+            let _ = scope().post_message(&v);
+        }
+    }
+}
+
+fn enqueue(req: Request) {
+    QUEUE.with_borrow_mut(|q| q.push_back(req));
+    if !BUSY.replace(true) {
+        wasm_bindgen_futures::spawn_local(drain());
+    }
+}
+
+async fn drain() {
+    while let Some(req) = QUEUE.with_borrow_mut(|q| q.pop_front()) {
+        if let Err(resp) = handle(req).await {
+            post(&resp);
+        }
+    }
+    BUSY.set(false);
+}
+
+/// Handles one request; `Err` carries the [`Response::Error`] to send.
+async fn handle(req: Request) -> Result<(), Response> {
+    match req {
+        Request::LoadZoo { name } => {
+            // Only known architectures: the name becomes part of a URL.
+            let arch = lithe::zoo::Arch::from_name(&name)?;
+            progress(Stage::FetchModel, 0, 1);
+            let bytes = fetch_bytes(&format!("{MODELS_DIR}/{}.onnx", arch.name())).await?;
+            load(&bytes)
+        }
+        Request::LoadOnnx { bytes } => load(&bytes.to_vec()),
+        Request::Evaluate => evaluate().await,
+        Request::Classify { pixels } => {
+            if pixels.len() != PIXELS {
+                return Err(Response::error(
+                    "input",
+                    format!("expected {PIXELS} pixels, got {}", pixels.len()),
+                ));
+            }
+            let probs = STATE.with_borrow(|s| match &s.session {
+                Some(session) => session.classify(&pixels).map_err(Response::from),
+                None => Err(no_model()),
+            })?;
+            post(&Response::Classified { probs });
+            Ok(())
+        }
+    }
+}
+
+fn no_model() -> Response {
+    Response::error("no_model", "no model is loaded yet")
+}
+
+fn progress(stage: Stage, done: usize, total: usize) {
+    let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    post(&Response::Progress {
+        stage,
+        done: clamp(done),
+        total: clamp(total),
+    });
+}
+
+/// Imports a model; on success it replaces the current one.
+fn load(bytes: &[u8]) -> Result<(), Response> {
+    progress(Stage::Import, 0, 1);
+    let session = Session::from_onnx(bytes)?;
+    let info = session.info()?;
+    STATE.with_borrow_mut(|s| s.session = Some(session));
+    post(&Response::Loaded {
+        info,
+        file_bytes: bytes.len() as u64,
+    });
+    Ok(())
+}
+
+/// The test set, downloaded and decoded on first use.
+async fn test_set() -> Result<Rc<Dataset>, Response> {
+    if let Some(d) = STATE.with_borrow(|s| s.test_set.clone()) {
+        return Ok(d);
+    }
+    progress(Stage::FetchData, 0, 1);
+    let bytes = fetch_bytes(TEST_SET_URL).await?;
+    let data = Rc::new(Dataset::decode(&bytes)?);
+    STATE.with_borrow_mut(|s| s.test_set = Some(data.clone()));
+    Ok(data)
+}
+
+/// Evaluates in chunks so that progress reaches the page; the chunk reports are merged.
+async fn evaluate() -> Result<(), Response> {
+    if STATE.with_borrow(|s| s.session.is_none()) {
+        return Err(no_model());
+    }
+    let data = test_set().await?;
+    let n = data.len();
+    progress(Stage::Evaluate, 0, n);
+    let t0 = now();
+    let mut total = Merged::default();
+    for start in (0..n).step_by(EVAL_CHUNK) {
+        let idx: Vec<usize> = (start..(start + EVAL_CHUNK).min(n)).collect();
+        let part = data.subset(&idx);
+        let report = STATE.with_borrow(|s| match &s.session {
+            Some(session) => session.evaluate(&part).map_err(Response::from),
+            None => Err(no_model()),
+        })?;
+        total.add(&report);
+        progress(Stage::Evaluate, start + idx.len(), n);
+    }
+    let millis = now() - t0;
+    post(&Response::Evaluated {
+        report: total.finish(),
+        millis,
+    });
+    Ok(())
+}
+
+/// Sums chunk reports: counts and confusion add up, loss is weighted by count.
+#[derive(Default)]
+struct Merged {
+    count: usize,
+    loss_sum: f64,
+    confusion: Vec<Vec<u32>>,
+}
+
+impl Merged {
+    fn add(&mut self, r: &EvalReport) {
+        self.count += r.count;
+        self.loss_sum += r.loss as f64 * r.count as f64;
+        let k = r.confusion.len().max(self.confusion.len());
+        self.confusion.resize(k, Vec::new());
+        for (row, part) in self.confusion.iter_mut().zip(&r.confusion) {
+            if row.len() < part.len() {
+                row.resize(part.len(), 0);
+            }
+            for (a, b) in row.iter_mut().zip(part) {
+                *a += b;
+            }
+        }
+    }
+
+    fn finish(self) -> EvalReport {
+        let ratio = |a: u32, b: u32| if b == 0 { 0.0 } else { a as f32 / b as f32 };
+        let diag = |i: usize, row: &[u32]| row.get(i).copied().unwrap_or(0);
+        let correct: u32 = self
+            .confusion
+            .iter()
+            .enumerate()
+            .map(|(i, r)| diag(i, r))
+            .sum();
+        let per_class = self
+            .confusion
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ratio(diag(i, r), r.iter().sum()))
+            .collect();
+        EvalReport {
+            count: self.count,
+            accuracy: ratio(correct, self.count as u32),
+            loss: if self.count == 0 {
+                0.0
+            } else {
+                (self.loss_sum / self.count as f64) as f32
+            },
+            per_class,
+            confusion: self.confusion,
+        }
+    }
+}
+
+/// Milliseconds from the worker's clock (`performance.now()`).
+fn now() -> f64 {
+    scope()
+        .performance()
+        .map(|p| p.now())
+        .unwrap_or_else(js_sys::Date::now)
+}
+
+/// Downloads `url` (relative to the worker script, which sits beside the page).
+async fn fetch_bytes(url: &str) -> Result<Vec<u8>, Response> {
+    let fail =
+        |detail: String| Response::error("fetch", format!("cannot download {url}: {detail}"));
+    let resp = JsFuture::from(scope().fetch_with_str(url))
+        .await
+        .map_err(|e| fail(js_text(e)))?;
+    let resp: web_sys::Response = resp.dyn_into().map_err(|_| fail("not a Response".into()))?;
+    if !resp.ok() {
+        return Err(fail(format!(
+            "HTTP {} {}",
+            resp.status(),
+            resp.status_text()
+        )));
+    }
+    let buf = resp.array_buffer().map_err(|e| fail(js_text(e)))?;
+    let buf = JsFuture::from(buf).await.map_err(|e| fail(js_text(e)))?;
+    Ok(Uint8Array::new(&buf).to_vec())
+}
+
+/// A readable text for a thrown JS value.
+fn js_text(v: JsValue) -> String {
+    if let Some(e) = v.dyn_ref::<js_sys::Error>() {
+        return String::from(e.message());
+    }
+    v.as_string().unwrap_or_else(|| format!("{v:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(count: usize, loss: f32, confusion: Vec<Vec<u32>>) -> EvalReport {
+        EvalReport {
+            count,
+            accuracy: 0.0,
+            loss,
+            per_class: vec![],
+            confusion,
+        }
+    }
+
+    #[test]
+    fn merged_chunks_equal_one_evaluation() {
+        let mut m = Merged::default();
+        m.add(&report(3, 1.0, vec![vec![2, 1], vec![0, 0]]));
+        m.add(&report(1, 3.0, vec![vec![0, 0], vec![0, 1]]));
+        let r = m.finish();
+        assert_eq!(r.count, 4);
+        assert_eq!(r.confusion, vec![vec![2, 1], vec![0, 1]]);
+        assert!((r.accuracy - 0.75).abs() < 1e-6);
+        assert!((r.loss - 1.5).abs() < 1e-6);
+        assert_eq!(r.per_class, vec![2.0 / 3.0, 1.0]);
+    }
+
+    #[test]
+    fn nothing_merged_is_zero() {
+        let r = Merged::default().finish();
+        assert_eq!((r.count, r.accuracy, r.loss), (0, 0.0, 0.0));
+    }
+}

@@ -1,0 +1,219 @@
+//! The root component: owns the UI state and the link to the worker, and lays out the cards.
+
+use crate::bridge::{LinkEvent, WorkerLink, js_text};
+use crate::components::draw_pad::DrawPad;
+use crate::components::error_banner::ErrorBanner;
+use crate::components::header::Header;
+use crate::components::metrics_panel::MetricsPanel;
+use crate::components::model_panel::ModelPanel;
+use crate::components::prediction::Prediction;
+use crate::state::{Evaluation, LoadedModel, Notice, Phase};
+use leptos::prelude::*;
+use lithe_app::protocol::{DEFAULT_MODEL, PANIC, Request, Response, Stage};
+use wasm_bindgen_futures::JsFuture;
+
+/// Restarts allowed in a row (without a successful evaluation in between) before giving up.
+const MAX_RESTARTS: u32 = 3;
+/// Largest model file the page accepts.
+const MAX_UPLOAD_BYTES: f64 = 512.0 * 1024.0 * 1024.0;
+
+/// Bookkeeping that does not drive rendering.
+#[derive(Default)]
+struct Control {
+    /// What the user asked to load last, shown once it is loaded.
+    requested: String,
+    /// The current drawing, if any.
+    digit: Option<Vec<u8>>,
+    /// A `Classify` is on its way; newer drawings wait for its answer.
+    classifying: bool,
+    /// The drawing changed while a `Classify` was on its way.
+    dirty: bool,
+    /// Restarts since the last successful evaluation.
+    restarts: u32,
+}
+
+/// The playground.
+#[component]
+pub fn App() -> impl IntoView {
+    let phase = RwSignal::new(Phase::Starting);
+    let model = RwSignal::new(None::<LoadedModel>);
+    let eval = RwSignal::new(None::<Evaluation>);
+    let probs = RwSignal::new(None::<Vec<f32>>);
+    let notice = RwSignal::new(None::<Notice>);
+    let ctl = StoredValue::new(Control::default());
+    let link = StoredValue::new_local(None::<WorkerLink>);
+
+    let send = move |req: Request| {
+        if let Some(l) = link.get_value() {
+            l.send(req);
+        }
+    };
+    // Sends the current drawing unless a classification is already on its way.
+    let classify = move || {
+        let next = ctl
+            .try_update_value(|c| {
+                if c.classifying {
+                    c.dirty = true;
+                    return None;
+                }
+                c.dirty = false;
+                let d = c.digit.clone();
+                c.classifying = d.is_some();
+                d
+            })
+            .flatten();
+        if let Some(pixels) = next {
+            send(Request::Classify { pixels });
+        }
+    };
+    let load = move |req: Request, source: String| {
+        ctl.update_value(|c| c.requested = source);
+        phase.set(Phase::Busy {
+            stage: Stage::Import,
+            done: 0,
+            total: 1,
+        });
+        send(req);
+    };
+    let load_default = move || {
+        load(
+            Request::LoadZoo {
+                name: DEFAULT_MODEL.into(),
+            },
+            format!("{DEFAULT_MODEL} (zoo)"),
+        )
+    };
+
+    let on_response = move |resp: Response| match resp {
+        Response::Ready => load_default(),
+        Response::Progress { stage, done, total } => phase.set(Phase::Busy { stage, done, total }),
+        Response::Loaded { info, file_bytes } => {
+            let source = ctl.with_value(|c| c.requested.clone());
+            model.set(Some(LoadedModel {
+                info,
+                file_bytes,
+                source,
+            }));
+            eval.set(None);
+            // The drawing's answer is quick; the evaluation follows it.
+            ctl.update_value(|c| c.classifying = false);
+            classify();
+            send(Request::Evaluate);
+        }
+        Response::Evaluated { report, millis } => {
+            ctl.update_value(|c| c.restarts = 0);
+            eval.set(Some(Evaluation { report, millis }));
+            phase.set(Phase::Idle);
+        }
+        Response::Classified { probs: p } => {
+            let (has_digit, dirty) = ctl
+                .try_update_value(|c| {
+                    c.classifying = false;
+                    (c.digit.is_some(), c.dirty)
+                })
+                .unwrap_or_default();
+            probs.set(has_digit.then_some(p));
+            if dirty {
+                classify();
+            }
+        }
+        Response::Error { code, message } => {
+            ctl.update_value(|c| c.classifying = false);
+            if code == PANIC {
+                // The instance is unusable after a panic; its error event may not follow.
+                restart(link, ctl, phase, notice, Notice::new(PANIC, message));
+            } else {
+                notice.set(Some(Notice::new(&code, message)));
+                phase.set(Phase::Idle);
+            }
+        }
+    };
+    let on_event = move |ev: LinkEvent| match ev {
+        LinkEvent::Response(r) => on_response(r),
+        LinkEvent::Died(why) => restart(link, ctl, phase, notice, Notice::new("worker", why)),
+    };
+    link.set_value(Some(WorkerLink::start(on_event)));
+
+    let on_file = Callback::new(move |file: web_sys::File| {
+        let name = file.name();
+        if file.size() > MAX_UPLOAD_BYTES {
+            notice.set(Some(Notice::new(
+                "limit",
+                format!("{name} is larger than 512 MiB"),
+            )));
+            return;
+        }
+        wasm_bindgen_futures::spawn_local(async move {
+            match JsFuture::from(file.array_buffer()).await {
+                Ok(buf) => load(
+                    Request::LoadOnnx {
+                        bytes: js_sys::Uint8Array::new(&buf),
+                    },
+                    name,
+                ),
+                Err(e) => notice.set(Some(Notice::new(
+                    "read",
+                    format!("{name}: {}", js_text(&e)),
+                ))),
+            }
+        });
+    });
+    let on_default = Callback::new(move |()| load_default());
+    let on_digit = Callback::new(move |d: Option<Vec<u8>>| {
+        let drawing = d.is_some();
+        ctl.update_value(|c| c.digit = d);
+        if drawing {
+            classify();
+        } else {
+            probs.set(None);
+        }
+    });
+
+    view! {
+        <Header phase=phase />
+        <main class="layout">
+            <ErrorBanner notice=notice />
+            <ModelPanel model=model on_file=on_file on_default=on_default />
+            <MetricsPanel eval=eval phase=phase />
+            <section class="card try" aria-labelledby="try-title">
+                <h2 id="try-title">"Try it"</h2>
+                <DrawPad on_digit=on_digit />
+                <Prediction probs=probs />
+            </section>
+        </main>
+        <footer class="foot">
+            <p>"Everything runs on this device: the model is evaluated in a Web Worker, nothing is uploaded."</p>
+        </footer>
+    }
+}
+
+/// Shows why the worker stopped and starts a new one, unless it keeps dying.
+fn restart(
+    link: StoredValue<Option<WorkerLink>, LocalStorage>,
+    ctl: StoredValue<Control>,
+    phase: RwSignal<Phase>,
+    notice: RwSignal<Option<Notice>>,
+    mut why: Notice,
+) {
+    let attempts = ctl
+        .try_update_value(|c| {
+            c.restarts += 1;
+            c.classifying = false;
+            c.restarts
+        })
+        .unwrap_or(u32::MAX);
+    if attempts > MAX_RESTARTS {
+        why.message = format!(
+            "{} — it stopped {MAX_RESTARTS} times in a row, so it was not restarted. Reload the page to try again.",
+            why.message
+        );
+        phase.set(Phase::Dead);
+    } else {
+        why.message = format!("{} — restarting it with the zoo model.", why.message);
+        phase.set(Phase::Starting);
+        if let Some(l) = link.get_value() {
+            l.restart();
+        }
+    }
+    notice.set(Some(why));
+}

@@ -1,0 +1,47 @@
+//! The model card: where the model came from, its layer table, and ways to change it.
+
+use crate::components::layer_table::LayerTable;
+use crate::components::model_upload::ModelUpload;
+use crate::format;
+use crate::state::LoadedModel;
+use leptos::prelude::*;
+
+/// Shows the loaded model (or a placeholder) with buttons to open a file or go back to the
+/// zoo model.
+#[component]
+pub fn ModelPanel(
+    /// The model the worker holds, once one is loaded.
+    #[prop(into)]
+    model: Signal<Option<LoadedModel>>,
+    /// Called with an `.onnx` file the user picked.
+    on_file: Callback<web_sys::File>,
+    /// Called when the user asks for the default zoo model again.
+    on_default: Callback<()>,
+) -> impl IntoView {
+    view! {
+        <section class="card model" aria-labelledby="model-title">
+            <div class="card-head">
+                <h2 id="model-title">"Model"</h2>
+                <div class="actions">
+                    <ModelUpload on_file=on_file />
+                    <button type="button" class="ghost" on:click=move |_| on_default.run(())>
+                        "Reset to zoo model"
+                    </button>
+                </div>
+            </div>
+            {move || match model.get() {
+                None => view! { <p class="placeholder">"Loading the model…"</p> }.into_any(),
+                Some(m) => view! {
+                    <p class="model-meta">
+                        <strong>{m.source}</strong>
+                        <span>{format!("file {}", format::bytes(m.file_bytes))}</span>
+                        <span>{format!("{} params", format::int(m.info.params as u64))}</span>
+                        <span>{format!("{} MACs / image", format::int(m.info.macs))}</span>
+                    </p>
+                    <LayerTable info=m.info />
+                }
+                .into_any(),
+            }}
+        </section>
+    }
+}

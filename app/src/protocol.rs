@@ -1,0 +1,142 @@
+//! The messages between the page and the worker: the only types both sides share.
+//!
+//! Both directions go through `postMessage` as JS values made by `serde-wasm-bindgen`
+//! (externally tagged enums: `{ "Classify": { "pixels": [...] } }`, `"Evaluate"`).
+//!
+//! The exchange:
+//!
+//! 1. The worker starts and answers [`Response::Ready`]. Messages posted before that could be
+//!    lost while its WebAssembly instantiates, so the page queues its requests until then.
+//! 2. The page asks for a model ([`Request::LoadZoo`] or [`Request::LoadOnnx`]); the worker
+//!    answers [`Response::Loaded`] with the layer table, or [`Response::Error`].
+//! 3. After each `Loaded` the page sends [`Request::Evaluate`]; the worker fetches the test set
+//!    once, reports [`Response::Progress`] and answers [`Response::Evaluated`].
+//! 4. Drawing sends [`Request::Classify`]; the worker answers [`Response::Classified`].
+//!
+//! The worker handles requests one at a time, in order. Every failure becomes a
+//! [`Response::Error`]; a panic is reported as one with code [`PANIC`] before the instance
+//! dies, and the page then restarts the worker.
+
+use lithe::metrics::{EvalReport, ModelInfo};
+use serde::{Deserialize, Serialize};
+
+/// The zoo model loaded at start.
+pub const DEFAULT_MODEL: &str = "lenet-300-100";
+/// Where zoo models live, relative to the page: `models/{name}.onnx`.
+pub const MODELS_DIR: &str = "models";
+/// The MNIST test set (10,000 images), gzip-compressed Lithe dataset format.
+pub const TEST_SET_URL: &str = "data/mnist-test.lmn.gz";
+/// Side of the images the models take.
+pub const SIDE: usize = 28;
+/// Pixels in one image (`SIDE * SIDE`).
+pub const PIXELS: usize = SIDE * SIDE;
+/// Error code of a panic inside the worker: the worker is dead and must be restarted.
+pub const PANIC: &str = "panic";
+
+/// What the page asks the worker to do.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Load `models/{name}.onnx` from the zoo shipped with the page.
+    LoadZoo {
+        /// Zoo architecture name, e.g. [`DEFAULT_MODEL`].
+        name: String,
+    },
+    /// Load a model file chosen by the user. The page transfers the buffer (no copy); it is
+    /// unusable on the page afterwards.
+    LoadOnnx {
+        /// The `.onnx` file's bytes.
+        #[serde(with = "serde_wasm_bindgen::preserve")]
+        bytes: js_sys::Uint8Array,
+    },
+    /// Evaluate the loaded model on the MNIST test set.
+    Evaluate,
+    /// Class probabilities of one drawn digit.
+    Classify {
+        /// [`PIXELS`] grey values, row-major, 0 = background, 255 = ink.
+        pixels: Vec<u8>,
+    },
+}
+
+/// Where a long job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stage {
+    /// Downloading a model file.
+    FetchModel,
+    /// Parsing a model file into a graph.
+    Import,
+    /// Downloading and decoding the test set.
+    FetchData,
+    /// Running the model on the test set.
+    Evaluate,
+}
+
+impl Stage {
+    /// A short label for the UI.
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::FetchModel => "Downloading the model",
+            Stage::Import => "Importing the model",
+            Stage::FetchData => "Downloading the test set",
+            Stage::Evaluate => "Evaluating",
+        }
+    }
+}
+
+/// What the worker tells the page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// The worker is running and listening.
+    Ready,
+    /// A long job advanced; `done` of `total` units (images when evaluating, else 0 of 1).
+    Progress {
+        /// What the job is doing.
+        stage: Stage,
+        /// Units finished.
+        done: u32,
+        /// Units in all.
+        total: u32,
+    },
+    /// A model was loaded and replaces the previous one.
+    Loaded {
+        /// Layer table and totals.
+        info: ModelInfo,
+        /// Size of the model file in bytes.
+        file_bytes: u64,
+    },
+    /// The loaded model was evaluated on the test set.
+    Evaluated {
+        /// Accuracy, loss, per-class accuracy and confusion matrix.
+        report: EvalReport,
+        /// Wall time of the evaluation in milliseconds (excluding the download).
+        millis: f64,
+    },
+    /// Probabilities for the digit of the last [`Request::Classify`].
+    Classified {
+        /// One probability per class, summing to 1.
+        probs: Vec<f32>,
+    },
+    /// A request failed; the worker keeps running (unless `code` is [`PANIC`]).
+    Error {
+        /// A short stable code: an engine code (`decode`, `unsupported_ops`…) or `fetch`,
+        /// `protocol`, `no_model`, [`PANIC`].
+        code: String,
+        /// What went wrong, readable as it is.
+        message: String,
+    },
+}
+
+impl Response {
+    /// An error response.
+    pub fn error(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Response::Error {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<lithe::Error> for Response {
+    fn from(e: lithe::Error) -> Self {
+        Response::error(e.code(), e.to_string())
+    }
+}

@@ -1,0 +1,100 @@
+//! What the UI knows, as plain data the components render.
+
+use lithe::metrics::{EvalReport, ModelInfo};
+use lithe_app::protocol::Stage;
+
+/// What the worker is doing, as far as the page knows.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Phase {
+    /// The worker is starting (or restarting).
+    Starting,
+    /// A long job is running.
+    Busy {
+        /// Its current stage.
+        stage: Stage,
+        /// Units done.
+        done: u32,
+        /// Units in all.
+        total: u32,
+    },
+    /// Waiting for the user.
+    Idle,
+    /// The worker died too often; the page gave up restarting it.
+    Dead,
+}
+
+impl Phase {
+    /// A short status line.
+    pub fn label(&self) -> String {
+        match self {
+            Phase::Starting => "Starting the engine…".into(),
+            Phase::Busy { stage, done, total } if *total > 1 => {
+                format!("{}… {done} / {total}", stage.label())
+            }
+            Phase::Busy { stage, .. } => format!("{}…", stage.label()),
+            Phase::Idle => "Ready".into(),
+            Phase::Dead => "Engine stopped".into(),
+        }
+    }
+
+    /// Whether a job is running.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Phase::Starting | Phase::Busy { .. })
+    }
+}
+
+/// The model the worker holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadedModel {
+    /// Layer table and totals.
+    pub info: ModelInfo,
+    /// Size of the model file.
+    pub file_bytes: u64,
+    /// Where it came from, for the user (`lenet-300-100 (zoo)`, a file name).
+    pub source: String,
+}
+
+/// The last evaluation on the test set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Evaluation {
+    /// What the engine measured.
+    pub report: EvalReport,
+    /// How long it took, in milliseconds.
+    pub millis: f64,
+}
+
+/// An error shown to the user.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Notice {
+    /// One line saying what failed.
+    pub title: String,
+    /// The error's stable code.
+    pub code: String,
+    /// The details, as the engine or the browser said them.
+    pub message: String,
+}
+
+impl Notice {
+    /// A notice for an error `code` with its `message`; the title follows from the code.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        let title = match code {
+            "decode" => "This file could not be read as an ONNX model",
+            "unsupported_ops" => "This model uses operators Lithe cannot run yet",
+            "limit" => "This file is too large",
+            "shape" | "input" => "This model does not fit 28×28 MNIST digits",
+            "graph" | "attribute" => "This model's graph is not valid",
+            "fetch" => "A download failed",
+            "no_model" => "No model is loaded",
+            "panic" => "The engine crashed",
+            "worker" => "The engine's worker stopped",
+            "read" => "The file could not be read",
+            "protocol" => "The page and the engine misunderstood each other",
+            _ => "Something went wrong",
+        };
+        Notice {
+            title: title.into(),
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
