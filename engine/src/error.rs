@@ -111,7 +111,12 @@ impl Error {
     }
 
     /// Builds a [`Error::Shape`] with the shapes rendered.
-    pub fn shape(node: &str, op: &'static str, detail: impl Into<String>, shapes: &[&[usize]]) -> Self {
+    pub fn shape(
+        node: &str,
+        op: &'static str,
+        detail: impl Into<String>,
+        shapes: &[&[usize]],
+    ) -> Self {
         Error::Shape {
             node: node.to_string(),
             op,

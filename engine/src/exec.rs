@@ -12,7 +12,10 @@ use std::collections::HashMap;
 fn check_inputs(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<()> {
     for v in &g.inputs {
         let Some((_, t)) = inputs.iter().find(|(n, _)| *n == v.name) else {
-            return Err(Error::Input { name: v.name.clone(), detail: "not provided".into() });
+            return Err(Error::Input {
+                name: v.name.clone(),
+                detail: "not provided".into(),
+            });
         };
         let ok = t.ndim() == v.shape.len()
             && v.shape.iter().zip(t.shape()).all(|(d, &s)| match d {
@@ -22,7 +25,11 @@ fn check_inputs(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<()> {
         if !ok {
             return Err(Error::Input {
                 name: v.name.clone(),
-                detail: format!("shape {:?} does not match the declared {:?}", t.shape(), v.shape),
+                detail: format!(
+                    "shape {:?} does not match the declared {:?}",
+                    t.shape(),
+                    v.shape
+                ),
             });
         }
     }
@@ -58,7 +65,9 @@ pub fn run(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
                     if i.is_empty() {
                         None
                     } else {
-                        vals.get(i.as_str()).or_else(|| g.weights.get(i)).or_else(|| inputs.iter().find(|(k, _)| k == i).map(|(_, t)| *t))
+                        vals.get(i.as_str())
+                            .or_else(|| g.weights.get(i))
+                            .or_else(|| inputs.iter().find(|(k, _)| k == i).map(|(_, t)| *t))
                     }
                 })
                 .collect();
@@ -81,7 +90,12 @@ pub fn run(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
         .map(|o| {
             vals.remove(o.as_str())
                 .or_else(|| g.weights.get(o).cloned())
-                .or_else(|| inputs.iter().find(|(k, _)| k == o).map(|(_, t)| (*t).clone()))
+                .or_else(|| {
+                    inputs
+                        .iter()
+                        .find(|(k, _)| k == o)
+                        .map(|(_, t)| (*t).clone())
+                })
                 .ok_or_else(|| Error::Graph(format!("output `{o}` was not computed")))
         })
         .collect()
@@ -98,11 +112,23 @@ pub struct Trace {
 /// Runs the graph in training mode and keeps every activation.
 pub fn forward_train(g: &Graph, inputs: &[(&str, &Tensor)], rng: &mut Rng) -> Result<Trace> {
     check_inputs(g, inputs)?;
-    let mut values: HashMap<String, Tensor> = inputs.iter().map(|(k, t)| (k.to_string(), (*t).clone())).collect();
+    let mut values: HashMap<String, Tensor> = inputs
+        .iter()
+        .map(|(k, t)| (k.to_string(), (*t).clone()))
+        .collect();
     let mut saved = Vec::with_capacity(g.nodes.len());
     for n in &g.nodes {
-        let ins: Vec<Option<&Tensor>> =
-            n.inputs.iter().map(|i| if i.is_empty() { None } else { values.get(i).or_else(|| g.weights.get(i)) }).collect();
+        let ins: Vec<Option<&Tensor>> = n
+            .inputs
+            .iter()
+            .map(|i| {
+                if i.is_empty() {
+                    None
+                } else {
+                    values.get(i).or_else(|| g.weights.get(i))
+                }
+            })
+            .collect();
         let (outs, s) = ops::forward(n, &ins, Mode::Train(rng))?;
         saved.push(s);
         for (name, t) in n.outputs.iter().zip(outs) {
@@ -115,20 +141,34 @@ pub fn forward_train(g: &Graph, inputs: &[(&str, &Tensor)], rng: &mut Rng) -> Re
 impl Trace {
     /// The value computed for `name`.
     pub fn get(&self, name: &str) -> Result<&Tensor> {
-        self.values.get(name).ok_or_else(|| Error::Graph(format!("value `{name}` was not computed")))
+        self.values
+            .get(name)
+            .ok_or_else(|| Error::Graph(format!("value `{name}` was not computed")))
     }
 }
 
 /// Back-propagates `seeds` (gradients of some values, usually the loss w.r.t. the output) and
 /// returns the gradient of every weight that received one.
-pub fn backward(g: &Graph, trace: &Trace, seeds: HashMap<String, Tensor>) -> Result<HashMap<String, Tensor>> {
+pub fn backward(
+    g: &Graph,
+    trace: &Trace,
+    seeds: HashMap<String, Tensor>,
+) -> Result<HashMap<String, Tensor>> {
     let mut grads: HashMap<String, Tensor> = seeds;
     for (idx, n) in g.nodes.iter().enumerate().rev() {
-        let Some(dy) = n.outputs.first().and_then(|o| grads.remove(o)) else { continue };
+        let Some(dy) = n.outputs.first().and_then(|o| grads.remove(o)) else {
+            continue;
+        };
         let ins: Vec<Option<&Tensor>> = n
             .inputs
             .iter()
-            .map(|i| if i.is_empty() { None } else { trace.values.get(i).or_else(|| g.weights.get(i)) })
+            .map(|i| {
+                if i.is_empty() {
+                    None
+                } else {
+                    trace.values.get(i).or_else(|| g.weights.get(i))
+                }
+            })
             .collect();
         let out = trace.get(&n.outputs[0])?;
         let gi = ops::backward(n, &ins, out, &trace.saved[idx], &dy)?;

@@ -13,12 +13,16 @@ pub struct Rng {
 impl Rng {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        Rng { state: seed ^ 0x5851_f42d_4c95_7f2d }
+        Rng {
+            state: seed ^ 0x5851_f42d_4c95_7f2d,
+        }
     }
 
     /// An independent generator derived from this one's seed and a stream label.
     pub fn fork(&self, stream: u64) -> Self {
-        let mut r = Rng { state: self.state ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15) };
+        let mut r = Rng {
+            state: self.state ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        };
         r.next_u64();
         r
     }
@@ -39,7 +43,7 @@ impl Rng {
 
     /// Uniform integer in `0..n` (`n > 0`), without modulo bias worth caring about at these sizes.
     pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 11) as u128 * n as u128 >> 53) as usize
+        (((self.next_u64() >> 11) as u128 * n as u128) >> 53) as usize
     }
 
     /// Standard normal sample (Box–Muller).

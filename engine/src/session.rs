@@ -42,7 +42,9 @@ impl Session {
     /// Changes the input preprocessing (recorded in the metadata so exports keep it).
     pub fn set_preprocess(&mut self, p: Preprocess) {
         self.preprocess = p;
-        self.graph.metadata.insert("lithe.preprocess".into(), p.to_metadata());
+        self.graph
+            .metadata
+            .insert("lithe.preprocess".into(), p.to_metadata());
     }
 
     /// Layer table and totals.
@@ -57,21 +59,39 @@ impl Session {
 
     /// Runs the model on an input tensor (for the first graph input).
     pub fn run(&self, x: &Tensor) -> Result<Vec<Tensor>> {
-        let name = self.graph.inputs.first().map(|v| v.name.as_str()).ok_or_else(|| Error::Graph("the graph has no input".into()))?;
+        let name = self
+            .graph
+            .inputs
+            .first()
+            .map(|v| v.name.as_str())
+            .ok_or_else(|| Error::Graph("the graph has no input".into()))?;
         crate::exec::run(&self.graph, &[(name, x)])
     }
 
     /// Class probabilities for one grey image given as raw 0..255 pixels, row-major.
     pub fn classify(&self, pixels: &[u8]) -> Result<Vec<f32>> {
-        let input = self.graph.inputs.first().ok_or_else(|| Error::Graph("the graph has no input".into()))?;
+        let input = self
+            .graph
+            .inputs
+            .first()
+            .ok_or_else(|| Error::Graph("the graph has no input".into()))?;
         let shape = input.concrete(1);
         let need: usize = shape.iter().product();
         if pixels.len() != need {
-            return Err(Error::Input { name: input.name.clone(), detail: format!("expected {need} pixels, got {}", pixels.len()) });
+            return Err(Error::Input {
+                name: input.name.clone(),
+                detail: format!("expected {need} pixels, got {}", pixels.len()),
+            });
         }
-        let x = crate::tensor::from_vec(&shape, pixels.iter().map(|&p| self.preprocess.apply(p)).collect())?;
+        let x = crate::tensor::from_vec(
+            &shape,
+            pixels.iter().map(|&p| self.preprocess.apply(p)).collect(),
+        )?;
         let out = self.run(&x)?;
-        let logits: Vec<f32> = out.first().map(|t| t.iter().copied().collect()).unwrap_or_default();
+        let logits: Vec<f32> = out
+            .first()
+            .map(|t| t.iter().copied().collect())
+            .unwrap_or_default();
         // Outputs may already be (log-)probabilities; softmax of log-softmax is the same softmax.
         let mx = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let e: Vec<f32> = logits.iter().map(|v| (v - mx).exp()).collect();
@@ -87,7 +107,10 @@ impl Session {
         cfg: &TrainConfig,
         on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<TrainSummary> {
-        let cfg = TrainConfig { preprocess: cfg.preprocess.or(Some(self.preprocess)), ..cfg.clone() };
+        let cfg = TrainConfig {
+            preprocess: cfg.preprocess.or(Some(self.preprocess)),
+            ..cfg.clone()
+        };
         crate::train::train(&mut self.graph, data, val, &cfg, on_progress)
     }
 

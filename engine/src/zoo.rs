@@ -67,6 +67,7 @@ impl Arch {
             seed,
             preprocess: None,
             log_every: 100,
+            augment_shift: 0,
         };
         match self {
             Arch::Lenet300100 => TrainConfig {
@@ -78,9 +79,30 @@ impl Arch {
             Arch::Mobilenet => TrainConfig {
                 epochs: 10,
                 lr: 2e-3,
+                augment_shift: 2,
                 ..base
             },
             Arch::TinyMlp => TrainConfig { epochs: 10, ..base },
+        }
+    }
+}
+
+/// Square kernel size, stride, padding and groups of a zoo convolution.
+#[derive(Clone, Copy)]
+struct ConvSpec {
+    k: usize,
+    stride: usize,
+    pad: usize,
+    groups: usize,
+}
+
+impl ConvSpec {
+    const fn new(k: usize, stride: usize, pad: usize, groups: usize) -> Self {
+        ConvSpec {
+            k,
+            stride,
+            pad,
+            groups,
         }
     }
 }
@@ -161,12 +183,15 @@ impl Builder {
         name: &str,
         cin: usize,
         cout: usize,
-        k: usize,
-        stride: usize,
-        pad: usize,
-        groups: usize,
+        spec: ConvSpec,
         bias: bool,
     ) -> &mut Self {
+        let ConvSpec {
+            k,
+            stride,
+            pad,
+            groups,
+        } = spec;
         let w = format!("{name}.weight");
         let fan_in = cin / groups * k * k;
         let wt = self.he(&[cout, cin / groups, k, k], fan_in);
@@ -239,10 +264,10 @@ pub fn build(arch: Arch, seed: u64) -> Result<Graph> {
                 .dense("fc2", 32, 10);
         }
         Arch::Lenet5 => {
-            b.conv("conv1", 1, 20, 5, 1, 0, 1, true)
+            b.conv("conv1", 1, 20, ConvSpec::new(5, 1, 0, 1), true)
                 .act("pool1", Op::MaxPool(PoolAttrs::square(2)))
                 .act("relu1", Op::Relu)
-                .conv("conv2", 20, 50, 5, 1, 0, 1, true)
+                .conv("conv2", 20, 50, ConvSpec::new(5, 1, 0, 1), true)
                 .act("pool2", Op::MaxPool(PoolAttrs::square(2)))
                 .act("relu2", Op::Relu)
                 .act("flatten", Op::Flatten { axis: 1 })
@@ -251,18 +276,30 @@ pub fn build(arch: Arch, seed: u64) -> Result<Graph> {
                 .dense("fc2", 500, 10);
         }
         Arch::Mobilenet => {
-            b.conv("stem", 1, 16, 3, 1, 1, 1, false)
+            b.conv("stem", 1, 16, ConvSpec::new(3, 1, 1, 1), false)
                 .bn("stem_bn", 16)
                 .act("stem_relu", relu6());
             let blocks = [(16, 32, 2), (32, 64, 1), (64, 64, 2), (64, 128, 2)];
             for (i, (cin, cout, stride)) in blocks.into_iter().enumerate() {
                 let p = format!("block{}", i + 1);
-                b.conv(&format!("{p}_dw"), cin, cin, 3, stride, 1, cin, false)
-                    .bn(&format!("{p}_dw_bn"), cin)
-                    .act(&format!("{p}_dw_relu"), relu6())
-                    .conv(&format!("{p}_pw"), cin, cout, 1, 1, 0, 1, false)
-                    .bn(&format!("{p}_pw_bn"), cout)
-                    .act(&format!("{p}_pw_relu"), relu6());
+                b.conv(
+                    &format!("{p}_dw"),
+                    cin,
+                    cin,
+                    ConvSpec::new(3, stride, 1, cin),
+                    false,
+                )
+                .bn(&format!("{p}_dw_bn"), cin)
+                .act(&format!("{p}_dw_relu"), relu6())
+                .conv(
+                    &format!("{p}_pw"),
+                    cin,
+                    cout,
+                    ConvSpec::new(1, 1, 0, 1),
+                    false,
+                )
+                .bn(&format!("{p}_pw_bn"), cout)
+                .act(&format!("{p}_pw_relu"), relu6());
             }
             b.act("gap", Op::GlobalAvgPool)
                 .act("flatten", Op::Flatten { axis: 1 })

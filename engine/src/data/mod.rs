@@ -31,15 +31,27 @@ pub struct Preprocess {
 
 impl Default for Preprocess {
     fn default() -> Self {
-        Preprocess { scale: 1.0 / 255.0, mean: 0.0, std: 1.0 }
+        Preprocess {
+            scale: 1.0 / 255.0,
+            mean: 0.0,
+            std: 1.0,
+        }
     }
 }
 
 impl Preprocess {
     /// Raw 0..255 values.
-    pub const RAW: Preprocess = Preprocess { scale: 1.0, mean: 0.0, std: 1.0 };
+    pub const RAW: Preprocess = Preprocess {
+        scale: 1.0,
+        mean: 0.0,
+        std: 1.0,
+    };
     /// PyTorch's usual MNIST normalisation: `(x/255 − 0.1307) / 0.3081`.
-    pub const MNIST_NORM: Preprocess = Preprocess { scale: 1.0 / 255.0, mean: 0.1307, std: 0.3081 };
+    pub const MNIST_NORM: Preprocess = Preprocess {
+        scale: 1.0 / 255.0,
+        mean: 0.1307,
+        std: 0.3081,
+    };
 
     /// Applies the transform to one pixel.
     pub fn apply(&self, p: u8) -> f32 {
@@ -48,8 +60,16 @@ impl Preprocess {
 
     /// Reads the transform from graph metadata (`lithe.preprocess` = `scale,mean,std`).
     pub fn from_metadata(meta: &std::collections::BTreeMap<String, String>) -> Option<Self> {
-        let v: Vec<f32> = meta.get("lithe.preprocess")?.split(',').map(|s| s.trim().parse().ok()).collect::<Option<_>>()?;
-        (v.len() == 3 && v[2] != 0.0).then(|| Preprocess { scale: v[0], mean: v[1], std: v[2] })
+        let v: Vec<f32> = meta
+            .get("lithe.preprocess")?
+            .split(',')
+            .map(|s| s.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        (v.len() == 3 && v[2] != 0.0).then(|| Preprocess {
+            scale: v[0],
+            mean: v[1],
+            std: v[2],
+        })
     }
 
     /// The metadata value that [`Preprocess::from_metadata`] reads.
@@ -99,8 +119,19 @@ impl Dataset {
                 detail: format!("images {idims:?} and labels {ldims:?} do not match"),
             });
         }
-        let classes = lab.iter().copied().max().map_or(0, |m| m as usize + 1).max(10);
-        Ok(Dataset { images: ipix.to_vec(), labels: lab.to_vec(), rows: idims[1], cols: idims[2], classes })
+        let classes = lab
+            .iter()
+            .copied()
+            .max()
+            .map_or(0, |m| m as usize + 1)
+            .max(10);
+        Ok(Dataset {
+            images: ipix.to_vec(),
+            labels: lab.to_vec(),
+            rows: idims[1],
+            cols: idims[2],
+            classes,
+        })
     }
 
     /// Encodes to the compact form (uncompressed; gzip it for shipping).
@@ -119,7 +150,9 @@ impl Dataset {
     /// Encodes and gzip-compresses (deterministic: no timestamp in the header).
     pub fn encode_gz(&self) -> Vec<u8> {
         use std::io::Write;
-        let mut enc = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
+        let mut enc = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(Vec::new(), flate2::Compression::best());
         // Writing into a Vec cannot fail.
         let _ = enc.write_all(&self.encode());
         enc.finish().unwrap_or_default()
@@ -127,7 +160,10 @@ impl Dataset {
 
     /// Decodes the compact form, gzip-compressed or not. Sizes are checked before allocating.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let err = |d: &str| Error::Decode { what: "dataset", detail: d.to_string() };
+        let err = |d: &str| Error::Decode {
+            what: "dataset",
+            detail: d.to_string(),
+        };
         let raw: std::borrow::Cow<[u8]> = if bytes.starts_with(&[0x1f, 0x8b]) {
             let mut out = Vec::new();
             let limit = (MAX_IMAGES * (28 * 28 + 1) + 64) as u64;
@@ -136,7 +172,11 @@ impl Dataset {
                 .read_to_end(&mut out)
                 .map_err(|e| err(&format!("gzip: {e}")))?;
             if out.len() as u64 > limit {
-                return Err(Error::Limit { what: "decompressed dataset", got: out.len() as u64, limit });
+                return Err(Error::Limit {
+                    what: "decompressed dataset",
+                    got: out.len() as u64,
+                    limit,
+                });
             }
             out.into()
         } else {
@@ -150,25 +190,46 @@ impl Dataset {
         let cols = u16::from_le_bytes([raw[10], raw[11]]) as usize;
         let classes = raw[12] as usize;
         if n > MAX_IMAGES {
-            return Err(Error::Limit { what: "image count", got: n as u64, limit: MAX_IMAGES as u64 });
+            return Err(Error::Limit {
+                what: "image count",
+                got: n as u64,
+                limit: MAX_IMAGES as u64,
+            });
         }
-        let need = n.checked_mul(rows * cols).and_then(|p| p.checked_add(n + 13)).ok_or_else(|| err("size overflow"))?;
+        let need = n
+            .checked_mul(rows * cols)
+            .and_then(|p| p.checked_add(n + 13))
+            .ok_or_else(|| err("size overflow"))?;
         if raw.len() != need {
-            return Err(err(&format!("expected {need} bytes for {n} images of {rows}×{cols}, found {}", raw.len())));
+            return Err(err(&format!(
+                "expected {need} bytes for {n} images of {rows}×{cols}, found {}",
+                raw.len()
+            )));
         }
         let split = 13 + n * rows * cols;
         let labels = raw[split..].to_vec();
         if let Some(&bad) = labels.iter().find(|&&l| l as usize >= classes) {
-            return Err(err(&format!("label {bad} is not below the class count {classes}")));
+            return Err(err(&format!(
+                "label {bad} is not below the class count {classes}"
+            )));
         }
-        Ok(Dataset { images: raw[13..split].to_vec(), labels, rows, cols, classes })
+        Ok(Dataset {
+            images: raw[13..split].to_vec(),
+            labels,
+            rows,
+            cols,
+            classes,
+        })
     }
 
     /// Reads a dataset file natively.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let p = path.as_ref();
-        let bytes = std::fs::read(p).map_err(|source| Error::Io { path: p.display().to_string(), source })?;
+        let bytes = std::fs::read(p).map_err(|source| Error::Io {
+            path: p.display().to_string(),
+            source,
+        })?;
         Self::decode(&bytes)
     }
 
@@ -181,7 +242,13 @@ impl Dataset {
             images.extend_from_slice(&self.images[i * px..(i + 1) * px]);
             labels.push(self.labels[i]);
         }
-        Dataset { images, labels, rows: self.rows, cols: self.cols, classes: self.classes }
+        Dataset {
+            images,
+            labels,
+            rows: self.rows,
+            cols: self.cols,
+            classes: self.classes,
+        }
     }
 
     /// The first `n` images (all when `n ≥ len`).
@@ -216,7 +283,11 @@ impl Dataset {
         let mut x = Vec::with_capacity(idx.len() * px);
         let mut y = Vec::with_capacity(idx.len());
         for &i in idx.iter().filter(|&&i| i < self.len()) {
-            x.extend(self.images[i * px..(i + 1) * px].iter().map(|&p| pre.apply(p)));
+            x.extend(
+                self.images[i * px..(i + 1) * px]
+                    .iter()
+                    .map(|&p| pre.apply(p)),
+            );
             y.push(self.labels[i]);
         }
         let t = Tensor::from_shape_vec(ndarray::IxDyn(&[y.len(), 1, self.rows, self.cols]), x)
@@ -256,7 +327,43 @@ impl Dataset {
                 }
             }
         }
-        Dataset { images, labels, rows, cols, classes: 10 }
+        Dataset {
+            images,
+            labels,
+            rows,
+            cols,
+            classes: 10,
+        }
+    }
+}
+
+/// Shifts every image of an `[n, c, h, w]` batch by a random offset in `-max..=max` on each
+/// axis, filling uncovered pixels with `fill` (the background value after preprocessing).
+pub fn random_shift(x: &mut Tensor, max: usize, fill: f32, rng: &mut Rng) {
+    if x.ndim() != 4 || max == 0 {
+        return;
+    }
+    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let Some(data) = x.as_slice_mut() else { return };
+    let span = 2 * max + 1;
+    let mut plane = vec![0.0f32; h * w];
+    for i in 0..n {
+        let dy = rng.below(span) as isize - max as isize;
+        let dx = rng.below(span) as isize - max as isize;
+        for ch in 0..c {
+            let p = &mut data[(i * c + ch) * h * w..][..h * w];
+            plane.copy_from_slice(p);
+            for y in 0..h {
+                for xx in 0..w {
+                    let (sy, sx) = (y as isize - dy, xx as isize - dx);
+                    p[y * w + xx] = if sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize {
+                        plane[sy as usize * w + sx as usize]
+                    } else {
+                        fill
+                    };
+                }
+            }
+        }
     }
 }
 
@@ -278,6 +385,29 @@ mod tests {
         huge[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(Dataset::decode(&huge), Err(Error::Limit { .. })));
         assert!(Dataset::decode(b"nope").is_err());
+    }
+
+    #[test]
+    fn random_shift_moves_pixels_and_keeps_mass_inside() {
+        let mut x = crate::tensor::zeros(&[2, 1, 5, 5]);
+        x[[0, 0, 2, 2]] = 1.0;
+        x[[1, 0, 2, 2]] = 1.0;
+        let mut r = Rng::new(3);
+        random_shift(&mut x, 1, 0.0, &mut r);
+        for i in 0..2 {
+            let img = x.index_axis(ndarray::Axis(0), i);
+            assert_eq!(
+                img.sum(),
+                1.0,
+                "the bright pixel moves by at most 1, staying inside"
+            );
+            let pos = img.iter().position(|&v| v == 1.0).unwrap();
+            let (y, xx) = (pos / 5, pos % 5);
+            assert!(y.abs_diff(2) <= 1 && xx.abs_diff(2) <= 1);
+        }
+        let mut y = crate::tensor::zeros(&[1, 1, 3, 3]);
+        random_shift(&mut y, 3, 0.5, &mut Rng::new(1));
+        assert!(y.iter().all(|&v| v == 0.0 || v == 0.5));
     }
 
     #[test]

@@ -10,8 +10,7 @@ use ndarray::{Axis, IxDyn};
 /// Returns how many were folded. Outputs are unchanged up to float rounding.
 pub fn fold_batchnorm(g: &mut Graph) -> Result<usize> {
     let mut folded = 0;
-    loop {
-        let Some((pi, bi)) = find_pair(g) else { break };
+    while let Some((pi, bi)) = find_pair(g) {
         fold_pair(g, pi, bi)?;
         folded += 1;
     }

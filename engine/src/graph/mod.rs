@@ -119,6 +119,7 @@ impl Graph {
                 limit: limits::MAX_NODES as u64,
             });
         }
+        let input_names: HashSet<&str> = self.inputs.iter().map(|v| v.name.as_str()).collect();
         let mut names = HashSet::new();
         let mut produced: HashMap<&str, usize> = HashMap::new();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -145,7 +146,7 @@ impl Graph {
                 return Err(Error::Graph(format!("node `{}` has no output", n.name)));
             }
             for o in &n.outputs {
-                if self.weights.contains_key(o) || self.inputs.iter().any(|v| &v.name == o) {
+                if self.weights.contains_key(o) || input_names.contains(o.as_str()) {
                     return Err(Error::Graph(format!(
                         "node `{}` overwrites input or weight `{o}`",
                         n.name

@@ -29,8 +29,16 @@ pub fn evaluate(g: &Graph, data: &Dataset, batch: usize) -> Result<EvalReport> {
 
 /// Evaluates `g` on `data` in batches of `batch` with an explicit preprocessing. A graph whose
 /// input has a fixed batch (e.g. 1) is run with that batch size.
-pub fn evaluate_with(g: &Graph, data: &Dataset, batch: usize, pre: &Preprocess) -> Result<EvalReport> {
-    let input = g.inputs.first().ok_or_else(|| Error::Graph("the graph has no input".into()))?;
+pub fn evaluate_with(
+    g: &Graph,
+    data: &Dataset,
+    batch: usize,
+    pre: &Preprocess,
+) -> Result<EvalReport> {
+    let input = g
+        .inputs
+        .first()
+        .ok_or_else(|| Error::Graph("the graph has no input".into()))?;
     let batch = match input.shape.first() {
         Some(crate::graph::Dim::Fixed(n)) => *n,
         _ => batch.max(1),
@@ -39,7 +47,12 @@ pub fn evaluate_with(g: &Graph, data: &Dataset, batch: usize, pre: &Preprocess) 
     if want != data.pixels() {
         return Err(Error::Input {
             name: input.name.clone(),
-            detail: format!("the model expects {:?} per image, the dataset has {}×{} pixels", &input.shape[1..], data.rows, data.cols),
+            detail: format!(
+                "the model expects {:?} per image, the dataset has {}×{} pixels",
+                &input.shape[1..],
+                data.rows,
+                data.cols
+            ),
         });
     }
     let classes = data.classes;
@@ -62,29 +75,56 @@ pub fn evaluate_with(g: &Graph, data: &Dataset, batch: usize, pre: &Preprocess) 
         .enumerate()
         .map(|(i, row)| {
             let n: u32 = row.iter().sum();
-            if n == 0 { 0.0 } else { row[i] as f32 / n as f32 }
+            if n == 0 {
+                0.0
+            } else {
+                row[i] as f32 / n as f32
+            }
         })
         .collect();
     Ok(EvalReport {
         count,
-        accuracy: if count == 0 { 0.0 } else { correct as f32 / count as f32 },
-        loss: if count == 0 { 0.0 } else { (loss_sum / count as f64) as f32 },
+        accuracy: if count == 0 {
+            0.0
+        } else {
+            correct as f32 / count as f32
+        },
+        loss: if count == 0 {
+            0.0
+        } else {
+            (loss_sum / count as f64) as f32
+        },
         per_class,
         confusion,
     })
 }
 
-fn eval_batch(g: &Graph, data: &Dataset, idx: &[usize], pre: &Preprocess, confusion: &mut [Vec<u32>], loss_sum: &mut f64) -> Result<()> {
+fn eval_batch(
+    g: &Graph,
+    data: &Dataset,
+    idx: &[usize],
+    pre: &Preprocess,
+    confusion: &mut [Vec<u32>],
+    loss_sum: &mut f64,
+) -> Result<()> {
     let input = &g.inputs[0];
     let (x, y) = data.batch(idx, pre);
     let mut shape = input.concrete(idx.len());
     shape[0] = idx.len();
-    let x = x.into_shape_with_order(ndarray::IxDyn(&shape)).map_err(|e| Error::Invalid(e.to_string()))?;
+    let x = x
+        .into_shape_with_order(ndarray::IxDyn(&shape))
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let out = crate::exec::run(g, &[(input.name.as_str(), &x)])?;
-    let logits = crate::train::flatten_logits(out.first().ok_or_else(|| Error::Graph("no output".into()))?)?;
+    let logits = crate::train::flatten_logits(
+        out.first()
+            .ok_or_else(|| Error::Graph("no output".into()))?,
+    )?;
     let classes = logits.shape()[1];
     if classes < data.classes {
-        return Err(Error::Invalid(format!("the model has {classes} outputs but the dataset has {} classes", data.classes)));
+        return Err(Error::Invalid(format!(
+            "the model has {classes} outputs but the dataset has {} classes",
+            data.classes
+        )));
     }
     let (loss, _, _) = cross_entropy(&logits, &y)?;
     *loss_sum += loss as f64 * y.len() as f64;
@@ -145,19 +185,38 @@ pub fn model_info(g: &Graph) -> Result<ModelInfo> {
             .map(|i| g.weights[i].len())
             .sum();
         let out = shapes.get(&n.outputs[0]).cloned().unwrap_or_default();
-        let in0 = n.inputs.first().and_then(|i| shapes.get(i)).cloned().unwrap_or_default();
-        let w = n.inputs.get(1).and_then(|i| shapes.get(i)).cloned().unwrap_or_default();
+        let in0 = n
+            .inputs
+            .first()
+            .and_then(|i| shapes.get(i))
+            .cloned()
+            .unwrap_or_default();
+        let w = n
+            .inputs
+            .get(1)
+            .and_then(|i| shapes.get(i))
+            .cloned()
+            .unwrap_or_default();
         let numel = |s: &[usize]| s.iter().product::<usize>() as u64;
         let macs = match &n.op {
             Op::Gemm(a) => {
-                let k = if a.trans_a { in0.first() } else { in0.get(1) }.copied().unwrap_or(0) as u64;
+                let k = if a.trans_a { in0.first() } else { in0.get(1) }
+                    .copied()
+                    .unwrap_or(0) as u64;
                 numel(&out) * k
             }
             Op::MatMul => numel(&out) * in0.last().copied().unwrap_or(0) as u64,
             Op::Conv(_) => numel(&out) * w.iter().skip(1).product::<usize>() as u64,
             _ => 0,
         };
-        layers.push(LayerInfo { name: n.name.clone(), op: n.op.name().to_string(), shape: out, params, bytes: params * 4, macs });
+        layers.push(LayerInfo {
+            name: n.name.clone(),
+            op: n.op.name().to_string(),
+            shape: out,
+            params,
+            bytes: params * 4,
+            macs,
+        });
     }
     Ok(ModelInfo {
         name: g.name.clone(),

@@ -17,7 +17,12 @@ pub(super) fn sigmoid(v: f32) -> f32 {
 
 /// Splits a shape into (outer, len, inner) for a reduction along `axis`, or along all trailing
 /// dims from `axis` for opset < 13 semantics.
-fn layout(node: &Node, shape: &[usize], axis: i64, coerce_2d: bool) -> Result<(usize, usize, usize)> {
+fn layout(
+    node: &Node,
+    shape: &[usize],
+    axis: i64,
+    coerce_2d: bool,
+) -> Result<(usize, usize, usize)> {
     let a = norm_axis(node, axis, shape.len(), "axis")?;
     let outer: usize = shape[..a].iter().product();
     if coerce_2d {
@@ -27,14 +32,22 @@ fn layout(node: &Node, shape: &[usize], axis: i64, coerce_2d: bool) -> Result<(u
     }
 }
 
-pub(super) fn softmax(node: &Node, x: &Tensor, axis: i64, coerce_2d: bool, log: bool) -> Result<Tensor> {
+pub(super) fn softmax(
+    node: &Node,
+    x: &Tensor,
+    axis: i64,
+    coerce_2d: bool,
+    log: bool,
+) -> Result<Tensor> {
     let (outer, len, inner) = layout(node, x.shape(), axis, coerce_2d)?;
     let xs = crate::tensor::to_contiguous(x);
     let mut y = vec![0.0f32; xs.len()];
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * len + k) * inner + i;
-            let mx = (0..len).map(|k| xs[at(k)]).fold(f32::NEG_INFINITY, f32::max);
+            let mx = (0..len)
+                .map(|k| xs[at(k)])
+                .fold(f32::NEG_INFINITY, f32::max);
             let sum: f32 = (0..len).map(|k| (xs[at(k)] - mx).exp()).sum();
             let lse = sum.ln();
             for k in 0..len {
@@ -46,7 +59,14 @@ pub(super) fn softmax(node: &Node, x: &Tensor, axis: i64, coerce_2d: bool, log: 
     Tensor::from_shape_vec(IxDyn(x.shape()), y).map_err(|e| Error::Invalid(e.to_string()))
 }
 
-pub(super) fn softmax_backward(node: &Node, y: &Tensor, dy: &Tensor, axis: i64, coerce_2d: bool, log: bool) -> Result<Tensor> {
+pub(super) fn softmax_backward(
+    node: &Node,
+    y: &Tensor,
+    dy: &Tensor,
+    axis: i64,
+    coerce_2d: bool,
+    log: bool,
+) -> Result<Tensor> {
     let (outer, len, inner) = layout(node, y.shape(), axis, coerce_2d)?;
     let ys = crate::tensor::to_contiguous(y);
     let gs = crate::tensor::to_contiguous(dy);

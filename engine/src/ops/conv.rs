@@ -5,18 +5,29 @@ use crate::tensor::Tensor;
 use crate::{Error, Result};
 use ndarray::{Array2, ArrayView2, IxDyn};
 
-/// Resolves padding for one spatial axis: returns (pad_begin, pad_end, output size).
+/// A sliding window over the two spatial axes (convolution or pooling).
+pub(crate) struct Window {
+    pub kernel: [usize; 2],
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
+    /// `[top, left, bottom, right]`.
+    pub pads: [usize; 4],
+    pub auto_pad: AutoPad,
+    pub ceil_mode: bool,
+}
+
+/// Resolves padding for spatial axis `axis` (0 = rows, 1 = columns) of an input of size
+/// `input`: returns (pad_begin, pad_end, output size).
 pub(crate) fn window_axis(
     node: &Node,
     op: &'static str,
     input: usize,
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-    pads: (usize, usize),
-    auto: AutoPad,
-    ceil_mode: bool,
+    win: &Window,
+    axis: usize,
 ) -> Result<(usize, usize, usize)> {
+    let (kernel, stride, dilation) = (win.kernel[axis], win.strides[axis], win.dilations[axis]);
+    let pads = (win.pads[axis], win.pads[axis + 2]);
+    let (auto, ceil_mode) = (win.auto_pad, win.ceil_mode);
     if stride == 0 || dilation == 0 || kernel == 0 {
         return Err(Error::Attribute {
             node: node.name.clone(),
@@ -32,7 +43,11 @@ pub(crate) fn window_axis(
         AutoPad::SameUpper | AutoPad::SameLower => {
             let out = input.div_ceil(stride);
             let total = ((out - 1) * stride + eff).saturating_sub(input);
-            if auto == AutoPad::SameUpper { (total / 2, total - total / 2) } else { (total - total / 2, total / 2) }
+            if auto == AutoPad::SameUpper {
+                (total / 2, total - total / 2)
+            } else {
+                (total - total / 2, total / 2)
+            }
         }
     };
     let padded = input + pb + pe;
@@ -44,7 +59,11 @@ pub(crate) fn window_axis(
             &[&[input], &[kernel]],
         ));
     }
-    let mut out = if ceil_mode { (padded - eff).div_ceil(stride) + 1 } else { (padded - eff) / stride + 1 };
+    let mut out = if ceil_mode {
+        (padded - eff).div_ceil(stride) + 1
+    } else {
+        (padded - eff) / stride + 1
+    };
     if ceil_mode && (out - 1) * stride >= input + pb {
         out -= 1;
     }
@@ -72,7 +91,12 @@ pub(crate) struct Geometry {
 
 pub(crate) fn geometry(node: &Node, a: &ConvAttrs, sx: &[usize], sw: &[usize]) -> Result<Geometry> {
     if sx.len() != 4 || sw.len() != 4 {
-        return Err(Error::shape(&node.name, "Conv", "input and weight must be 4-D (NCHW, MCkk)", &[sx, sw]));
+        return Err(Error::shape(
+            &node.name,
+            "Conv",
+            "input and weight must be 4-D (NCHW, MCkk)",
+            &[sx, sw],
+        ));
     }
     let (n, c, h, w) = (sx[0], sx[1], sx[2], sx[3]);
     let (m, cg, kh, kw) = (sw[0], sw[1], sw[2], sw[3]);
@@ -86,10 +110,23 @@ pub(crate) fn geometry(node: &Node, a: &ConvAttrs, sx: &[usize], sw: &[usize]) -
         ));
     }
     if a.kernel != [kh, kw] {
-        return Err(Error::shape(&node.name, "Conv", format!("kernel_shape {:?} differs from the weight", a.kernel), &[sx, sw]));
+        return Err(Error::shape(
+            &node.name,
+            "Conv",
+            format!("kernel_shape {:?} differs from the weight", a.kernel),
+            &[sx, sw],
+        ));
     }
-    let (pt, _, oh) = window_axis(node, "Conv", h, kh, a.strides[0], a.dilations[0], (a.pads[0], a.pads[2]), a.auto_pad, false)?;
-    let (pl, _, ow) = window_axis(node, "Conv", w, kw, a.strides[1], a.dilations[1], (a.pads[1], a.pads[3]), a.auto_pad, false)?;
+    let win = Window {
+        kernel: [kh, kw],
+        strides: a.strides,
+        dilations: a.dilations,
+        pads: a.pads,
+        auto_pad: a.auto_pad,
+        ceil_mode: false,
+    };
+    let (pt, _, oh) = window_axis(node, "Conv", h, &win, 0)?;
+    let (pl, _, ow) = window_axis(node, "Conv", w, &win, 1)?;
     Ok(Geometry {
         n,
         c,
@@ -110,12 +147,23 @@ pub(crate) fn geometry(node: &Node, a: &ConvAttrs, sx: &[usize], sw: &[usize]) -
     })
 }
 
-pub(super) fn conv_shape(node: &Node, a: &ConvAttrs, sx: &[usize], sw: &[usize], sb: Option<&[usize]>) -> Result<Vec<usize>> {
+pub(super) fn conv_shape(
+    node: &Node,
+    a: &ConvAttrs,
+    sx: &[usize],
+    sw: &[usize],
+    sb: Option<&[usize]>,
+) -> Result<Vec<usize>> {
     let g = geometry(node, a, sx, sw)?;
     if let Some(sb) = sb
         && sb != [g.m]
     {
-        return Err(Error::shape(&node.name, "Conv", format!("bias must be [{}]", g.m), &[sx, sw, sb]));
+        return Err(Error::shape(
+            &node.name,
+            "Conv",
+            format!("bias must be [{}]", g.m),
+            &[sx, sw, sb],
+        ));
     }
     Ok(vec![g.n, g.m, g.oh, g.ow])
 }
@@ -142,7 +190,11 @@ fn im2col(g: &Geometry, x: &[f32], grp: usize, col: &mut [f32]) {
                         let src = &plane[iy as usize * g.w..][..g.w];
                         for (ox, o) in out.iter_mut().enumerate() {
                             let ix = (ox * g.sw + j * g.dw) as isize - g.pl as isize;
-                            *o = if ix >= 0 && (ix as usize) < g.w { src[ix as usize] } else { 0.0 };
+                            *o = if ix >= 0 && (ix as usize) < g.w {
+                                src[ix as usize]
+                            } else {
+                                0.0
+                            };
                         }
                     }
                 }
@@ -183,16 +235,25 @@ fn col2im(g: &Geometry, col: &[f32], grp: usize, dx: &mut [f32]) {
 }
 
 fn check_elems(node: &Node, rows: usize, cols: usize) -> Result<usize> {
-    let n = rows.checked_mul(cols).filter(|&n| n <= crate::graph::limits::MAX_TENSOR_ELEMENTS).ok_or(Error::Limit {
-        what: "convolution patch matrix",
-        got: (rows as u64).saturating_mul(cols as u64),
-        limit: crate::graph::limits::MAX_TENSOR_ELEMENTS as u64,
-    });
+    let n = rows
+        .checked_mul(cols)
+        .filter(|&n| n <= crate::graph::limits::MAX_TENSOR_ELEMENTS)
+        .ok_or(Error::Limit {
+            what: "convolution patch matrix",
+            got: (rows as u64).saturating_mul(cols as u64),
+            limit: crate::graph::limits::MAX_TENSOR_ELEMENTS as u64,
+        });
     let _ = node;
     n
 }
 
-pub(super) fn conv(node: &Node, a: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+pub(super) fn conv(
+    node: &Node,
+    a: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<Tensor> {
     conv_shape(node, a, x.shape(), w.shape(), b.map(|b| b.shape()))?;
     let g = geometry(node, a, x.shape(), w.shape())?;
     let xs = crate::tensor::to_contiguous(x);
@@ -206,7 +267,8 @@ pub(super) fn conv(node: &Node, a: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option
     let plane = g.oh * g.ow;
     for grp in 0..g.groups {
         im2col(&g, &xs, grp, &mut col);
-        let colv = ArrayView2::from_shape((krows, cols), &col).map_err(|e| Error::Invalid(e.to_string()))?;
+        let colv = ArrayView2::from_shape((krows, cols), &col)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
         let wg = ArrayView2::from_shape((mg, krows), &ws[grp * mg * krows..(grp + 1) * mg * krows])
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let yg: Array2<f32> = wg.dot(&colv);
@@ -223,10 +285,18 @@ pub(super) fn conv(node: &Node, a: &ConvAttrs, x: &Tensor, w: &Tensor, b: Option
             }
         }
     }
-    Tensor::from_shape_vec(IxDyn(&[g.n, g.m, g.oh, g.ow]), y).map_err(|e| Error::Invalid(e.to_string()))
+    Tensor::from_shape_vec(IxDyn(&[g.n, g.m, g.oh, g.ow]), y)
+        .map_err(|e| Error::Invalid(e.to_string()))
 }
 
-pub(super) fn conv_backward(node: &Node, a: &ConvAttrs, x: &Tensor, w: &Tensor, has_bias: bool, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(super) fn conv_backward(
+    node: &Node,
+    a: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    has_bias: bool,
+    dy: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     let g = geometry(node, a, x.shape(), w.shape())?;
     let xs = crate::tensor::to_contiguous(x);
     let ws = crate::tensor::to_contiguous(w);
@@ -245,18 +315,27 @@ pub(super) fn conv_backward(node: &Node, a: &ConvAttrs, x: &Tensor, w: &Tensor, 
         for mi in 0..mg {
             let oc = grp * mg + mi;
             for n in 0..g.n {
-                dyg[mi * cols + n * plane..][..plane].copy_from_slice(&dys[(n * g.m + oc) * plane..][..plane]);
+                dyg[mi * cols + n * plane..][..plane]
+                    .copy_from_slice(&dys[(n * g.m + oc) * plane..][..plane]);
             }
         }
         im2col(&g, &xs, grp, &mut col);
-        let colv = ArrayView2::from_shape((krows, cols), &col).map_err(|e| Error::Invalid(e.to_string()))?;
-        let dyv = ArrayView2::from_shape((mg, cols), &dyg).map_err(|e| Error::Invalid(e.to_string()))?;
+        let colv = ArrayView2::from_shape((krows, cols), &col)
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        let dyv =
+            ArrayView2::from_shape((mg, cols), &dyg).map_err(|e| Error::Invalid(e.to_string()))?;
         let dwg = dyv.dot(&colv.t());
-        dw[grp * mg * krows..(grp + 1) * mg * krows].copy_from_slice(dwg.as_standard_layout().as_slice().unwrap_or(&[]));
+        dw[grp * mg * krows..(grp + 1) * mg * krows]
+            .copy_from_slice(dwg.as_standard_layout().as_slice().unwrap_or(&[]));
         let wg = ArrayView2::from_shape((mg, krows), &ws[grp * mg * krows..(grp + 1) * mg * krows])
             .map_err(|e| Error::Invalid(e.to_string()))?;
         let dcol = wg.t().dot(&dyv);
-        col2im(&g, dcol.as_standard_layout().as_slice().unwrap_or(&[]), grp, &mut dx);
+        col2im(
+            &g,
+            dcol.as_standard_layout().as_slice().unwrap_or(&[]),
+            grp,
+            &mut dx,
+        );
     }
     let db = has_bias.then(|| {
         let mut db = vec![0.0f32; g.m];
@@ -268,8 +347,14 @@ pub(super) fn conv_backward(node: &Node, a: &ConvAttrs, x: &Tensor, w: &Tensor, 
         Tensor::from_shape_vec(IxDyn(&[g.m]), db).unwrap_or_else(|_| crate::tensor::zeros(&[g.m]))
     });
     Ok(vec![
-        Some(Tensor::from_shape_vec(IxDyn(x.shape()), dx).map_err(|e| Error::Invalid(e.to_string()))?),
-        Some(Tensor::from_shape_vec(IxDyn(w.shape()), dw).map_err(|e| Error::Invalid(e.to_string()))?),
+        Some(
+            Tensor::from_shape_vec(IxDyn(x.shape()), dx)
+                .map_err(|e| Error::Invalid(e.to_string()))?,
+        ),
+        Some(
+            Tensor::from_shape_vec(IxDyn(w.shape()), dw)
+                .map_err(|e| Error::Invalid(e.to_string()))?,
+        ),
         db,
     ])
 }

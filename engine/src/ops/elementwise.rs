@@ -10,8 +10,16 @@ pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
-        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
+        let da = if i + a.len() >= r {
+            a[i + a.len() - r]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= r {
+            b[i + b.len() - r]
+        } else {
+            1
+        };
         out[i] = match (da, db) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -41,11 +49,19 @@ pub fn reduce_to_shape(g: &Tensor, shape: &[usize]) -> Tensor {
 }
 
 pub(super) fn add(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    let shape = broadcast_shape(a.shape(), b.shape())
-        .ok_or_else(|| Error::shape(&node.name, "Add", "shapes do not broadcast", &[a.shape(), b.shape()]))?;
+    let shape = broadcast_shape(a.shape(), b.shape()).ok_or_else(|| {
+        Error::shape(
+            &node.name,
+            "Add",
+            "shapes do not broadcast",
+            &[a.shape(), b.shape()],
+        )
+    })?;
     if a.shape() == shape.as_slice() {
         return Ok(a + b);
     }
-    let ab = a.broadcast(IxDyn(&shape)).ok_or_else(|| Error::shape(&node.name, "Add", "broadcast", &[a.shape(), b.shape()]))?;
+    let ab = a
+        .broadcast(IxDyn(&shape))
+        .ok_or_else(|| Error::shape(&node.name, "Add", "broadcast", &[a.shape(), b.shape()]))?;
     Ok(&ab + b)
 }

@@ -49,7 +49,11 @@ pub enum Mode<'a> {
 
 pub(crate) fn get<'a>(node: &Node, inputs: &[Option<&'a Tensor>], i: usize) -> Result<&'a Tensor> {
     inputs.get(i).copied().flatten().ok_or_else(|| {
-        Error::Graph(format!("node `{}` ({}) is missing input #{i}", node.name, node.op.name()))
+        Error::Graph(format!(
+            "node `{}` ({}) is missing input #{i}",
+            node.name,
+            node.op.name()
+        ))
     })
 }
 
@@ -76,17 +80,35 @@ pub(crate) fn norm_axis(node: &Node, axis: i64, rank: usize, attr: &'static str)
 pub fn infer_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Vec<Vec<usize>>> {
     let need = |i: usize| -> Result<&[usize]> {
         shapes.get(i).copied().flatten().ok_or_else(|| {
-            Error::Graph(format!("node `{}` ({}) is missing input #{i}", node.name, node.op.name()))
+            Error::Graph(format!(
+                "node `{}` ({}) is missing input #{i}",
+                node.name,
+                node.op.name()
+            ))
         })
     };
     let out = match &node.op {
-        Op::Gemm(a) => linear::gemm_shape(node, a, need(0)?, need(1)?, shapes.get(2).copied().flatten())?,
+        Op::Gemm(a) => linear::gemm_shape(
+            node,
+            a,
+            need(0)?,
+            need(1)?,
+            shapes.get(2).copied().flatten(),
+        )?,
         Op::MatMul => linear::matmul_shape(node, need(0)?, need(1)?)?,
-        Op::Conv(a) => conv::conv_shape(node, a, need(0)?, need(1)?, shapes.get(2).copied().flatten())?,
+        Op::Conv(a) => conv::conv_shape(
+            node,
+            a,
+            need(0)?,
+            need(1)?,
+            shapes.get(2).copied().flatten(),
+        )?,
         Op::MaxPool(a) | Op::AvgPool(a) => pool::pool_shape(node, a, need(0)?)?,
         Op::GlobalAvgPool => pool::global_shape(node, need(0)?)?,
         Op::BatchNorm { .. } => norm::bn_shape(node, shapes)?,
-        Op::Relu | Op::Clip { .. } | Op::Sigmoid | Op::Tanh | Op::Dropout { .. } => need(0)?.to_vec(),
+        Op::Relu | Op::Clip { .. } | Op::Sigmoid | Op::Tanh | Op::Dropout { .. } => {
+            need(0)?.to_vec()
+        }
         Op::Softmax { axis, .. } | Op::LogSoftmax { axis, .. } => {
             let s = need(0)?;
             norm_axis(node, *axis, s.len(), "axis")?;
@@ -96,7 +118,9 @@ pub fn infer_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Vec<Vec<u
         Op::Reshape { shape } => reshape::reshape_shape(node, shape, need(0)?)?,
         Op::Add => {
             let (a, b) = (need(0)?, need(1)?);
-            broadcast_shape(a, b).ok_or_else(|| Error::shape(&node.name, "Add", "shapes do not broadcast", &[a, b]))?
+            broadcast_shape(a, b).ok_or_else(|| {
+                Error::shape(&node.name, "Add", "shapes do not broadcast", &[a, b])
+            })?
         }
         Op::Concat { axis } => {
             let all: Result<Vec<&[usize]>> = (0..node.inputs.len()).map(need).collect();
@@ -107,12 +131,22 @@ pub fn infer_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Vec<Vec<u
 }
 
 /// Runs one node. Returns its outputs and what the backward pass needs.
-pub fn forward(node: &Node, inputs: &[Option<&Tensor>], mode: Mode<'_>) -> Result<(Vec<Tensor>, Saved)> {
+pub fn forward(
+    node: &Node,
+    inputs: &[Option<&Tensor>],
+    mode: Mode<'_>,
+) -> Result<(Vec<Tensor>, Saved)> {
     let x = get(node, inputs, 0)?;
     let (y, saved) = match &node.op {
-        Op::Gemm(a) => (linear::gemm(node, a, x, get(node, inputs, 1)?, opt(inputs, 2))?, Saved::None),
+        Op::Gemm(a) => (
+            linear::gemm(node, a, x, get(node, inputs, 1)?, opt(inputs, 2))?,
+            Saved::None,
+        ),
         Op::MatMul => (linear::matmul(node, x, get(node, inputs, 1)?)?, Saved::None),
-        Op::Conv(a) => (conv::conv(node, a, x, get(node, inputs, 1)?, opt(inputs, 2))?, Saved::None),
+        Op::Conv(a) => (
+            conv::conv(node, a, x, get(node, inputs, 1)?, opt(inputs, 2))?,
+            Saved::None,
+        ),
         Op::MaxPool(a) => {
             let (y, idx) = pool::max_pool(node, a, x)?;
             (y, Saved::ArgMax(idx))
@@ -131,19 +165,42 @@ pub fn forward(node: &Node, inputs: &[Option<&Tensor>], mode: Mode<'_>) -> Resul
         Op::Clip { min, max } => (x.mapv(|v| v.max(*min).min(*max)), Saved::None),
         Op::Sigmoid => (x.mapv(activation::sigmoid), Saved::None),
         Op::Tanh => (x.mapv(f32::tanh), Saved::None),
-        Op::Softmax { axis, coerce_2d } => (activation::softmax(node, x, *axis, *coerce_2d, false)?, Saved::None),
-        Op::LogSoftmax { axis, coerce_2d } => (activation::softmax(node, x, *axis, *coerce_2d, true)?, Saved::None),
-        Op::Flatten { axis } => (reshape::reshape_to(node, x, &reshape::flatten_shape(node, *axis, x.shape())?)?, Saved::None),
-        Op::Reshape { shape } => (reshape::reshape_to(node, x, &reshape::reshape_shape(node, shape, x.shape())?)?, Saved::None),
-        Op::Add => (elementwise::add(node, x, get(node, inputs, 1)?)?, Saved::None),
+        Op::Softmax { axis, coerce_2d } => (
+            activation::softmax(node, x, *axis, *coerce_2d, false)?,
+            Saved::None,
+        ),
+        Op::LogSoftmax { axis, coerce_2d } => (
+            activation::softmax(node, x, *axis, *coerce_2d, true)?,
+            Saved::None,
+        ),
+        Op::Flatten { axis } => (
+            reshape::reshape_to(node, x, &reshape::flatten_shape(node, *axis, x.shape())?)?,
+            Saved::None,
+        ),
+        Op::Reshape { shape } => (
+            reshape::reshape_to(node, x, &reshape::reshape_shape(node, shape, x.shape())?)?,
+            Saved::None,
+        ),
+        Op::Add => (
+            elementwise::add(node, x, get(node, inputs, 1)?)?,
+            Saved::None,
+        ),
         Op::Concat { axis } => {
-            let all: Result<Vec<&Tensor>> = (0..node.inputs.len()).map(|i| get(node, inputs, i)).collect();
+            let all: Result<Vec<&Tensor>> = (0..node.inputs.len())
+                .map(|i| get(node, inputs, i))
+                .collect();
             (reshape::concat(node, *axis, &all?)?, Saved::None)
         }
         Op::Dropout { ratio } => match mode {
             Mode::Train(rng) if *ratio > 0.0 => {
                 let keep = 1.0 - ratio;
-                let mask = x.mapv(|_| if rng.uniform() < keep { 1.0 / keep } else { 0.0 });
+                let mask = x.mapv(|_| {
+                    if rng.uniform() < keep {
+                        1.0 / keep
+                    } else {
+                        0.0
+                    }
+                });
                 (x * &mask, Saved::Mask(mask))
             }
             _ => (x.clone(), Saved::None),
@@ -165,34 +222,74 @@ pub fn backward(
     let g = match &node.op {
         Op::Gemm(a) => linear::gemm_backward(a, x, get(node, inputs, 1)?, opt(inputs, 2), dy)?,
         Op::MatMul => linear::matmul_backward(node, x, get(node, inputs, 1)?, dy)?,
-        Op::Conv(a) => conv::conv_backward(node, a, x, get(node, inputs, 1)?, opt(inputs, 2).is_some(), dy)?,
+        Op::Conv(a) => conv::conv_backward(
+            node,
+            a,
+            x,
+            get(node, inputs, 1)?,
+            opt(inputs, 2).is_some(),
+            dy,
+        )?,
         Op::MaxPool(_) => match saved {
             Saved::ArgMax(idx) => vec![Some(pool::max_pool_backward(x, idx, dy))],
-            _ => return Err(Error::Graph(format!("MaxPool `{}`: backward without a forward", node.name))),
+            _ => {
+                return Err(Error::Graph(format!(
+                    "MaxPool `{}`: backward without a forward",
+                    node.name
+                )));
+            }
         },
         Op::AvgPool(a) => vec![Some(pool::avg_pool_backward(node, a, x, dy)?)],
         Op::GlobalAvgPool => vec![Some(pool::global_avg_pool_backward(x, dy))],
         Op::BatchNorm { epsilon, .. } => norm::bn_backward(node, *epsilon, inputs, saved, dy)?,
-        Op::Relu => vec![Some(ndarray::Zip::from(dy).and(x).map_collect(|&g, &v| if v > 0.0 { g } else { 0.0 }))],
-        Op::Clip { min, max } => vec![Some(
-            ndarray::Zip::from(dy).and(x).map_collect(|&g, &v| if v > *min && v < *max { g } else { 0.0 }),
+        Op::Relu => vec![Some(
+            ndarray::Zip::from(dy)
+                .and(x)
+                .map_collect(|&g, &v| if v > 0.0 { g } else { 0.0 }),
         )],
-        Op::Sigmoid => vec![Some(ndarray::Zip::from(dy).and(output).map_collect(|&g, &y| g * y * (1.0 - y)))],
-        Op::Tanh => vec![Some(ndarray::Zip::from(dy).and(output).map_collect(|&g, &y| g * (1.0 - y * y)))],
+        Op::Clip { min, max } => {
+            vec![Some(ndarray::Zip::from(dy).and(x).map_collect(|&g, &v| {
+                if v > *min && v < *max { g } else { 0.0 }
+            }))]
+        }
+        Op::Sigmoid => vec![Some(
+            ndarray::Zip::from(dy)
+                .and(output)
+                .map_collect(|&g, &y| g * y * (1.0 - y)),
+        )],
+        Op::Tanh => vec![Some(
+            ndarray::Zip::from(dy)
+                .and(output)
+                .map_collect(|&g, &y| g * (1.0 - y * y)),
+        )],
         Op::Softmax { axis, coerce_2d } => {
-            vec![Some(activation::softmax_backward(node, output, dy, *axis, *coerce_2d, false)?)]
+            vec![Some(activation::softmax_backward(
+                node, output, dy, *axis, *coerce_2d, false,
+            )?)]
         }
         Op::LogSoftmax { axis, coerce_2d } => {
-            vec![Some(activation::softmax_backward(node, output, dy, *axis, *coerce_2d, true)?)]
+            vec![Some(activation::softmax_backward(
+                node, output, dy, *axis, *coerce_2d, true,
+            )?)]
         }
-        Op::Flatten { .. } | Op::Reshape { .. } => vec![Some(reshape::reshape_to(node, dy, x.shape())?)],
+        Op::Flatten { .. } | Op::Reshape { .. } => {
+            vec![Some(reshape::reshape_to(node, dy, x.shape())?)]
+        }
         Op::Add => {
             let b = get(node, inputs, 1)?;
-            vec![Some(reduce_to_shape(dy, x.shape())), Some(reduce_to_shape(dy, b.shape()))]
+            vec![
+                Some(reduce_to_shape(dy, x.shape())),
+                Some(reduce_to_shape(dy, b.shape())),
+            ]
         }
         Op::Concat { axis } => {
-            let all: Result<Vec<&Tensor>> = (0..node.inputs.len()).map(|i| get(node, inputs, i)).collect();
-            reshape::concat_backward(node, *axis, &all?, dy)?.into_iter().map(Some).collect()
+            let all: Result<Vec<&Tensor>> = (0..node.inputs.len())
+                .map(|i| get(node, inputs, i))
+                .collect();
+            reshape::concat_backward(node, *axis, &all?, dy)?
+                .into_iter()
+                .map(Some)
+                .collect()
         }
         Op::Dropout { .. } => match saved {
             Saved::Mask(m) => vec![Some(dy * m)],

@@ -8,19 +8,33 @@ use ndarray::IxDyn;
 
 fn dims(node: &Node, x: &[usize]) -> Result<(usize, usize, usize)> {
     if x.len() < 2 {
-        return Err(Error::shape(&node.name, "BatchNormalization", "input must have a channel axis", &[x]));
+        return Err(Error::shape(
+            &node.name,
+            "BatchNormalization",
+            "input must have a channel axis",
+            &[x],
+        ));
     }
     Ok((x[0], x[1], x[2..].iter().product()))
 }
 
 pub(super) fn bn_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Vec<usize>> {
-    let x = shapes.first().copied().flatten().ok_or_else(|| Error::Graph(format!("node `{}` has no input", node.name)))?;
+    let x = shapes
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| Error::Graph(format!("node `{}` has no input", node.name)))?;
     let (_, c, _) = dims(node, x)?;
     for (i, s) in shapes.iter().enumerate().skip(1) {
         if let Some(s) = s
             && *s != [c]
         {
-            return Err(Error::shape(&node.name, "BatchNormalization", format!("parameter #{i} must be [{c}]"), &[x, s]));
+            return Err(Error::shape(
+                &node.name,
+                "BatchNormalization",
+                format!("parameter #{i} must be [{c}]"),
+                &[x, s],
+            ));
         }
     }
     Ok(x.to_vec())
@@ -28,14 +42,32 @@ pub(super) fn bn_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Vec<u
 
 fn vec1(node: &Node, t: &Tensor, c: usize) -> Result<Vec<f32>> {
     if t.len() != c {
-        return Err(Error::shape(&node.name, "BatchNormalization", format!("parameter must have {c} values"), &[t.shape()]));
+        return Err(Error::shape(
+            &node.name,
+            "BatchNormalization",
+            format!("parameter must have {c} values"),
+            &[t.shape()],
+        ));
     }
     Ok(t.iter().copied().collect())
 }
 
-pub(super) fn bn_eval(node: &Node, eps: f32, x: &Tensor, s: &Tensor, b: &Tensor, m: &Tensor, v: &Tensor) -> Result<Tensor> {
+pub(super) fn bn_eval(
+    node: &Node,
+    eps: f32,
+    x: &Tensor,
+    s: &Tensor,
+    b: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+) -> Result<Tensor> {
     let (n, c, sp) = dims(node, x.shape())?;
-    let (s, b, m, v) = (vec1(node, s, c)?, vec1(node, b, c)?, vec1(node, m, c)?, vec1(node, v, c)?);
+    let (s, b, m, v) = (
+        vec1(node, s, c)?,
+        vec1(node, b, c)?,
+        vec1(node, m, c)?,
+        vec1(node, v, c)?,
+    );
     let xs = crate::tensor::to_contiguous(x);
     let mut y = vec![0.0f32; xs.len()];
     for ni in 0..n {
@@ -51,7 +83,13 @@ pub(super) fn bn_eval(node: &Node, eps: f32, x: &Tensor, s: &Tensor, b: &Tensor,
     Tensor::from_shape_vec(IxDyn(x.shape()), y).map_err(|e| Error::Invalid(e.to_string()))
 }
 
-pub(super) fn bn_train(node: &Node, eps: f32, x: &Tensor, s: &Tensor, b: &Tensor) -> Result<(Tensor, Saved)> {
+pub(super) fn bn_train(
+    node: &Node,
+    eps: f32,
+    x: &Tensor,
+    s: &Tensor,
+    b: &Tensor,
+) -> Result<(Tensor, Saved)> {
     let (n, c, sp) = dims(node, x.shape())?;
     let (s, b) = (vec1(node, s, c)?, vec1(node, b, c)?);
     let xs = crate::tensor::to_contiguous(x);
@@ -64,17 +102,27 @@ pub(super) fn bn_train(node: &Node, eps: f32, x: &Tensor, s: &Tensor, b: &Tensor
     for ci in 0..c {
         let mut sum = 0.0f64;
         for ni in 0..n {
-            sum += xs[(ni * c + ci) * sp..][..sp].iter().map(|&v| v as f64).sum::<f64>();
+            sum += xs[(ni * c + ci) * sp..][..sp]
+                .iter()
+                .map(|&v| v as f64)
+                .sum::<f64>();
         }
         let mu = sum / cnt.max(1.0);
         let mut sq = 0.0f64;
         for ni in 0..n {
-            sq += xs[(ni * c + ci) * sp..][..sp].iter().map(|&v| (v as f64 - mu).powi(2)).sum::<f64>();
+            sq += xs[(ni * c + ci) * sp..][..sp]
+                .iter()
+                .map(|&v| (v as f64 - mu).powi(2))
+                .sum::<f64>();
         }
         let biased = sq / cnt.max(1.0);
         let is = 1.0 / (biased + eps as f64).sqrt();
         mean[ci] = mu as f32;
-        var[ci] = if cnt > 1.0 { (sq / (cnt - 1.0)) as f32 } else { biased as f32 };
+        var[ci] = if cnt > 1.0 {
+            (sq / (cnt - 1.0)) as f32
+        } else {
+            biased as f32
+        };
         inv_std[ci] = is as f32;
         for ni in 0..n {
             let r = (ni * c + ci) * sp..(ni * c + ci + 1) * sp;
@@ -86,12 +134,27 @@ pub(super) fn bn_train(node: &Node, eps: f32, x: &Tensor, s: &Tensor, b: &Tensor
         }
     }
     let shape = IxDyn(x.shape());
-    let xhat = Tensor::from_shape_vec(shape.clone(), xhat).map_err(|e| Error::Invalid(e.to_string()))?;
+    let xhat =
+        Tensor::from_shape_vec(shape.clone(), xhat).map_err(|e| Error::Invalid(e.to_string()))?;
     let y = Tensor::from_shape_vec(shape, y).map_err(|e| Error::Invalid(e.to_string()))?;
-    Ok((y, Saved::BatchNorm { xhat, inv_std, mean, var }))
+    Ok((
+        y,
+        Saved::BatchNorm {
+            xhat,
+            inv_std,
+            mean,
+            var,
+        },
+    ))
 }
 
-pub(super) fn bn_backward(node: &Node, eps: f32, inputs: &[Option<&Tensor>], saved: &Saved, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(super) fn bn_backward(
+    node: &Node,
+    eps: f32,
+    inputs: &[Option<&Tensor>],
+    saved: &Saved,
+    dy: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
     let x = get(node, inputs, 0)?;
     let (n, c, sp) = dims(node, x.shape())?;
     let s = vec1(node, get(node, inputs, 1)?, c)?;
@@ -141,6 +204,14 @@ pub(super) fn bn_backward(node: &Node, eps: f32, inputs: &[Option<&Tensor>], sav
             }
         }
     }
-    let t = |v: Vec<f32>, sh: &[usize]| Tensor::from_shape_vec(IxDyn(sh), v).map_err(|e| Error::Invalid(e.to_string()));
-    Ok(vec![Some(t(dx, x.shape())?), Some(t(ds, &[c])?), Some(t(dbias, &[c])?), None, None])
+    let t = |v: Vec<f32>, sh: &[usize]| {
+        Tensor::from_shape_vec(IxDyn(sh), v).map_err(|e| Error::Invalid(e.to_string()))
+    };
+    Ok(vec![
+        Some(t(dx, x.shape())?),
+        Some(t(ds, &[c])?),
+        Some(t(dbias, &[c])?),
+        None,
+        None,
+    ])
 }

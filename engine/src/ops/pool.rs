@@ -1,6 +1,6 @@
 //! Max, average and global average pooling (NCHW).
 
-use super::conv::window_axis;
+use super::conv::{Window, window_axis};
 use crate::graph::{Node, PoolAttrs};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -22,11 +22,35 @@ struct PoolGeo {
 fn geo(node: &Node, a: &PoolAttrs, s: &[usize]) -> Result<PoolGeo> {
     let op = node.op.name();
     if s.len() != 4 {
-        return Err(Error::shape(&node.name, op, "input must be 4-D (NCHW)", &[s]));
+        return Err(Error::shape(
+            &node.name,
+            op,
+            "input must be 4-D (NCHW)",
+            &[s],
+        ));
     }
-    let (pt, pb, oh) = window_axis(node, op, s[2], a.kernel[0], a.strides[0], a.dilations[0], (a.pads[0], a.pads[2]), a.auto_pad, a.ceil_mode)?;
-    let (pl, pr, ow) = window_axis(node, op, s[3], a.kernel[1], a.strides[1], a.dilations[1], (a.pads[1], a.pads[3]), a.auto_pad, a.ceil_mode)?;
-    Ok(PoolGeo { n: s[0], c: s[1], h: s[2], w: s[3], oh, ow, pt, pl, pb, pr })
+    let win = Window {
+        kernel: a.kernel,
+        strides: a.strides,
+        dilations: a.dilations,
+        pads: a.pads,
+        auto_pad: a.auto_pad,
+        ceil_mode: a.ceil_mode,
+    };
+    let (pt, pb, oh) = window_axis(node, op, s[2], &win, 0)?;
+    let (pl, pr, ow) = window_axis(node, op, s[3], &win, 1)?;
+    Ok(PoolGeo {
+        n: s[0],
+        c: s[1],
+        h: s[2],
+        w: s[3],
+        oh,
+        ow,
+        pt,
+        pl,
+        pb,
+        pr,
+    })
 }
 
 pub(super) fn pool_shape(node: &Node, a: &PoolAttrs, s: &[usize]) -> Result<Vec<usize>> {
@@ -36,7 +60,12 @@ pub(super) fn pool_shape(node: &Node, a: &PoolAttrs, s: &[usize]) -> Result<Vec<
 
 pub(super) fn global_shape(node: &Node, s: &[usize]) -> Result<Vec<usize>> {
     if s.len() < 3 {
-        return Err(Error::shape(&node.name, "GlobalAveragePool", "input must have spatial dims", &[s]));
+        return Err(Error::shape(
+            &node.name,
+            "GlobalAveragePool",
+            "input must have spatial dims",
+            &[s],
+        ));
     }
     let mut o = s.to_vec();
     o[2..].iter_mut().for_each(|d| *d = 1);
@@ -77,7 +106,8 @@ pub(super) fn max_pool(node: &Node, a: &PoolAttrs, x: &Tensor) -> Result<(Tensor
             }
         }
     }
-    let t = Tensor::from_shape_vec(IxDyn(&[g.n, g.c, g.oh, g.ow]), y).map_err(|e| Error::Invalid(e.to_string()))?;
+    let t = Tensor::from_shape_vec(IxDyn(&[g.n, g.c, g.oh, g.ow]), y)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     Ok((t, idx))
 }
 
@@ -92,7 +122,12 @@ pub(super) fn max_pool_backward(x: &Tensor, idx: &[usize], dy: &Tensor) -> Tenso
 }
 
 /// For each output position, the window's rows/cols inside the input and the divisor.
-fn avg_windows(a: &PoolAttrs, g: &PoolGeo, oy: usize, ox: usize) -> ((usize, usize), (usize, usize), f32) {
+fn avg_windows(
+    a: &PoolAttrs,
+    g: &PoolGeo,
+    oy: usize,
+    ox: usize,
+) -> ((usize, usize), (usize, usize), f32) {
     let y0 = (oy * a.strides[0]) as isize - g.pt as isize;
     let x0 = (ox * a.strides[1]) as isize - g.pl as isize;
     let y1 = y0 + a.kernel[0] as isize;
@@ -121,16 +156,24 @@ pub(super) fn avg_pool(node: &Node, a: &PoolAttrs, x: &Tensor) -> Result<Tensor>
                 let ((ys, ye), (x0, x1), div) = avg_windows(a, &g, oy, ox);
                 let mut s = 0.0;
                 for iy in ys..ye {
-                    s += xs[base + iy * g.w + x0..base + iy * g.w + x1].iter().sum::<f32>();
+                    s += xs[base + iy * g.w + x0..base + iy * g.w + x1]
+                        .iter()
+                        .sum::<f32>();
                 }
                 y.push(s / div);
             }
         }
     }
-    Tensor::from_shape_vec(IxDyn(&[g.n, g.c, g.oh, g.ow]), y).map_err(|e| Error::Invalid(e.to_string()))
+    Tensor::from_shape_vec(IxDyn(&[g.n, g.c, g.oh, g.ow]), y)
+        .map_err(|e| Error::Invalid(e.to_string()))
 }
 
-pub(super) fn avg_pool_backward(node: &Node, a: &PoolAttrs, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
+pub(super) fn avg_pool_backward(
+    node: &Node,
+    a: &PoolAttrs,
+    x: &Tensor,
+    dy: &Tensor,
+) -> Result<Tensor> {
     let g = geo(node, a, x.shape())?;
     let dys = crate::tensor::to_contiguous(dy);
     let mut dx = vec![0.0f32; x.len()];
@@ -143,7 +186,9 @@ pub(super) fn avg_pool_backward(node: &Node, a: &PoolAttrs, x: &Tensor, dy: &Ten
                 let v = dys[k] / div;
                 k += 1;
                 for iy in ys..ye {
-                    dx[base + iy * g.w + x0..base + iy * g.w + x1].iter_mut().for_each(|d| *d += v);
+                    dx[base + iy * g.w + x0..base + iy * g.w + x1]
+                        .iter_mut()
+                        .for_each(|d| *d += v);
                 }
             }
         }
@@ -153,9 +198,14 @@ pub(super) fn avg_pool_backward(node: &Node, a: &PoolAttrs, x: &Tensor, dy: &Ten
 
 pub(super) fn global_avg_pool(node: &Node, x: &Tensor) -> Result<Tensor> {
     let out = global_shape(node, x.shape())?;
-    let (nc, hw) = (x.shape()[0] * x.shape()[1], x.len() / (x.shape()[0] * x.shape()[1]).max(1));
+    let (nc, hw) = (
+        x.shape()[0] * x.shape()[1],
+        x.len() / (x.shape()[0] * x.shape()[1]).max(1),
+    );
     let xs = crate::tensor::to_contiguous(x);
-    let y: Vec<f32> = (0..nc).map(|i| xs[i * hw..(i + 1) * hw].iter().sum::<f32>() / hw.max(1) as f32).collect();
+    let y: Vec<f32> = (0..nc)
+        .map(|i| xs[i * hw..(i + 1) * hw].iter().sum::<f32>() / hw.max(1) as f32)
+        .collect();
     Tensor::from_shape_vec(IxDyn(&out), y).map_err(|e| Error::Invalid(e.to_string()))
 }
 

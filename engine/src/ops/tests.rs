@@ -6,7 +6,12 @@ use crate::tensor::from_vec;
 
 fn node(op: Op, n: usize) -> Node {
     let ins: Vec<String> = (0..n).map(|i| format!("i{i}")).collect();
-    Node { name: "n".into(), op, inputs: ins, outputs: vec!["y".into()] }
+    Node {
+        name: "n".into(),
+        op,
+        inputs: ins,
+        outputs: vec!["y".into()],
+    }
 }
 
 fn fwd(op: Op, ins: &[&Tensor]) -> Tensor {
@@ -14,7 +19,11 @@ fn fwd(op: Op, ins: &[&Tensor]) -> Tensor {
     let opts: Vec<Option<&Tensor>> = ins.iter().map(|t| Some(*t)).collect();
     let shapes: Vec<Option<&[usize]>> = ins.iter().map(|t| Some(t.shape())).collect();
     let y = forward(&n, &opts, Mode::Eval).unwrap().0.remove(0);
-    assert_eq!(infer_shape(&n, &shapes).unwrap()[0], y.shape(), "shape inference agrees with forward");
+    assert_eq!(
+        infer_shape(&n, &shapes).unwrap()[0],
+        y.shape(),
+        "shape inference agrees with forward"
+    );
     y
 }
 
@@ -41,9 +50,17 @@ fn gemm_matmul_by_hand() {
     let a = t(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
     let b = t(&[3, 2], &[1., 0., 0., 1., 1., 1.]);
     let c = t(&[2], &[10., 20.]);
-    close(&fwd(Op::Gemm(GemmAttrs::default()), &[&a, &b, &c]), &[14., 25., 20., 31.]);
+    close(
+        &fwd(Op::Gemm(GemmAttrs::default()), &[&a, &b, &c]),
+        &[14., 25., 20., 31.],
+    );
     let bt = t(&[2, 3], &[1., 0., 1., 0., 1., 1.]);
-    let g = GemmAttrs { alpha: 2.0, beta: 0.5, trans_b: true, ..GemmAttrs::default() };
+    let g = GemmAttrs {
+        alpha: 2.0,
+        beta: 0.5,
+        trans_b: true,
+        ..GemmAttrs::default()
+    };
     close(&fwd(Op::Gemm(g), &[&a, &bt, &c]), &[13., 20., 25., 32.]);
     close(&fwd(Op::MatMul, &[&a, &b]), &[4., 5., 10., 11.]);
     let a3 = t(&[2, 1, 3], &[1., 2., 3., 4., 5., 6.]);
@@ -61,39 +78,81 @@ fn conv_by_hand() {
     let x = t(&[1, 1, 3, 3], &[1., 2., 3., 4., 5., 6., 7., 8., 9.]);
     let w = t(&[1, 1, 2, 2], &[1., 1., 1., 1.]);
     let b = t(&[1], &[1.]);
-    close(&fwd(Op::Conv(ConvAttrs::new([2, 2])), &[&x, &w, &b]), &[13., 17., 25., 29.]);
+    close(
+        &fwd(Op::Conv(ConvAttrs::new([2, 2])), &[&x, &w, &b]),
+        &[13., 17., 25., 29.],
+    );
     // Padding 1, stride 2: corners of the padded image.
-    let a = ConvAttrs { strides: [2, 2], pads: [1, 1, 1, 1], ..ConvAttrs::new([2, 2]) };
+    let a = ConvAttrs {
+        strides: [2, 2],
+        pads: [1, 1, 1, 1],
+        ..ConvAttrs::new([2, 2])
+    };
     close(&fwd(Op::Conv(a), &[&x, &w]), &[1., 5., 11., 28.]);
     // Dilation 2 with a 2×2 kernel picks the four corners.
-    let a = ConvAttrs { dilations: [2, 2], ..ConvAttrs::new([2, 2]) };
+    let a = ConvAttrs {
+        dilations: [2, 2],
+        ..ConvAttrs::new([2, 2])
+    };
     close(&fwd(Op::Conv(a), &[&x, &w]), &[20.]);
     // Depthwise: 2 channels, each scaled by its own 1×1 weight.
     let x2 = t(&[1, 2, 1, 2], &[1., 2., 3., 4.]);
     let w2 = t(&[2, 1, 1, 1], &[10., -1.]);
-    let a = ConvAttrs { groups: 2, ..ConvAttrs::new([1, 1]) };
+    let a = ConvAttrs {
+        groups: 2,
+        ..ConvAttrs::new([1, 1])
+    };
     close(&fwd(Op::Conv(a), &[&x2, &w2]), &[10., 20., -3., -4.]);
     // SAME_UPPER keeps the size.
-    let a = ConvAttrs { auto_pad: AutoPad::SameUpper, ..ConvAttrs::new([2, 2]) };
+    let a = ConvAttrs {
+        auto_pad: AutoPad::SameUpper,
+        ..ConvAttrs::new([2, 2])
+    };
     assert_eq!(fwd(Op::Conv(a), &[&x, &w]).shape(), &[1, 1, 3, 3]);
-    let n = node(Op::Conv(ConvAttrs { groups: 3, ..ConvAttrs::new([2, 2]) }), 2);
+    let n = node(
+        Op::Conv(ConvAttrs {
+            groups: 3,
+            ..ConvAttrs::new([2, 2])
+        }),
+        2,
+    );
     let e = infer_shape(&n, &[Some(&[1, 2, 3, 3]), Some(&[1, 1, 2, 2])]).unwrap_err();
     assert!(e.to_string().contains("group=3"), "{e}");
 }
 
 #[test]
 fn pooling_by_hand() {
-    let x = t(&[1, 1, 4, 4], &(1..=16).map(|v| v as f32).collect::<Vec<_>>());
-    close(&fwd(Op::MaxPool(PoolAttrs::square(2)), &[&x]), &[6., 8., 14., 16.]);
-    close(&fwd(Op::AvgPool(PoolAttrs::square(2)), &[&x]), &[3.5, 5.5, 11.5, 13.5]);
+    let x = t(
+        &[1, 1, 4, 4],
+        &(1..=16).map(|v| v as f32).collect::<Vec<_>>(),
+    );
+    close(
+        &fwd(Op::MaxPool(PoolAttrs::square(2)), &[&x]),
+        &[6., 8., 14., 16.],
+    );
+    close(
+        &fwd(Op::AvgPool(PoolAttrs::square(2)), &[&x]),
+        &[3.5, 5.5, 11.5, 13.5],
+    );
     close(&fwd(Op::GlobalAvgPool, &[&x]), &[8.5]);
     let x3 = t(&[1, 1, 3, 3], &[1., 2., 3., 4., 5., 6., 7., 8., 9.]);
-    let ceil = PoolAttrs { ceil_mode: true, ..PoolAttrs::square(2) };
+    let ceil = PoolAttrs {
+        ceil_mode: true,
+        ..PoolAttrs::square(2)
+    };
     close(&fwd(Op::MaxPool(ceil.clone()), &[&x3]), &[5., 6., 8., 9.]);
     close(&fwd(Op::AvgPool(ceil), &[&x3]), &[3., 4.5, 7.5, 9.]);
-    let pad = PoolAttrs { pads: [1, 1, 1, 1], strides: [2, 2], kernel: [2, 2], ..PoolAttrs::square(2) };
+    let pad = PoolAttrs {
+        pads: [1, 1, 1, 1],
+        strides: [2, 2],
+        kernel: [2, 2],
+        ..PoolAttrs::square(2)
+    };
     close(&fwd(Op::AvgPool(pad.clone()), &[&x3]), &[1., 2.5, 5.5, 7.]);
-    let incl = PoolAttrs { count_include_pad: true, ..pad };
+    let incl = PoolAttrs {
+        count_include_pad: true,
+        ..pad
+    };
     close(&fwd(Op::AvgPool(incl), &[&x3]), &[0.25, 1.25, 2.75, 7.]);
 }
 
@@ -102,19 +161,55 @@ fn norm_and_activations_by_hand() {
     let x = t(&[1, 2, 1, 2], &[1., 3., -1., 1.]);
     let (s, b) = (t(&[2], &[2., 1.]), t(&[2], &[0., 1.]));
     let (m, v) = (t(&[2], &[1., 0.]), t(&[2], &[4., 1.]));
-    let bn = Op::BatchNorm { epsilon: 0.0, momentum: 0.9 };
+    let bn = Op::BatchNorm {
+        epsilon: 0.0,
+        momentum: 0.9,
+    };
     close(&fwd(bn, &[&x, &s, &b, &m, &v]), &[0., 2., 0., 2.]);
     let a = t(&[4], &[-2., -0.5, 0.5, 8.]);
     close(&fwd(Op::Relu, &[&a]), &[0., 0., 0.5, 8.]);
-    close(&fwd(Op::Clip { min: 0., max: 6. }, &[&a]), &[0., 0., 0.5, 6.]);
+    close(
+        &fwd(Op::Clip { min: 0., max: 6. }, &[&a]),
+        &[0., 0., 0.5, 6.],
+    );
     close(&fwd(Op::Sigmoid, &[&t(&[2], &[0., 100.])]), &[0.5, 1.]);
     close(&fwd(Op::Tanh, &[&t(&[1], &[0.])]), &[0.]);
     let l = t(&[1, 2], &[0., 2f32.ln()]);
-    close(&fwd(Op::Softmax { axis: -1, coerce_2d: false }, &[&l]), &[1. / 3., 2. / 3.]);
-    close(&fwd(Op::LogSoftmax { axis: 1, coerce_2d: false }, &[&l]), &[-(3f32.ln()), (2f32 / 3.).ln()]);
+    close(
+        &fwd(
+            Op::Softmax {
+                axis: -1,
+                coerce_2d: false,
+            },
+            &[&l],
+        ),
+        &[1. / 3., 2. / 3.],
+    );
+    close(
+        &fwd(
+            Op::LogSoftmax {
+                axis: 1,
+                coerce_2d: false,
+            },
+            &[&l],
+        ),
+        &[-(3f32.ln()), (2f32 / 3.).ln()],
+    );
     let x4 = t(&[1, 2, 1, 1], &[0., 0.]);
-    close(&fwd(Op::Softmax { axis: 1, coerce_2d: true }, &[&x4]), &[0.5, 0.5]);
-    close(&fwd(Op::Dropout { ratio: 0.5 }, &[&a]), &[-2., -0.5, 0.5, 8.]);
+    close(
+        &fwd(
+            Op::Softmax {
+                axis: 1,
+                coerce_2d: true,
+            },
+            &[&x4],
+        ),
+        &[0.5, 0.5],
+    );
+    close(
+        &fwd(Op::Dropout { ratio: 0.5 }, &[&a]),
+        &[-2., -0.5, 0.5, 8.],
+    );
 }
 
 #[test]
@@ -122,15 +217,33 @@ fn shape_ops_by_hand() {
     let x = rand(&[2, 3, 4], 1);
     assert_eq!(fwd(Op::Flatten { axis: 1 }, &[&x]).shape(), &[2, 12]);
     assert_eq!(fwd(Op::Flatten { axis: 0 }, &[&x]).shape(), &[1, 24]);
-    assert_eq!(fwd(Op::Reshape { shape: vec![0, -1] }, &[&x]).shape(), &[2, 12]);
-    assert_eq!(fwd(Op::Reshape { shape: vec![4, 3, 2] }, &[&x]).shape(), &[4, 3, 2]);
+    assert_eq!(
+        fwd(Op::Reshape { shape: vec![0, -1] }, &[&x]).shape(),
+        &[2, 12]
+    );
+    assert_eq!(
+        fwd(
+            Op::Reshape {
+                shape: vec![4, 3, 2]
+            },
+            &[&x]
+        )
+        .shape(),
+        &[4, 3, 2]
+    );
     let n = node(Op::Reshape { shape: vec![5, -1] }, 1);
     assert!(infer_shape(&n, &[Some(&[2, 3, 4])]).is_err());
     let a = t(&[2, 2], &[1., 2., 3., 4.]);
     let b = t(&[2], &[10., 20.]);
     close(&fwd(Op::Add, &[&a, &b]), &[11., 22., 13., 24.]);
-    close(&fwd(Op::Concat { axis: 1 }, &[&a, &a]), &[1., 2., 1., 2., 3., 4., 3., 4.]);
-    close(&fwd(Op::Concat { axis: 0 }, &[&a, &t(&[1, 2], &[5., 6.])]), &[1., 2., 3., 4., 5., 6.]);
+    close(
+        &fwd(Op::Concat { axis: 1 }, &[&a, &a]),
+        &[1., 2., 1., 2., 3., 4., 3., 4.],
+    );
+    close(
+        &fwd(Op::Concat { axis: 0 }, &[&a, &t(&[1, 2], &[5., 6.])]),
+        &[1., 2., 3., 4., 5., 6.],
+    );
     let n = node(Op::Add, 2);
     assert!(infer_shape(&n, &[Some(&[2, 3]), Some(&[2])]).is_err());
 }
@@ -141,7 +254,11 @@ fn grad_check(op: Op, ins: Vec<Tensor>, check: &[usize], train: bool, tol: f32) 
     let run = |ins: &[Tensor]| -> (Tensor, Saved) {
         let opts: Vec<Option<&Tensor>> = ins.iter().map(Some).collect();
         let mut rng = Rng::new(5);
-        let mode = if train { Mode::Train(&mut rng) } else { Mode::Eval };
+        let mode = if train {
+            Mode::Train(&mut rng)
+        } else {
+            Mode::Eval
+        };
         let (mut y, s) = forward(&n, &opts, mode).unwrap();
         (y.remove(0), s)
     };
@@ -162,50 +279,208 @@ fn grad_check(op: Op, ins: Vec<Tensor>, check: &[usize], train: bool, tol: f32) 
             let fm: f32 = (&run(&m).0 * &r).sum();
             let fd = (fp - fm) / (2.0 * eps);
             let an = g.as_slice().unwrap()[k];
-            assert!((fd - an).abs() <= tol * (1.0 + fd.abs().max(an.abs())), "{:?} input {i}[{k}]: fd {fd} vs analytic {an}", n.op);
+            assert!(
+                (fd - an).abs() <= tol * (1.0 + fd.abs().max(an.abs())),
+                "{:?} input {i}[{k}]: fd {fd} vs analytic {an}",
+                n.op
+            );
         }
     }
 }
 
 #[test]
 fn gradients_dense() {
-    grad_check(Op::Gemm(GemmAttrs::default()), vec![rand(&[3, 4], 1), rand(&[4, 5], 2), rand(&[5], 3)], &[0, 1, 2], false, 1e-2);
-    let g = GemmAttrs { alpha: 0.5, beta: 2.0, trans_a: true, trans_b: true };
-    grad_check(Op::Gemm(g), vec![rand(&[4, 3], 1), rand(&[5, 4], 2), rand(&[1, 5], 3)], &[0, 1, 2], false, 1e-2);
-    grad_check(Op::MatMul, vec![rand(&[2, 3, 4], 1), rand(&[4, 2], 2)], &[0, 1], false, 1e-2);
-    grad_check(Op::MatMul, vec![rand(&[2, 3, 4], 1), rand(&[2, 4, 2], 2)], &[0, 1], false, 1e-2);
-    grad_check(Op::MatMul, vec![rand(&[4], 1), rand(&[4, 2], 2)], &[0, 1], false, 1e-2);
+    grad_check(
+        Op::Gemm(GemmAttrs::default()),
+        vec![rand(&[3, 4], 1), rand(&[4, 5], 2), rand(&[5], 3)],
+        &[0, 1, 2],
+        false,
+        1e-2,
+    );
+    let g = GemmAttrs {
+        alpha: 0.5,
+        beta: 2.0,
+        trans_a: true,
+        trans_b: true,
+    };
+    grad_check(
+        Op::Gemm(g),
+        vec![rand(&[4, 3], 1), rand(&[5, 4], 2), rand(&[1, 5], 3)],
+        &[0, 1, 2],
+        false,
+        1e-2,
+    );
+    grad_check(
+        Op::MatMul,
+        vec![rand(&[2, 3, 4], 1), rand(&[4, 2], 2)],
+        &[0, 1],
+        false,
+        1e-2,
+    );
+    grad_check(
+        Op::MatMul,
+        vec![rand(&[2, 3, 4], 1), rand(&[2, 4, 2], 2)],
+        &[0, 1],
+        false,
+        1e-2,
+    );
+    grad_check(
+        Op::MatMul,
+        vec![rand(&[4], 1), rand(&[4, 2], 2)],
+        &[0, 1],
+        false,
+        1e-2,
+    );
 }
 
 #[test]
 fn gradients_conv() {
-    let a = ConvAttrs { strides: [2, 1], pads: [1, 0, 1, 2], dilations: [1, 2], ..ConvAttrs::new([3, 2]) };
-    grad_check(Op::Conv(a), vec![rand(&[2, 3, 5, 6], 1), rand(&[4, 3, 3, 2], 2), rand(&[4], 3)], &[0, 1, 2], false, 2e-2);
-    let dw = ConvAttrs { groups: 4, pads: [1; 4], ..ConvAttrs::new([3, 3]) };
-    grad_check(Op::Conv(dw), vec![rand(&[1, 4, 4, 4], 4), rand(&[8, 1, 3, 3], 5)], &[0, 1], false, 2e-2);
+    let a = ConvAttrs {
+        strides: [2, 1],
+        pads: [1, 0, 1, 2],
+        dilations: [1, 2],
+        ..ConvAttrs::new([3, 2])
+    };
+    grad_check(
+        Op::Conv(a),
+        vec![
+            rand(&[2, 3, 5, 6], 1),
+            rand(&[4, 3, 3, 2], 2),
+            rand(&[4], 3),
+        ],
+        &[0, 1, 2],
+        false,
+        2e-2,
+    );
+    let dw = ConvAttrs {
+        groups: 4,
+        pads: [1; 4],
+        ..ConvAttrs::new([3, 3])
+    };
+    grad_check(
+        Op::Conv(dw),
+        vec![rand(&[1, 4, 4, 4], 4), rand(&[8, 1, 3, 3], 5)],
+        &[0, 1],
+        false,
+        2e-2,
+    );
 }
 
 #[test]
 fn gradients_pool_norm_activations() {
     let x = rand(&[2, 2, 5, 5], 7);
-    grad_check(Op::MaxPool(PoolAttrs { strides: [2, 2], kernel: [3, 3], pads: [1; 4], ..PoolAttrs::square(3) }), vec![x.clone()], &[0], false, 2e-2);
-    grad_check(Op::AvgPool(PoolAttrs { ceil_mode: true, ..PoolAttrs::square(2) }), vec![x.clone()], &[0], false, 1e-2);
+    grad_check(
+        Op::MaxPool(PoolAttrs {
+            strides: [2, 2],
+            kernel: [3, 3],
+            pads: [1; 4],
+            ..PoolAttrs::square(3)
+        }),
+        vec![x.clone()],
+        &[0],
+        false,
+        2e-2,
+    );
+    grad_check(
+        Op::AvgPool(PoolAttrs {
+            ceil_mode: true,
+            ..PoolAttrs::square(2)
+        }),
+        vec![x.clone()],
+        &[0],
+        false,
+        1e-2,
+    );
     grad_check(Op::GlobalAvgPool, vec![x.clone()], &[0], false, 1e-2);
     let c = |s| rand(&[2], s);
     let var = t(&[2], &[0.5, 2.0]);
-    grad_check(Op::BatchNorm { epsilon: 1e-5, momentum: 0.9 }, vec![x.clone(), c(1), c(2), c(3), var.clone()], &[0, 1, 2], false, 1e-2);
-    grad_check(Op::BatchNorm { epsilon: 1e-5, momentum: 0.9 }, vec![x.clone(), c(1), c(2), c(3), var], &[0, 1, 2], true, 3e-2);
+    grad_check(
+        Op::BatchNorm {
+            epsilon: 1e-5,
+            momentum: 0.9,
+        },
+        vec![x.clone(), c(1), c(2), c(3), var.clone()],
+        &[0, 1, 2],
+        false,
+        1e-2,
+    );
+    grad_check(
+        Op::BatchNorm {
+            epsilon: 1e-5,
+            momentum: 0.9,
+        },
+        vec![x.clone(), c(1), c(2), c(3), var],
+        &[0, 1, 2],
+        true,
+        3e-2,
+    );
     let a = rand(&[3, 4], 8).mapv(|v| if v.abs() < 0.05 { 0.3 } else { v * 2.0 });
     grad_check(Op::Relu, vec![a.clone()], &[0], false, 1e-2);
-    grad_check(Op::Clip { min: -1.0, max: 1.5 }, vec![a.clone()], &[0], false, 1e-2);
+    grad_check(
+        Op::Clip {
+            min: -1.0,
+            max: 1.5,
+        },
+        vec![a.clone()],
+        &[0],
+        false,
+        1e-2,
+    );
     grad_check(Op::Sigmoid, vec![a.clone()], &[0], false, 1e-2);
     grad_check(Op::Tanh, vec![a.clone()], &[0], false, 1e-2);
-    grad_check(Op::Softmax { axis: 1, coerce_2d: false }, vec![a.clone()], &[0], false, 1e-2);
-    grad_check(Op::LogSoftmax { axis: -1, coerce_2d: false }, vec![a.clone()], &[0], false, 1e-2);
-    grad_check(Op::Softmax { axis: 1, coerce_2d: true }, vec![rand(&[2, 3, 2], 4)], &[0], false, 1e-2);
+    grad_check(
+        Op::Softmax {
+            axis: 1,
+            coerce_2d: false,
+        },
+        vec![a.clone()],
+        &[0],
+        false,
+        1e-2,
+    );
+    grad_check(
+        Op::LogSoftmax {
+            axis: -1,
+            coerce_2d: false,
+        },
+        vec![a.clone()],
+        &[0],
+        false,
+        1e-2,
+    );
+    grad_check(
+        Op::Softmax {
+            axis: 1,
+            coerce_2d: true,
+        },
+        vec![rand(&[2, 3, 2], 4)],
+        &[0],
+        false,
+        1e-2,
+    );
     grad_check(Op::Flatten { axis: 1 }, vec![x.clone()], &[0], false, 1e-2);
-    grad_check(Op::Reshape { shape: vec![-1, 10] }, vec![x.clone()], &[0], false, 1e-2);
-    grad_check(Op::Add, vec![rand(&[2, 3], 1), rand(&[3], 2)], &[0, 1], false, 1e-2);
-    grad_check(Op::Concat { axis: 1 }, vec![rand(&[2, 3], 1), rand(&[2, 1], 2)], &[0, 1], false, 1e-2);
+    grad_check(
+        Op::Reshape {
+            shape: vec![-1, 10],
+        },
+        vec![x.clone()],
+        &[0],
+        false,
+        1e-2,
+    );
+    grad_check(
+        Op::Add,
+        vec![rand(&[2, 3], 1), rand(&[3], 2)],
+        &[0, 1],
+        false,
+        1e-2,
+    );
+    grad_check(
+        Op::Concat { axis: 1 },
+        vec![rand(&[2, 3], 1), rand(&[2, 1], 2)],
+        &[0, 1],
+        false,
+        1e-2,
+    );
     grad_check(Op::Dropout { ratio: 0.3 }, vec![a], &[0], true, 1e-2);
 }

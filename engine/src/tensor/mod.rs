@@ -42,11 +42,14 @@ pub fn zeros(shape: &[usize]) -> Tensor {
 
 /// Number of elements of `shape`, or an error when the product overflows `usize`.
 pub fn checked_numel(shape: &[usize]) -> Result<usize> {
-    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or(Error::Limit {
-        what: "tensor element count",
-        got: u64::MAX,
-        limit: usize::MAX as u64,
-    })
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or(Error::Limit {
+            what: "tensor element count",
+            got: u64::MAX,
+            limit: usize::MAX as u64,
+        })
 }
 
 /// Returns the tensor's data as a contiguous row-major slice, copying only if needed.

@@ -23,7 +23,9 @@ pub fn cross_entropy(logits: &Tensor, labels: &[u8]) -> Result<(f32, Tensor, usi
         let row = &x[i * c..(i + 1) * c];
         let y = labels[i] as usize;
         if y >= c {
-            return Err(Error::Invalid(format!("label {y} is not below the class count {c}")));
+            return Err(Error::Invalid(format!(
+                "label {y} is not below the class count {c}"
+            )));
         }
         let (arg, mx) = argmax(row);
         if arg == y {
@@ -36,13 +38,18 @@ pub fn cross_entropy(logits: &Tensor, labels: &[u8]) -> Result<(f32, Tensor, usi
             grad[i * c + k] = (p - if k == y { 1.0 } else { 0.0 }) / n as f32;
         }
     }
-    let g = Tensor::from_shape_vec(ndarray::IxDyn(&[n, c]), grad).map_err(|e| Error::Invalid(e.to_string()))?;
+    let g = Tensor::from_shape_vec(ndarray::IxDyn(&[n, c]), grad)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     Ok(((loss / n.max(1) as f64) as f32, g, correct))
 }
 
 /// Index and value of the largest entry (first on ties); `(0, -inf)` for an empty row.
 pub fn argmax(row: &[f32]) -> (usize, f32) {
-    row.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv { (i, v) } else { (bi, bv) }
+        })
 }
 
 #[cfg(test)]
@@ -64,7 +71,9 @@ mod tests {
             xp.as_slice_mut().unwrap()[k] += eps;
             let mut xm = x.clone();
             xm.as_slice_mut().unwrap()[k] -= eps;
-            let fd = (cross_entropy(&xp, &[2, 0]).unwrap().0 - cross_entropy(&xm, &[2, 0]).unwrap().0) / (2.0 * eps);
+            let fd = (cross_entropy(&xp, &[2, 0]).unwrap().0
+                - cross_entropy(&xm, &[2, 0]).unwrap().0)
+                / (2.0 * eps);
             assert!((fd - g.as_slice().unwrap()[k]).abs() < 1e-3);
         }
         assert!(cross_entropy(&x, &[3, 0]).is_err());

@@ -38,6 +38,9 @@ pub struct TrainConfig {
     pub preprocess: Option<Preprocess>,
     /// Report progress every this many steps (and at each epoch end).
     pub log_every: usize,
+    /// Data augmentation: shift each training image by up to this many pixels in x and y
+    /// (uniform, seeded; 0 turns it off).
+    pub augment_shift: usize,
 }
 
 impl Default for TrainConfig {
@@ -52,6 +55,7 @@ impl Default for TrainConfig {
             seed: 1,
             preprocess: None,
             log_every: 50,
+            augment_shift: 0,
         }
     }
 }
@@ -97,14 +101,29 @@ pub struct TrainSummary {
 /// One optimisation step on a batch: forward, cross-entropy, backward, update. Returns the loss,
 /// the gradient of every trainable weight and how many predictions were right. Batch-norm running
 /// statistics are updated in `g`.
-pub fn step_gradients(g: &mut Graph, x: &crate::tensor::Tensor, y: &[u8], rng: &mut Rng) -> Result<(f32, HashMap<String, crate::tensor::Tensor>, usize)> {
-    let input = g.inputs.first().map(|v| v.name.clone()).ok_or_else(|| Error::Graph("the graph has no input".into()))?;
-    let output = g.outputs.first().cloned().ok_or_else(|| Error::Graph("the graph has no output".into()))?;
+pub fn step_gradients(
+    g: &mut Graph,
+    x: &crate::tensor::Tensor,
+    y: &[u8],
+    rng: &mut Rng,
+) -> Result<(f32, HashMap<String, crate::tensor::Tensor>, usize)> {
+    let input = g
+        .inputs
+        .first()
+        .map(|v| v.name.clone())
+        .ok_or_else(|| Error::Graph("the graph has no input".into()))?;
+    let output = g
+        .outputs
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::Graph("the graph has no output".into()))?;
     let trace = exec::forward_train(g, &[(input.as_str(), x)], rng)?;
     let logits = trace.get(&output)?;
     let logits2 = flatten_logits(logits)?;
     let (loss, dl, correct) = loss::cross_entropy(&logits2, y)?;
-    let dl = dl.into_shape_with_order(logits.raw_dim()).map_err(|e| Error::Invalid(e.to_string()))?;
+    let dl = dl
+        .into_shape_with_order(logits.raw_dim())
+        .map_err(|e| Error::Invalid(e.to_string()))?;
     let grads = exec::backward(g, &trace, HashMap::from([(output, dl)]))?;
     update_running_stats(g, &trace);
     Ok((loss, grads, correct))
@@ -121,10 +140,14 @@ pub(crate) fn flatten_logits(t: &crate::tensor::Tensor) -> Result<crate::tensor:
 
 fn update_running_stats(g: &mut Graph, trace: &exec::Trace) {
     for (i, n) in g.nodes.iter().enumerate() {
-        if let (Op::BatchNorm { momentum, .. }, Saved::BatchNorm { mean, var, .. }) = (&n.op, &trace.saved[i]) {
+        if let (Op::BatchNorm { momentum, .. }, Saved::BatchNorm { mean, var, .. }) =
+            (&n.op, &trace.saved[i])
+        {
             for (slot, batch) in [(3, mean), (4, var)] {
                 if let Some(w) = n.inputs.get(slot).and_then(|k| g.weights.get_mut(k)) {
-                    w.iter_mut().zip(batch).for_each(|(r, &b)| *r = *r * momentum + b * (1.0 - momentum));
+                    w.iter_mut()
+                        .zip(batch)
+                        .for_each(|(r, &b)| *r = *r * momentum + b * (1.0 - momentum));
                 }
             }
         }
@@ -145,25 +168,57 @@ pub fn train(
         return Err(Error::Invalid("the training set is empty".into()));
     }
     g.validate()?;
-    let pre = cfg.preprocess.or_else(|| Preprocess::from_metadata(&g.metadata)).unwrap_or_default();
+    let pre = cfg
+        .preprocess
+        .or_else(|| Preprocess::from_metadata(&g.metadata))
+        .unwrap_or_default();
     let trainable = g.trainable();
-    let decays: HashMap<&str, f32> =
-        trainable.iter().map(|k| (k.as_str(), if g.weights[k].ndim() >= 2 { cfg.weight_decay } else { 0.0 })).collect();
+    let decays: HashMap<&str, f32> = trainable
+        .iter()
+        .map(|k| {
+            (
+                k.as_str(),
+                if g.weights[k].ndim() >= 2 {
+                    cfg.weight_decay
+                } else {
+                    0.0
+                },
+            )
+        })
+        .collect();
     let mut state = optim::State::default();
     let mut rng = Rng::new(cfg.seed).fork(0xd40);
+    let mut aug_rng = Rng::new(cfg.seed).fork(0xa06);
     let steps = data.len().div_ceil(cfg.batch_size.max(1));
     let total = steps * cfg.epochs;
-    let mut summary = TrainSummary { epochs_done: 0, steps: 0, final_loss: 0.0, train_accuracy: 0.0, val_accuracy: vec![], cancelled: false };
+    let mut summary = TrainSummary {
+        epochs_done: 0,
+        steps: 0,
+        final_loss: 0.0,
+        train_accuracy: 0.0,
+        val_accuracy: vec![],
+        cancelled: false,
+    };
     for epoch in 0..cfg.epochs {
-        let batches = data.batches(cfg.batch_size, Some(cfg.seed.wrapping_mul(1000).wrapping_add(epoch as u64)));
+        let batches = data.batches(
+            cfg.batch_size,
+            Some(cfg.seed.wrapping_mul(1000).wrapping_add(epoch as u64)),
+        );
         let (mut win_loss, mut win_correct, mut win_n) = (0.0f64, 0usize, 0usize);
         let (mut ep_loss, mut ep_correct) = (0.0f64, 0usize);
         for (s, idx) in batches.iter().enumerate() {
             let lr = cfg.schedule.rate(cfg.lr, epoch, summary.steps, total);
-            let (x, y) = data.batch(idx, &pre);
+            let (mut x, y) = data.batch(idx, &pre);
+            if cfg.augment_shift > 0 {
+                crate::data::random_shift(&mut x, cfg.augment_shift, pre.apply(0), &mut aug_rng);
+            }
             let (loss, grads, correct) = step_gradients(g, &x, &y, &mut rng)?;
             if !loss.is_finite() {
-                return Err(Error::Diverged { epoch, step: s, loss });
+                return Err(Error::Diverged {
+                    epoch,
+                    step: s,
+                    loss,
+                });
             }
             state.tick();
             for name in &trainable {
@@ -199,7 +254,9 @@ pub fn train(
                 summary.final_loss = (ep_loss / data.len() as f64) as f32;
                 summary.train_accuracy = ep_correct as f32 / data.len() as f32;
                 let va = match val {
-                    Some(v) if !v.is_empty() => Some(crate::metrics::evaluate_with(g, v, 256, &pre)?.accuracy),
+                    Some(v) if !v.is_empty() => {
+                        Some(crate::metrics::evaluate_with(g, v, 256, &pre)?.accuracy)
+                    }
                     _ => None,
                 };
                 if let Some(a) = va {
@@ -211,8 +268,16 @@ pub fn train(
                     epochs: cfg.epochs,
                     step: s + 1,
                     steps,
-                    loss: if win_n > 0 { (win_loss / win_n as f64) as f32 } else { summary.final_loss },
-                    accuracy: if win_n > 0 { win_correct as f32 / win_n as f32 } else { summary.train_accuracy },
+                    loss: if win_n > 0 {
+                        (win_loss / win_n as f64) as f32
+                    } else {
+                        summary.final_loss
+                    },
+                    accuracy: if win_n > 0 {
+                        win_correct as f32 / win_n as f32
+                    } else {
+                        summary.train_accuracy
+                    },
                     val_accuracy: va,
                     lr,
                 };

@@ -27,7 +27,11 @@ pub enum Optimizer {
 impl Optimizer {
     /// Adam with the usual constants.
     pub fn adam() -> Self {
-        Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 }
+        Optimizer::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
     }
 }
 
@@ -59,7 +63,8 @@ impl Schedule {
             Schedule::Step { every, gamma } => base * gamma.powi((epoch / (*every).max(1)) as i32),
             Schedule::Cosine { min_factor } => {
                 let t = step as f32 / total.max(1) as f32;
-                let f = min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (std::f32::consts::PI * t).cos());
+                let f = min_factor
+                    + (1.0 - min_factor) * 0.5 * (1.0 + (std::f32::consts::PI * t).cos());
                 base * f
             }
         }
@@ -76,7 +81,15 @@ pub struct State {
 
 impl State {
     /// Applies one update to `w` with gradient `g`; `decay` is the weight decay for this tensor.
-    pub fn step(&mut self, opt: &Optimizer, name: &str, w: &mut Tensor, g: &Tensor, lr: f32, decay: f32) {
+    pub fn step(
+        &mut self,
+        opt: &Optimizer,
+        name: &str,
+        w: &mut Tensor,
+        g: &Tensor,
+        lr: f32,
+        decay: f32,
+    ) {
         match opt {
             Optimizer::Sgd { momentum } => {
                 let mut d = g.clone();
@@ -84,7 +97,10 @@ impl State {
                     d.scaled_add(decay, w);
                 }
                 if *momentum > 0.0 {
-                    let m = self.m.entry(name.to_string()).or_insert_with(|| Tensor::zeros(w.raw_dim()));
+                    let m = self
+                        .m
+                        .entry(name.to_string())
+                        .or_insert_with(|| Tensor::zeros(w.raw_dim()));
                     m.zip_mut_with(&d, |m, &d| *m = *m * momentum + d);
                     w.scaled_add(-lr, m);
                 } else {
@@ -93,9 +109,15 @@ impl State {
             }
             Optimizer::Adam { beta1, beta2, eps } => {
                 let t = self.t.max(1) as i32;
-                let m = self.m.entry(name.to_string()).or_insert_with(|| Tensor::zeros(w.raw_dim()));
+                let m = self
+                    .m
+                    .entry(name.to_string())
+                    .or_insert_with(|| Tensor::zeros(w.raw_dim()));
                 m.zip_mut_with(g, |m, &g| *m = beta1 * *m + (1.0 - beta1) * g);
-                let v = self.v.entry(name.to_string()).or_insert_with(|| Tensor::zeros(w.raw_dim()));
+                let v = self
+                    .v
+                    .entry(name.to_string())
+                    .or_insert_with(|| Tensor::zeros(w.raw_dim()));
                 v.zip_mut_with(g, |v, &g| *v = beta2 * *v + (1.0 - beta2) * g * g);
                 let c1 = 1.0 - beta1.powi(t);
                 let c2 = 1.0 - beta2.powi(t);
