@@ -1,4 +1,4 @@
-//! The end-to-end browser check: build the page with trunk, serve `dist/` from a tiny static
+//! The end-to-end browser check: build the page with trunk, serve the result from a tiny static
 //! server, drive headless Chromium through chromedriver's W3C WebDriver HTTP API, wait for the
 //! playground's `#accuracy`, check it, and save a screenshot.
 
@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub const MIN_ACCURACY_PERCENT: f64 = 97.0;
 /// The element whose text holds the accuracy, e.g. `98.9 %`.
 pub const ACCURACY_SELECTOR: &str = "#accuracy";
+/// The folder the e2e build goes to (not `dist/`, which `trunk serve` owns).
+pub const E2E_DIST: &str = "target/xtask/e2e-dist";
 /// Where the screenshot goes.
 pub const SCREENSHOT: &str = "docs/screenshots/playground.png";
 /// Default wait for the accuracy to appear; `LITHE_E2E_TIMEOUT_S` overrides.
@@ -53,12 +55,22 @@ pub fn run_e2e(ctx: &Ctx) -> Result<f64> {
     require_index(ctx)?;
     // Trunk.toml sets `offline = true`, which passes --offline to cargo: fetch first.
     run(&mut ctx.cargo(&["fetch"]))?;
-    run(ctx.cmd("trunk").args(["build", "--release"]))?;
-    let dist = ctx.at("dist");
+    // A private dist folder: a developer's `trunk serve` may rewrite `dist/` meanwhile.
+    let dist = ctx.at(E2E_DIST);
+    let build = || {
+        let mut c = ctx.cmd("trunk");
+        c.args(["build", "--release", "--dist"]).arg(&dist);
+        run(&mut c)
+    };
+    if let Err(e) = build() {
+        // Concurrent trunk builds share target/wasm-opt/ and can trip over each other.
+        println!("e2e: trunk build failed ({e:#}); retrying once");
+        build()?;
+    }
     let prefix = public_url(ctx);
     let server = StaticServer::start(dist, prefix.clone())?;
     let page = format!("http://127.0.0.1:{}{prefix}", server.port);
-    println!("e2e: serving dist/ at {page}");
+    println!("e2e: serving {E2E_DIST}/ at {page}");
     let driver = Driver::start()?;
     let timeout = std::env::var("LITHE_E2E_TIMEOUT_S")
         .ok()
