@@ -13,8 +13,12 @@ use crate::ops::Saved;
 use crate::rng::Rng;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::ControlFlow;
+
+/// Pruning masks by weight name: one flag per element in logical (row-major) order, `true` =
+/// kept, `false` = pruned (held at exactly zero by [`train_masked`]).
+pub type Masks = BTreeMap<String, Vec<bool>>;
 
 /// Everything that decides a training run. Same config + same data + same seed = same bytes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -164,6 +168,52 @@ pub fn train(
     cfg: &TrainConfig,
     on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<TrainSummary> {
+    train_impl(g, data, val, cfg, None, on_progress)
+}
+
+/// Like [`train`], but keeps pruned connections at zero: the gradient of every masked element is
+/// zeroed before each optimizer step and the mask is re-applied to the weight after it. Masks
+/// name weights of `g`; each must have exactly one flag per element.
+pub fn train_masked(
+    g: &mut Graph,
+    data: &Dataset,
+    val: Option<&Dataset>,
+    cfg: &TrainConfig,
+    masks: &Masks,
+    on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<TrainSummary> {
+    for (name, m) in masks {
+        let w = g
+            .weights
+            .get_mut(name)
+            .ok_or_else(|| Error::Invalid(format!("mask for unknown weight `{name}`")))?;
+        if w.len() != m.len() {
+            return Err(Error::Invalid(format!(
+                "mask for `{name}` has {} flags, the weight has {} elements",
+                m.len(),
+                w.len()
+            )));
+        }
+        apply_mask(w, m);
+    }
+    train_impl(g, data, val, cfg, Some(masks), on_progress)
+}
+
+fn apply_mask(t: &mut crate::tensor::Tensor, mask: &[bool]) {
+    t.iter_mut()
+        .zip(mask)
+        .filter(|(_, keep)| !**keep)
+        .for_each(|(v, _)| *v = 0.0);
+}
+
+fn train_impl(
+    g: &mut Graph,
+    data: &Dataset,
+    val: Option<&Dataset>,
+    cfg: &TrainConfig,
+    masks: Option<&Masks>,
+    on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<TrainSummary> {
     if data.is_empty() {
         return Err(Error::Invalid("the training set is empty".into()));
     }
@@ -212,7 +262,7 @@ pub fn train(
             if cfg.augment_shift > 0 {
                 crate::data::random_shift(&mut x, cfg.augment_shift, pre.apply(0), &mut aug_rng);
             }
-            let (loss, grads, correct) = step_gradients(g, &x, &y, &mut rng)?;
+            let (loss, mut grads, correct) = step_gradients(g, &x, &y, &mut rng)?;
             if !loss.is_finite() {
                 return Err(Error::Diverged {
                     epoch,
@@ -222,8 +272,15 @@ pub fn train(
             }
             state.tick();
             for name in &trainable {
+                let mask = masks.and_then(|m| m.get(name));
+                if let (Some(gr), Some(m)) = (grads.get_mut(name), mask) {
+                    apply_mask(gr, m);
+                }
                 if let (Some(gr), Some(w)) = (grads.get(name), g.weights.get_mut(name)) {
                     state.step(&cfg.optimizer, name, w, gr, lr, decays[name.as_str()]);
+                    if let Some(m) = mask {
+                        apply_mask(w, m);
+                    }
                 }
             }
             summary.steps += 1;

@@ -1,0 +1,372 @@
+//! Compression passes: named transforms of a [`Graph`] that each return a [`PassReport`], and the
+//! [`Recipe`] that runs an ordered list of them.
+//!
+//! ```
+//! use lithe::compress::{PassSpec, Recipe, prune::PruneSpec, quantize::QuantParams};
+//! use lithe::{data::Dataset, zoo};
+//! let g = zoo::build(zoo::Arch::TinyMlp, 1).unwrap();
+//! let recipe = Recipe {
+//!     passes: vec![
+//!         PassSpec::Prune(PruneSpec::Global { ratio: 0.5 }),
+//!         PassSpec::Quantize(QuantParams { bits: 8, symmetric: true, per_channel: true }),
+//!     ],
+//! };
+//! let json = recipe.to_json().unwrap();
+//! assert_eq!(Recipe::from_json(&json).unwrap(), recipe);
+//! let eval = Dataset::synthetic(64, 3);
+//! let out = recipe.apply(&g, None, Some(&eval), &mut |_| std::ops::ControlFlow::Continue(())).unwrap();
+//! assert_eq!(out.reports.len(), 2);
+//! assert!(out.reports[1].bytes_after < out.reports[0].bytes_before);
+//! ```
+
+pub mod prune;
+pub mod quantize;
+pub mod sparse;
+
+use crate::data::Dataset;
+use crate::graph::{Graph, Op};
+use crate::train::{Masks, Progress, TrainConfig, TrainSummary};
+use crate::{Error, Result};
+use quantize::{QuantParams, QuantizedTensor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+/// A compressible weight: the weight input of a Gemm, Conv or MatMul node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    /// Node that consumes the weight.
+    pub node: String,
+    /// Weight name.
+    pub weight: String,
+    /// Axis of the weight that indexes output channels (per-channel quantization).
+    pub axis: usize,
+}
+
+/// The weights passes act on: the `B`/`W` input of every Gemm, Conv and MatMul node that is a
+/// stored weight (biases and BatchNorm parameters are never targets), each listed once.
+pub fn targets(g: &Graph) -> Vec<Target> {
+    let mut out: Vec<Target> = Vec::new();
+    for n in &g.nodes {
+        let Some(w) = n.inputs.get(1).filter(|w| g.weights.contains_key(*w)) else {
+            continue;
+        };
+        let rank = g.weights[w].ndim();
+        let axis = match &n.op {
+            Op::Gemm(a) => usize::from(!a.trans_b),
+            Op::Conv(_) => 0,
+            Op::MatMul => rank.saturating_sub(1),
+            _ => continue,
+        };
+        if rank == 0 || out.iter().any(|t| &t.weight == w) {
+            continue;
+        }
+        out.push(Target {
+            node: n.name.clone(),
+            weight: w.clone(),
+            axis,
+        });
+    }
+    out
+}
+
+/// One compression step with its knobs. A closed set: every pass the engine knows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "pass", rename_all = "snake_case")]
+pub enum PassSpec {
+    /// Magnitude pruning of connections; records masks.
+    Prune(prune::PruneSpec),
+    /// Linear quantization of every target weight to integer codes.
+    Quantize(QuantParams),
+    /// Fine-tuning on the recipe's training data, keeping pruned weights at zero.
+    FineTune(TrainConfig),
+}
+
+/// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
+pub struct PassCtx<'a> {
+    /// Pruning masks by weight name (`true` = kept).
+    pub masks: Masks,
+    /// Integer codes of quantized weights by name; the graph holds their dequantized values.
+    pub quantized: BTreeMap<String, QuantizedTensor>,
+    /// Training data for [`PassSpec::FineTune`].
+    pub data: Option<&'a Dataset>,
+    /// Progress of fine-tuning; `Break` cancels it.
+    pub on_progress: &'a mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    /// Summaries of the fine-tuning runs so far, in order.
+    pub finetune: Vec<TrainSummary>,
+}
+
+impl<'a> PassCtx<'a> {
+    /// A fresh context: no masks, nothing quantized.
+    pub fn new(
+        data: Option<&'a Dataset>,
+        on_progress: &'a mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Self {
+        PassCtx {
+            masks: Masks::new(),
+            quantized: BTreeMap::new(),
+            data,
+            on_progress,
+            finetune: Vec::new(),
+        }
+    }
+}
+
+/// Storage of one target weight after a pass.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerReport {
+    /// Weight name.
+    pub name: String,
+    /// Node that uses it.
+    pub node: String,
+    /// Elements.
+    pub params: usize,
+    /// Elements that are not exactly zero.
+    pub nonzero: usize,
+    /// Bits per stored value (32 for f32).
+    pub bits: u8,
+    /// Length of the weight's encoding before the pass.
+    pub bytes_before: usize,
+    /// Length of the weight's encoding after the pass.
+    pub bytes_after: usize,
+    /// The encoding used after the pass (`dense`, `csr`, `bitmask`, `int8 sym per-channel`...).
+    pub encoding: String,
+}
+
+/// What a pass did. Byte figures are lengths of real encodings (see [`sparse`] and
+/// [`QuantizedTensor::encode`]), summed over every weight of the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PassReport {
+    /// Pass name (`prune`, `quantize`, `fine_tune`).
+    pub pass: String,
+    /// One row per target weight.
+    pub layers: Vec<LayerReport>,
+    /// Bytes of all weights before the pass.
+    pub bytes_before: usize,
+    /// Bytes of all weights after the pass.
+    pub bytes_after: usize,
+    /// Multiply-accumulates per image before (zero weights skipped).
+    pub macs_before: u64,
+    /// Multiply-accumulates per image after (zero weights skipped).
+    pub macs_after: u64,
+    /// Fraction of target weights that are zero after the pass.
+    pub sparsity: f32,
+    /// Accuracy on the evaluation set before the pass, when one was given.
+    pub accuracy_before: Option<f32>,
+    /// Accuracy on the evaluation set after the pass, when one was given.
+    pub accuracy_after: Option<f32>,
+}
+
+/// Storage of one weight in its current state: (encoding, bits, bytes).
+fn storage(name: &str, g: &Graph, ctx: &PassCtx) -> Result<(String, u8, usize)> {
+    if let Some(q) = ctx.quantized.get(name) {
+        let enc = format!(
+            "int{} {} {}",
+            q.bits,
+            if q.symmetric { "sym" } else { "asym" },
+            if q.axis.is_some() {
+                "per-channel"
+            } else {
+                "per-tensor"
+            }
+        );
+        return Ok((enc, q.bits, q.encode()?.len()));
+    }
+    let w = g
+        .weights
+        .get(name)
+        .ok_or_else(|| Error::Graph(format!("missing weight `{name}`")))?;
+    let (enc, bytes) = sparse::encode_best(w)?;
+    Ok((enc.name().to_string(), 32, bytes.len()))
+}
+
+fn model_bytes(g: &Graph, ctx: &PassCtx) -> Result<usize> {
+    g.weights
+        .keys()
+        .map(|k| storage(k, g, ctx).map(|s| s.2))
+        .sum()
+}
+
+/// MACs per image with every multiplication by a zero weight skipped: each element of a
+/// Gemm/Conv/MatMul weight is used equally often, so a layer costs `macs · nonzero / params`.
+fn effective_macs(g: &Graph, tg: &[Target]) -> Result<u64> {
+    let info = crate::metrics::model_info(g)?;
+    Ok(info
+        .layers
+        .iter()
+        .map(|l| match tg.iter().find(|t| t.node == l.name) {
+            Some(t) => {
+                let w = &g.weights[&t.weight];
+                let nz = w.iter().filter(|v| **v != 0.0).count() as u128;
+                (l.macs as u128 * nz / w.len().max(1) as u128) as u64
+            }
+            None => l.macs,
+        })
+        .sum())
+}
+
+impl PassSpec {
+    /// The pass's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PassSpec::Prune(_) => "prune",
+            PassSpec::Quantize(_) => "quantize",
+            PassSpec::FineTune(_) => "fine_tune",
+        }
+    }
+
+    /// Applies the pass to `g`, updating `ctx`; the report's accuracies are left `None`
+    /// ([`Recipe::apply`] fills them).
+    pub fn apply(&self, g: &mut Graph, ctx: &mut PassCtx) -> Result<PassReport> {
+        g.validate()?;
+        let tg = targets(g);
+        let before: Vec<(String, u8, usize)> = tg
+            .iter()
+            .map(|t| storage(&t.weight, g, ctx))
+            .collect::<Result<_>>()?;
+        let bytes_before = model_bytes(g, ctx)?;
+        let macs_before = effective_macs(g, &tg)?;
+        match self {
+            PassSpec::Prune(spec) => {
+                if !ctx.quantized.is_empty() {
+                    return Err(Error::Invalid(
+                        "prune before quantize: pruning quantized codes is not supported yet"
+                            .into(),
+                    ));
+                }
+                let new = prune::prune(g, &tg, spec, &ctx.masks)?;
+                ctx.masks.extend(new);
+            }
+            PassSpec::Quantize(p) => {
+                p.check()?;
+                for t in &tg {
+                    let q = QuantizedTensor::quantize(&g.weights[&t.weight], *p, t.axis)?;
+                    g.weights.insert(t.weight.clone(), q.dequantize()?);
+                    ctx.quantized.insert(t.weight.clone(), q);
+                }
+            }
+            PassSpec::FineTune(cfg) => {
+                if !ctx.quantized.is_empty() {
+                    return Err(Error::Invalid(
+                        "fine-tune before quantize: training would discard the integer codes"
+                            .into(),
+                    ));
+                }
+                let data = ctx.data.ok_or_else(|| {
+                    Error::Invalid("the fine_tune pass needs training data".into())
+                })?;
+                let s =
+                    crate::train::train_masked(g, data, None, cfg, &ctx.masks, ctx.on_progress)?;
+                if s.cancelled {
+                    return Err(Error::Cancelled);
+                }
+                ctx.finetune.push(s);
+            }
+        }
+        let mut layers = Vec::with_capacity(tg.len());
+        let (mut zeros, mut total) = (0usize, 0usize);
+        for (t, b) in tg.iter().zip(before) {
+            let w = &g.weights[&t.weight];
+            let nonzero = w.iter().filter(|v| **v != 0.0).count();
+            zeros += w.len() - nonzero;
+            total += w.len();
+            let (encoding, bits, bytes_after) = storage(&t.weight, g, ctx)?;
+            layers.push(LayerReport {
+                name: t.weight.clone(),
+                node: t.node.clone(),
+                params: w.len(),
+                nonzero,
+                bits,
+                bytes_before: b.2,
+                bytes_after,
+                encoding,
+            });
+        }
+        Ok(PassReport {
+            pass: self.name().to_string(),
+            layers,
+            bytes_before,
+            bytes_after: model_bytes(g, ctx)?,
+            macs_before,
+            macs_after: effective_macs(g, &tg)?,
+            sparsity: if total == 0 {
+                0.0
+            } else {
+                zeros as f32 / total as f32
+            },
+            accuracy_before: None,
+            accuracy_after: None,
+        })
+    }
+}
+
+/// An ordered list of passes, stored as JSON (`{"passes": [{"pass": "prune", "by": "global",
+/// "ratio": 0.9}, {"pass": "fine_tune", "epochs": 1}, ...]}`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Recipe {
+    /// Passes in the order they run.
+    pub passes: Vec<PassSpec>,
+}
+
+/// A compressed model with everything the passes produced.
+#[derive(Clone, Debug)]
+pub struct Compressed {
+    /// The graph with pruned weights zeroed and quantized weights dequantized.
+    pub graph: Graph,
+    /// Pruning masks by weight name.
+    pub masks: Masks,
+    /// Integer codes of quantized weights by name.
+    pub quantized: BTreeMap<String, QuantizedTensor>,
+    /// One report per pass, in order.
+    pub reports: Vec<PassReport>,
+    /// Summaries of the fine-tuning passes, in order.
+    pub finetune: Vec<TrainSummary>,
+}
+
+impl Recipe {
+    /// Parses a recipe from JSON.
+    pub fn from_json(s: &str) -> Result<Self> {
+        serde_json::from_str(s).map_err(|e| Error::Decode {
+            what: "compression recipe",
+            detail: e.to_string(),
+        })
+    }
+
+    /// Writes the recipe as JSON.
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string_pretty(self).map_err(|e| Error::Invalid(e.to_string()))
+    }
+
+    /// Runs every pass on a copy of `g`. `data` feeds the fine-tune passes; when `eval` is given,
+    /// each report carries the accuracy before and after its pass.
+    pub fn apply(
+        &self,
+        g: &Graph,
+        data: Option<&Dataset>,
+        eval: Option<&Dataset>,
+        on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Compressed> {
+        let mut graph = g.clone();
+        let mut ctx = PassCtx::new(data, on_progress);
+        let accuracy = |g: &Graph| -> Result<Option<f32>> {
+            eval.map(|d| crate::metrics::evaluate(g, d, 256).map(|r| r.accuracy))
+                .transpose()
+        };
+        let mut acc = accuracy(&graph)?;
+        let mut reports = Vec::with_capacity(self.passes.len());
+        for p in &self.passes {
+            let mut r = p.apply(&mut graph, &mut ctx)?;
+            r.accuracy_before = acc;
+            acc = accuracy(&graph)?;
+            r.accuracy_after = acc;
+            reports.push(r);
+        }
+        Ok(Compressed {
+            graph,
+            masks: ctx.masks,
+            quantized: ctx.quantized,
+            reports,
+            finetune: ctx.finetune,
+        })
+    }
+}
