@@ -91,7 +91,7 @@ fn pass_order_rules_and_prune_then_quantize() {
     );
     assert!(r(vec![quant.clone(), tune.clone()]).is_err());
     assert!(r(vec![quant.clone(), prune.clone()]).is_err());
-    assert!(r(vec![prune, tune, quant]).is_ok());
+    assert!(r(vec![prune.clone(), tune, quant]).is_ok());
     // Cancelling fine-tuning is reported as such.
     let e = Recipe {
         passes: vec![PassSpec::FineTune(TrainConfig {
@@ -102,6 +102,13 @@ fn pass_order_rules_and_prune_then_quantize() {
     .apply(&g, Some(&data), None, &mut |_| ControlFlow::Break(()))
     .unwrap_err();
     assert_eq!(e.code(), "cancelled");
+    // A mask in the context that does not fit its weight is an error, not a panic.
+    let mut noop = go;
+    let mut ctx = lithe::compress::PassCtx::new(None, &mut noop);
+    let w = targets(&g)[0].weight.clone();
+    ctx.masks.insert(w, vec![true; 3]);
+    let mut g2 = g.clone();
+    assert!(prune.apply(&mut g2, &mut ctx).is_err());
     // Symmetric 1-bit is refused with a clear error.
     let one = Recipe {
         passes: vec![PassSpec::Quantize(QuantParams {

@@ -114,6 +114,13 @@ pub(crate) fn prune(
     }
     for (name, rm) in remove {
         let old = masks.get(name);
+        if let Some(m) = old.filter(|m| m.len() != rm.len()) {
+            return Err(Error::Invalid(format!(
+                "mask for `{name}` has {} flags, the weight has {} elements",
+                m.len(),
+                rm.len()
+            )));
+        }
         let keep: Vec<bool> = rm
             .iter()
             .enumerate()

@@ -134,8 +134,52 @@ impl QuantizedTensor {
         })
     }
 
+    /// Checks that the fields agree: element count, channel count, bit width and code range.
+    pub fn check(&self) -> Result<()> {
+        QuantParams {
+            bits: self.bits,
+            symmetric: self.symmetric,
+            per_channel: self.axis.is_some(),
+        }
+        .check()?;
+        let bad = |d: String| {
+            Err(Error::Invalid(format!(
+                "inconsistent quantized tensor: {d}"
+            )))
+        };
+        if self.shape.len() > crate::graph::limits::MAX_RANK {
+            return bad(format!("rank {}", self.shape.len()));
+        }
+        let n = checked_numel(&self.shape)?;
+        let channels = match self.axis {
+            Some(a) if a >= self.shape.len() => return bad(format!("axis {a}")),
+            Some(a) => self.shape[a],
+            None => 1,
+        };
+        if self.codes.len() != n
+            || self.scales.len() != channels
+            || self.zero_points.len() != channels
+        {
+            return bad(format!(
+                "{} codes for {n} elements, {} scales and {} zero points for {channels} channels",
+                self.codes.len(),
+                self.scales.len(),
+                self.zero_points.len()
+            ));
+        }
+        let fits = |q: &u8| (*q as u32) >> self.bits == 0;
+        if !self.codes.iter().all(fits) || !self.zero_points.iter().all(fits) {
+            return bad(format!(
+                "a code or zero point does not fit {} bits",
+                self.bits
+            ));
+        }
+        Ok(())
+    }
+
     /// The f32 values the codes stand for (for evaluation with the reference ops).
     pub fn dequantize(&self) -> Result<Tensor> {
+        self.check()?;
         let channels = self.axis.map_or(1, |a| self.shape[a]);
         let inner: usize = self
             .axis
@@ -155,12 +199,14 @@ impl QuantizedTensor {
     }
 
     /// Number of codes other than the zero point (weights that are not exactly zero).
-    pub fn nonzero(&self) -> usize {
+    pub fn nonzero(&self) -> Result<usize> {
+        self.check()?;
         let channels = self.axis.map_or(1, |a| self.shape[a]);
         let inner: usize = self
             .axis
             .map_or(1, |a| self.shape[a + 1..].iter().product());
-        self.codes
+        Ok(self
+            .codes
             .iter()
             .enumerate()
             .filter(|&(i, &q)| {
@@ -169,7 +215,7 @@ impl QuantizedTensor {
                     .map_or(0, |_| (i / inner.max(1)) % channels.max(1));
                 q != self.zero_points[c]
             })
-            .count()
+            .count())
     }
 
     /// Encodes to bytes (little-endian): `bits: u8`, `flags: u8` (bit 0 symmetric, bit 1
@@ -177,6 +223,7 @@ impl QuantizedTensor {
     /// `zero_points: u8 × channels` (asymmetric only), then the codes packed `bits` at a time,
     /// least significant bit first, `ceil(n·bits / 8)` bytes.
     pub fn encode(&self) -> Result<Vec<u8>> {
+        self.check()?;
         let rank =
             u8::try_from(self.shape.len()).map_err(|_| Error::Invalid("rank above 255".into()))?;
         let mut out = vec![
@@ -279,7 +326,7 @@ impl QuantizedTensor {
                 })
             })
             .collect();
-        Ok(QuantizedTensor {
+        let q = QuantizedTensor {
             shape,
             bits,
             symmetric,
@@ -287,7 +334,9 @@ impl QuantizedTensor {
             scales,
             zero_points,
             codes,
-        })
+        };
+        q.check().map_err(|e| bad(e.to_string()))?;
+        Ok(q)
     }
 }
 
@@ -347,6 +396,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn inconsistent_fields_are_errors() {
+        let p = QuantParams {
+            bits: 3,
+            symmetric: false,
+            per_channel: true,
+        };
+        let q = QuantizedTensor::quantize(&ramp(&[4, 5]), p, 0).unwrap();
+        assert_eq!(
+            q.nonzero().unwrap(),
+            q.dequantize()
+                .unwrap()
+                .iter()
+                .filter(|v| **v != 0.0)
+                .count()
+        );
+        let mut a = q.clone();
+        a.scales.pop();
+        assert!(a.dequantize().is_err() && a.encode().is_err());
+        let mut b = q.clone();
+        b.codes[0] = 8;
+        assert!(b.dequantize().is_err());
+        let mut c = q;
+        c.axis = Some(2);
+        assert!(c.nonzero().is_err());
     }
 
     #[test]
