@@ -51,6 +51,9 @@ pub fn setup(ctx: &Ctx, full: bool) -> Result<()> {
     if full {
         step("chromium, chromedriver, lavapipe (apt)", || apt(ctx))?;
         step("python venv .venv (onnx, onnxruntime, numpy)", || venv(ctx))?;
+        step("ONNX backend node tests (onnx 1.22.0 wheel)", || {
+            onnx_node_tests(ctx)
+        })?;
     }
     check_lockfile(ctx);
     Ok(())
@@ -272,6 +275,20 @@ fn venv(ctx: &Ctx) -> Result<Outcome> {
     check()
         .map(Outcome::Installed)
         .context("the venv still cannot import onnx 1.17.0, onnxruntime and numpy")
+}
+
+/// The ONNX backend node tests for `engine/tests/onnx_conformance.rs`, unpacked from the onnx
+/// 1.22.0 wheel into `.data/onnx-node-tests` by `scripts/fetch_onnx_node_tests.sh`.
+fn onnx_node_tests(ctx: &Ctx) -> Result<Outcome> {
+    let stamp = ctx.at(".data/onnx-node-tests/.onnx-version");
+    if std::fs::read_to_string(&stamp).is_ok_and(|v| v.trim() == "1.22.0") {
+        return Ok(Outcome::Present("onnx 1.22.0 node tests".into()));
+    }
+    let mut c = ctx.cmd("bash");
+    c.arg("scripts/fetch_onnx_node_tests.sh")
+        .env("PYTHON", ctx.at(".venv/bin/python"));
+    run(&mut c)?;
+    Ok(Outcome::Installed("onnx 1.22.0 node tests".into()))
 }
 
 /// Warns when Cargo.lock's wasm-bindgen drifted from the CLI version pinned here.
