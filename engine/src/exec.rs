@@ -50,6 +50,17 @@ fn use_counts(g: &Graph) -> HashMap<&str, usize> {
     uses
 }
 
+/// The tensors a node reads, looked up by name; an empty name (absent optional input) is `None`.
+fn gather<'a>(
+    n: &crate::graph::Node,
+    lookup: impl Fn(&str) -> Option<&'a Tensor>,
+) -> Vec<Option<&'a Tensor>> {
+    n.inputs
+        .iter()
+        .map(|i| if i.is_empty() { None } else { lookup(i) })
+        .collect()
+}
+
 /// Runs the graph in inference mode and returns its outputs in order. Intermediate values are
 /// dropped as soon as their last reader has run.
 pub fn run(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
@@ -58,19 +69,11 @@ pub fn run(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
     let mut vals: HashMap<&str, Tensor> = HashMap::new();
     for n in &g.nodes {
         let outs = {
-            let ins: Vec<Option<&Tensor>> = n
-                .inputs
-                .iter()
-                .map(|i| {
-                    if i.is_empty() {
-                        None
-                    } else {
-                        vals.get(i.as_str())
-                            .or_else(|| g.weights.get(i))
-                            .or_else(|| inputs.iter().find(|(k, _)| k == i).map(|(_, t)| *t))
-                    }
-                })
-                .collect();
+            let ins = gather(n, |i| {
+                vals.get(i)
+                    .or_else(|| g.weights.get(i))
+                    .or_else(|| inputs.iter().find(|(k, _)| *k == i).map(|(_, t)| *t))
+            });
             ops::forward(n, &ins, Mode::Eval)?.0
         };
         for i in n.inputs.iter().filter(|s| !s.is_empty()) {
@@ -118,17 +121,7 @@ pub fn forward_train(g: &Graph, inputs: &[(&str, &Tensor)], rng: &mut Rng) -> Re
         .collect();
     let mut saved = Vec::with_capacity(g.nodes.len());
     for n in &g.nodes {
-        let ins: Vec<Option<&Tensor>> = n
-            .inputs
-            .iter()
-            .map(|i| {
-                if i.is_empty() {
-                    None
-                } else {
-                    values.get(i).or_else(|| g.weights.get(i))
-                }
-            })
-            .collect();
+        let ins = gather(n, |i| values.get(i).or_else(|| g.weights.get(i)));
         let (outs, s) = ops::forward(n, &ins, Mode::Train(rng))?;
         saved.push(s);
         for (name, t) in n.outputs.iter().zip(outs) {
@@ -159,17 +152,7 @@ pub fn backward(
         let Some(dy) = n.outputs.first().and_then(|o| grads.remove(o)) else {
             continue;
         };
-        let ins: Vec<Option<&Tensor>> = n
-            .inputs
-            .iter()
-            .map(|i| {
-                if i.is_empty() {
-                    None
-                } else {
-                    trace.values.get(i).or_else(|| g.weights.get(i))
-                }
-            })
-            .collect();
+        let ins = gather(n, |i| trace.values.get(i).or_else(|| g.weights.get(i)));
         let out = trace.get(&n.outputs[0])?;
         let gi = ops::backward(n, &ins, out, &trace.saved[idx], &dy)?;
         for (name, gr) in n.inputs.iter().zip(gi) {
