@@ -234,17 +234,15 @@ fn col2im(g: &Geometry, col: &[f32], grp: usize, dx: &mut [f32]) {
     }
 }
 
-fn check_elems(node: &Node, rows: usize, cols: usize) -> Result<usize> {
-    let n = rows
-        .checked_mul(cols)
+/// Size of the im2col patch matrix, refused above the tensor element limit.
+fn check_elems(rows: usize, cols: usize) -> Result<usize> {
+    rows.checked_mul(cols)
         .filter(|&n| n <= crate::graph::limits::MAX_TENSOR_ELEMENTS)
         .ok_or(Error::Limit {
             what: "convolution patch matrix",
             got: (rows as u64).saturating_mul(cols as u64),
             limit: crate::graph::limits::MAX_TENSOR_ELEMENTS as u64,
-        });
-    let _ = node;
-    n
+        })
 }
 
 pub(super) fn conv(
@@ -262,7 +260,7 @@ pub(super) fn conv(
     let mg = g.m / g.groups;
     let krows = cg * g.kh * g.kw;
     let cols = g.n * g.oh * g.ow;
-    let mut col = vec![0.0f32; check_elems(node, krows, cols)?];
+    let mut col = vec![0.0f32; check_elems(krows, cols)?];
     let mut y = vec![0.0f32; g.n * g.m * g.oh * g.ow];
     let plane = g.oh * g.ow;
     for grp in 0..g.groups {
@@ -306,7 +304,7 @@ pub(super) fn conv_backward(
     let krows = cg * g.kh * g.kw;
     let cols = g.n * g.oh * g.ow;
     let plane = g.oh * g.ow;
-    let mut col = vec![0.0f32; check_elems(node, krows, cols)?];
+    let mut col = vec![0.0f32; check_elems(krows, cols)?];
     let mut dx = vec![0.0f32; x.len()];
     let mut dw = vec![0.0f32; w.len()];
     let mut dyg = vec![0.0f32; mg * cols];
