@@ -205,7 +205,7 @@ fn info(model: &str, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{}  input {:?}  preprocess {:?}",
+        "{}  input {:?}  preprocess {}",
         i.name,
         i.input_shape,
         s.preprocess()

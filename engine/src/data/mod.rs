@@ -78,6 +78,22 @@ impl Preprocess {
     }
 }
 
+impl std::fmt::Display for Preprocess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scale = if (self.scale * 255.0 - 1.0).abs() < 1e-6 {
+            "x/255".to_string()
+        } else if self.scale == 1.0 {
+            "x".to_string()
+        } else {
+            format!("x·{}", self.scale)
+        };
+        match (self.mean, self.std) {
+            (m, s) if m == 0.0 && s == 1.0 => write!(f, "{scale}"),
+            (m, s) => write!(f, "({scale} − {m}) / {s}"),
+        }
+    }
+}
+
 /// A set of labelled 8-bit grey images.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
@@ -408,6 +424,25 @@ mod tests {
         let mut y = crate::tensor::zeros(&[1, 1, 3, 3]);
         random_shift(&mut y, 3, 0.5, &mut Rng::new(1));
         assert!(y.iter().all(|&v| v == 0.0 || v == 0.5));
+    }
+
+    #[test]
+    fn preprocess_reads_as_a_formula() {
+        assert_eq!(Preprocess::default().to_string(), "x/255");
+        assert_eq!(Preprocess::RAW.to_string(), "x");
+        assert_eq!(
+            Preprocess::MNIST_NORM.to_string(),
+            "(x/255 − 0.1307) / 0.3081"
+        );
+        let meta = [(
+            "lithe.preprocess".to_string(),
+            Preprocess::MNIST_NORM.to_metadata(),
+        )]
+        .into();
+        assert_eq!(
+            Preprocess::from_metadata(&meta),
+            Some(Preprocess::MNIST_NORM)
+        );
     }
 
     #[test]
