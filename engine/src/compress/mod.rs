@@ -19,6 +19,8 @@
 //! assert!(out.reports[1].bytes_after < out.reports[0].bytes_before);
 //! ```
 
+pub mod huffman;
+pub mod kmeans;
 pub mod prune;
 pub mod quantize;
 pub mod sparse;
@@ -27,6 +29,7 @@ use crate::data::Dataset;
 use crate::graph::{Graph, Op};
 use crate::train::{Masks, Progress, TrainConfig, TrainSummary};
 use crate::{Error, Result};
+use kmeans::{ShareParams, SharedTensor};
 use quantize::{QuantParams, QuantizedTensor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -80,6 +83,9 @@ pub enum PassSpec {
     Quantize(QuantParams),
     /// Fine-tuning on the recipe's training data, keeping pruned weights at zero.
     FineTune(TrainConfig),
+    /// Weight sharing: k-means codebook of `2^bits` centroids per target weight (pruned
+    /// elements stay zero and are not clustered).
+    Share(ShareParams),
 }
 
 /// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
@@ -88,6 +94,8 @@ pub struct PassCtx<'a> {
     pub masks: Masks,
     /// Integer codes of quantized weights by name; the graph holds their dequantized values.
     pub quantized: BTreeMap<String, QuantizedTensor>,
+    /// Codebooks and indices of shared weights by name; the graph holds their decoded values.
+    pub shared: BTreeMap<String, SharedTensor>,
     /// Training data for [`PassSpec::FineTune`].
     pub data: Option<&'a Dataset>,
     /// Progress of fine-tuning; `Break` cancels it.
@@ -105,6 +113,7 @@ impl<'a> PassCtx<'a> {
         PassCtx {
             masks: Masks::new(),
             quantized: BTreeMap::new(),
+            shared: BTreeMap::new(),
             data,
             on_progress,
             finetune: Vec::new(),
@@ -159,6 +168,14 @@ pub struct PassReport {
 
 /// Storage of one weight in its current state: (encoding, bits, bytes).
 fn storage(name: &str, g: &Graph, ctx: &PassCtx) -> Result<(String, u8, usize)> {
+    if let Some(s) = ctx.shared.get(name) {
+        let (bytes, _) = s.encode(kmeans::Coding::Huffman)?;
+        return Ok((
+            format!("shared {}-bit huffman", s.bits()),
+            s.bits(),
+            bytes.len(),
+        ));
+    }
     if let Some(q) = ctx.quantized.get(name) {
         let enc = format!(
             "int{} {} {}",
@@ -212,6 +229,7 @@ impl PassSpec {
             PassSpec::Prune(_) => "prune",
             PassSpec::Quantize(_) => "quantize",
             PassSpec::FineTune(_) => "fine_tune",
+            PassSpec::Share(_) => "share",
         }
     }
 
@@ -228,7 +246,7 @@ impl PassSpec {
         let macs_before = effective_macs(g, &tg)?;
         match self {
             PassSpec::Prune(spec) => {
-                if !ctx.quantized.is_empty() {
+                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
                     return Err(Error::Invalid(
                         "prune before quantize: pruning quantized codes is not supported yet"
                             .into(),
@@ -239,6 +257,13 @@ impl PassSpec {
             }
             PassSpec::Quantize(p) => {
                 p.check()?;
+                if !ctx.shared.is_empty() {
+                    return Err(Error::Invalid(
+                        "quantize and share are alternatives: a weight is either linearly \
+                         quantized or shared, not both"
+                            .into(),
+                    ));
+                }
                 for t in &tg {
                     let q = QuantizedTensor::quantize(&g.weights[&t.weight], *p, t.axis)?;
                     g.weights.insert(t.weight.clone(), q.dequantize()?);
@@ -246,7 +271,7 @@ impl PassSpec {
                 }
             }
             PassSpec::FineTune(cfg) => {
-                if !ctx.quantized.is_empty() {
+                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
                     return Err(Error::Invalid(
                         "fine-tune before quantize: training would discard the integer codes"
                             .into(),
@@ -261,6 +286,20 @@ impl PassSpec {
                     return Err(Error::Cancelled);
                 }
                 ctx.finetune.push(s);
+            }
+            PassSpec::Share(p) => {
+                p.check()?;
+                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
+                    return Err(Error::Invalid(
+                        "share runs once, on float weights (not after quantize or share)".into(),
+                    ));
+                }
+                for t in &tg {
+                    let mask = ctx.masks.get(&t.weight).map(|m| m.as_slice());
+                    let s = SharedTensor::share(&g.weights[&t.weight], mask, *p)?;
+                    g.weights.insert(t.weight.clone(), s.decode()?);
+                    ctx.shared.insert(t.weight.clone(), s);
+                }
             }
         }
         let mut layers = Vec::with_capacity(tg.len());
@@ -317,6 +356,8 @@ pub struct Compressed {
     pub masks: Masks,
     /// Integer codes of quantized weights by name.
     pub quantized: BTreeMap<String, QuantizedTensor>,
+    /// Codebooks and indices of shared weights by name.
+    pub shared: BTreeMap<String, SharedTensor>,
     /// One report per pass, in order.
     pub reports: Vec<PassReport>,
     /// Summaries of the fine-tuning passes, in order.
@@ -365,6 +406,7 @@ impl Recipe {
             graph,
             masks: ctx.masks,
             quantized: ctx.quantized,
+            shared: ctx.shared,
             reports,
             finetune: ctx.finetune,
         })

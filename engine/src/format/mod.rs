@@ -1,3 +1,4 @@
-//! Model file formats: ONNX import/export.
+//! Model file formats: ONNX import/export and the `.lithe` container.
 
+pub mod lithe;
 pub mod onnx;
