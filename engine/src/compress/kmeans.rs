@@ -457,3 +457,81 @@ impl SharedTensor {
         Ok(s)
     }
 }
+
+/// Knobs of the `share_fine_tune` pass: plain SGD on the codebooks with the per-cluster summed
+/// gradients ([`SharedTensor::finetune_codebook`]), over shuffled batches of the training data.
+/// Only centroids change: indices, masks and every other weight stay as they are.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShareTune {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Learning rate applied to the summed cluster gradients.
+    pub lr: f32,
+    /// Seed for shuffling (and dropout, if any).
+    pub seed: u64,
+}
+
+impl Default for ShareTune {
+    fn default() -> Self {
+        ShareTune {
+            epochs: 1,
+            batch_size: 64,
+            lr: 1e-4,
+            seed: 1,
+        }
+    }
+}
+
+/// Fine-tunes the centroids of every shared weight of `g` on `data` (Han et al., 2016, §3.1);
+/// the graph's weights are replaced by the decoded shared values after each step. `on_progress`
+/// is called after every step; `Break` returns [`Error::Cancelled`].
+pub fn finetune(
+    g: &mut crate::graph::Graph,
+    shared: &mut std::collections::BTreeMap<String, SharedTensor>,
+    data: &crate::data::Dataset,
+    t: &ShareTune,
+    on_progress: &mut dyn FnMut(&crate::train::Progress) -> std::ops::ControlFlow<()>,
+) -> Result<()> {
+    if data.is_empty() {
+        return Err(Error::Invalid("the training set is empty".into()));
+    }
+    if !t.lr.is_finite() || t.lr < 0.0 {
+        return Err(Error::Invalid(format!("share fine-tune: lr {}", t.lr)));
+    }
+    let pre = crate::data::Preprocess::from_metadata(&g.metadata).unwrap_or_default();
+    let mut rng = crate::rng::Rng::new(t.seed);
+    let steps = data.len().div_ceil(t.batch_size.max(1));
+    for epoch in 0..t.epochs {
+        let batches = data.batches(t.batch_size, Some(t.seed.wrapping_add(epoch as u64)));
+        for (step, idx) in batches.iter().enumerate() {
+            let (x, y) = data.batch(idx, &pre);
+            let (loss, grads, correct) = crate::train::step_gradients(g, &x, &y, &mut rng)?;
+            if !loss.is_finite() {
+                return Err(Error::Diverged { epoch, step, loss });
+            }
+            for (name, s) in shared.iter_mut() {
+                if let Some(gr) = grads.get(name) {
+                    s.finetune_codebook(gr, t.lr)?;
+                    g.weights.insert(name.clone(), s.decode()?);
+                }
+            }
+            let p = crate::train::Progress {
+                epoch,
+                epochs: t.epochs,
+                step: step + 1,
+                steps,
+                loss,
+                accuracy: correct as f32 / idx.len().max(1) as f32,
+                val_accuracy: None,
+                lr: t.lr,
+            };
+            if on_progress(&p).is_break() {
+                return Err(Error::Cancelled);
+            }
+        }
+    }
+    Ok(())
+}

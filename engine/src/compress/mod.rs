@@ -86,6 +86,8 @@ pub enum PassSpec {
     /// Weight sharing: k-means codebook of `2^bits` centroids per target weight (pruned
     /// elements stay zero and are not clustered).
     Share(ShareParams),
+    /// Centroid fine-tuning of the shared weights on the training data (after `share`).
+    ShareFineTune(kmeans::ShareTune),
 }
 
 /// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
@@ -230,6 +232,7 @@ impl PassSpec {
             PassSpec::Quantize(_) => "quantize",
             PassSpec::FineTune(_) => "fine_tune",
             PassSpec::Share(_) => "share",
+            PassSpec::ShareFineTune(_) => "share_fine_tune",
         }
     }
 
@@ -300,6 +303,17 @@ impl PassSpec {
                     g.weights.insert(t.weight.clone(), s.decode()?);
                     ctx.shared.insert(t.weight.clone(), s);
                 }
+            }
+            PassSpec::ShareFineTune(t) => {
+                if ctx.shared.is_empty() {
+                    return Err(Error::Invalid(
+                        "share_fine_tune needs a share pass before it".into(),
+                    ));
+                }
+                let data = ctx.data.ok_or_else(|| {
+                    Error::Invalid("the share_fine_tune pass needs training data".into())
+                })?;
+                kmeans::finetune(g, &mut ctx.shared, data, t, ctx.on_progress)?;
             }
         }
         let mut layers = Vec::with_capacity(tg.len());
