@@ -63,6 +63,40 @@ pub fn percent(fraction: f32) -> String {
     format!("{:.2} %", fraction * 100.0)
 }
 
+/// A change between two fractions in percentage points: `+0.12 pp`, `−0.30 pp`, `±0.00 pp`.
+pub fn points(before: f32, after: f32) -> String {
+    let d = (after - before) * 100.0;
+    let text = format!("{:.2}", d.abs());
+    if text == "0.00" {
+        "±0.00 pp".into()
+    } else if d > 0.0 {
+        format!("+{text} pp")
+    } else {
+        format!("−{text} pp")
+    }
+}
+
+/// SVG `points` of a polyline through `values` in a `width`×`height` box: x evenly spaced,
+/// y scaled so that the smallest value touches the bottom and the largest the top.
+pub fn polyline(values: &[f32], width: f32, height: f32) -> String {
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let lo = finite.clone().fold(f32::INFINITY, f32::min);
+    let hi = finite.fold(f32::NEG_INFINITY, f32::max);
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let last = values.len().saturating_sub(1).max(1) as f32;
+    values
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .map(|(i, v)| {
+            let x = i as f32 / last * width;
+            let y = height - (v - lo) / span * height;
+            format!("{x:.1},{y:.1}")
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -77,5 +111,18 @@ mod tests {
         assert_eq!(super::millis(412.3), "412 ms");
         assert_eq!(super::millis(2310.0), "2.31 s");
         assert_eq!(super::percent(0.98372), "98.37 %");
+        assert_eq!(super::points(0.9827, 0.9839), "+0.12 pp");
+        assert_eq!(super::points(0.9839, 0.9809), "−0.30 pp");
+        assert_eq!(super::points(0.5, 0.5), "±0.00 pp");
+    }
+
+    #[test]
+    fn polylines() {
+        assert_eq!(super::polyline(&[], 100.0, 10.0), "");
+        assert_eq!(
+            super::polyline(&[2.0, 1.0, 0.0], 100.0, 10.0),
+            "0.0,0.0 50.0,5.0 100.0,10.0"
+        );
+        assert_eq!(super::polyline(&[1.0], 100.0, 10.0), "0.0,10.0");
     }
 }

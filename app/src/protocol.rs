@@ -13,11 +13,17 @@
 //!    once, reports [`Response::Progress`] and answers [`Response::Evaluated`].
 //! 4. Drawing sends [`Request::Classify`]; the worker answers [`Response::Classified`].
 //!
-//! The worker handles requests one at a time, in order. Every failure becomes a
+//! 5. [`Request::FineTune`] trains the loaded model on [`TRAIN_SET_URL`]; the worker reports
+//!    [`Response::TrainProgress`] and finishes with [`Response::TrainDone`] (which carries a
+//!    fresh test-set evaluation). [`Request::Cancel`] stops it early.
+//!
+//! The worker handles requests one at a time, in order (except [`Request::Cancel`], which acts
+//! on arrival). Every failure becomes a
 //! [`Response::Error`]; a panic is reported as one with code [`PANIC`] before the instance
 //! dies, and the page then restarts the worker.
 
 use lithe::metrics::{EvalReport, ModelInfo};
+use lithe::train::TrainSummary;
 use serde::{Deserialize, Serialize};
 
 /// The zoo model loaded at start.
@@ -26,12 +32,27 @@ pub const DEFAULT_MODEL: &str = "lenet-300-100";
 pub const MODELS_DIR: &str = "models";
 /// The MNIST test set (10,000 images), gzip-compressed Lithe dataset format.
 pub const TEST_SET_URL: &str = "data/mnist-test.lmn.gz";
+/// 6,000 MNIST training images for fine-tuning, gzip-compressed Lithe dataset format.
+pub const TRAIN_SET_URL: &str = "data/mnist-train-6k.lmn.gz";
+/// Most epochs a [`Request::FineTune`] may ask for.
+pub const MAX_EPOCHS: u32 = 5;
 /// Side of the images the models take.
 pub const SIDE: usize = 28;
 /// Pixels in one image (`SIDE * SIDE`).
 pub const PIXELS: usize = SIDE * SIDE;
 /// Error code of a panic inside the worker: the worker is dead and must be restarted.
 pub const PANIC: &str = "panic";
+
+/// Checks the settings of a [`Request::FineTune`]; `Err` says what is wrong, readably.
+pub fn check_fine_tune(epochs: u32, lr: f32) -> Result<(), String> {
+    if !(1..=MAX_EPOCHS).contains(&epochs) {
+        return Err(format!("choose 1 to {MAX_EPOCHS} epochs (not {epochs})"));
+    }
+    if !(lr.is_finite() && lr > 0.0 && lr <= 1.0) {
+        return Err("choose a learning rate above 0 and at most 1, e.g. 0.0001".into());
+    }
+    Ok(())
+}
 
 /// What the page asks the worker to do.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -55,6 +76,16 @@ pub enum Request {
         /// [`PIXELS`] grey values, row-major, 0 = background, 255 = ink.
         pixels: Vec<u8>,
     },
+    /// Fine-tune the loaded model on the 6,000 training images, then evaluate it again.
+    FineTune {
+        /// Passes over the training images, 1 to [`MAX_EPOCHS`].
+        epochs: u32,
+        /// Adam's base learning rate (cosine decay over the run); positive and finite.
+        lr: f32,
+    },
+    /// Stop a running (or queued) fine-tuning after its current slice of steps; the weights
+    /// trained so far are kept.
+    Cancel,
 }
 
 /// Where a long job is.
@@ -68,6 +99,10 @@ pub enum Stage {
     FetchData,
     /// Running the model on the test set.
     Evaluate,
+    /// Downloading and decoding the training images.
+    FetchTrain,
+    /// Fine-tuning (units are optimisation steps over all epochs).
+    Train,
 }
 
 impl Stage {
@@ -78,6 +113,8 @@ impl Stage {
             Stage::Import => "Importing the model",
             Stage::FetchData => "Downloading the test set",
             Stage::Evaluate => "Evaluating",
+            Stage::FetchTrain => "Downloading the training images",
+            Stage::Train => "Fine-tuning",
         }
     }
 }
@@ -110,6 +147,33 @@ pub enum Response {
         /// Wall time of the evaluation in milliseconds (excluding the download).
         millis: f64,
     },
+    /// Fine-tuning advanced.
+    TrainProgress {
+        /// Current epoch, 0-based.
+        epoch: u32,
+        /// Epochs in all.
+        epochs: u32,
+        /// Steps finished in this epoch.
+        step: u32,
+        /// Steps per epoch.
+        steps: u32,
+        /// Mean training loss since the previous report.
+        loss: f32,
+        /// Training accuracy since the previous report.
+        accuracy: f32,
+    },
+    /// Fine-tuning finished (or was cancelled) and the model was evaluated again.
+    TrainDone {
+        /// Epochs and steps done, last epoch's loss and accuracy, whether it was cancelled.
+        /// (Boxed, like `report`, to keep every `Response` small.)
+        summary: Box<TrainSummary>,
+        /// The fine-tuned model on the test set.
+        report: Box<EvalReport>,
+        /// Wall time of the training alone, in milliseconds.
+        train_millis: f64,
+        /// Wall time of the evaluation, in milliseconds.
+        eval_millis: f64,
+    },
     /// Probabilities for the digit of the last [`Request::Classify`].
     Classified {
         /// One probability per class, summing to 1.
@@ -138,5 +202,21 @@ impl Response {
 impl From<lithe::Error> for Response {
     fn from(e: lithe::Error) -> Self {
         Response::error(e.code(), e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fine_tune_settings() {
+        assert!(check_fine_tune(1, 1e-4).is_ok());
+        assert!(check_fine_tune(MAX_EPOCHS, 1.0).is_ok());
+        assert!(check_fine_tune(0, 1e-4).is_err());
+        assert!(check_fine_tune(MAX_EPOCHS + 1, 1e-4).is_err());
+        assert!(check_fine_tune(1, 0.0).is_err());
+        assert!(check_fine_tune(1, f32::NAN).is_err());
+        assert!(check_fine_tune(1, 2.0).is_err());
     }
 }

@@ -84,6 +84,8 @@ impl Notice {
             "shape" | "input" => "This model does not fit 28×28 MNIST digits",
             "graph" | "attribute" => "This model's graph is not valid",
             "fetch" => "A download failed",
+            "settings" => "These fine-tuning settings cannot be used",
+            "diverged" => "Training diverged (the loss is no longer a number)",
             "no_model" => "No model is loaded",
             "panic" => "The engine crashed",
             "worker" => "The engine's worker stopped",
@@ -97,4 +99,67 @@ impl Notice {
             message: message.into(),
         }
     }
+}
+
+/// The fine-tuning job, as the page sees it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Training {
+    /// A job was sent and has not finished.
+    pub running: bool,
+    /// The user asked to cancel the running job.
+    pub cancelling: bool,
+    /// Epochs asked for.
+    pub epochs: u32,
+    /// The latest progress report, if any.
+    pub last: Option<TrainStep>,
+    /// Training loss of every progress report, oldest first (for the curve).
+    pub losses: Vec<f32>,
+    /// The last finished job.
+    pub result: Option<TrainResult>,
+}
+
+/// One progress report of a fine-tuning job.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainStep {
+    /// Current epoch, 0-based.
+    pub epoch: u32,
+    /// Epochs in all.
+    pub epochs: u32,
+    /// Steps finished in this epoch.
+    pub step: u32,
+    /// Steps per epoch.
+    pub steps: u32,
+    /// Mean training loss since the previous report.
+    pub loss: f32,
+    /// Training accuracy since the previous report.
+    pub accuracy: f32,
+}
+
+impl TrainStep {
+    /// Steps finished over all epochs, and steps in all.
+    pub fn overall(&self) -> (u32, u32) {
+        (
+            self.epoch * self.steps + self.step,
+            self.epochs * self.steps,
+        )
+    }
+}
+
+/// What a finished fine-tuning job achieved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainResult {
+    /// Epochs fully completed.
+    pub epochs_done: u32,
+    /// Optimisation steps taken.
+    pub steps: u32,
+    /// Whether the user cancelled it.
+    pub cancelled: bool,
+    /// Wall time of the training, in milliseconds.
+    pub millis: f64,
+    /// Milliseconds per epoch (from the time per step), if any step ran.
+    pub millis_per_epoch: Option<f64>,
+    /// Test accuracy before the job, if it was known.
+    pub before: Option<f32>,
+    /// Test accuracy after it.
+    pub after: f32,
 }

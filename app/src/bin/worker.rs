@@ -10,9 +10,14 @@ use js_sys::Uint8Array;
 use lithe::Session;
 use lithe::data::Dataset;
 use lithe::metrics::EvalReport;
-use lithe_app::protocol::{MODELS_DIR, PANIC, PIXELS, Request, Response, Stage, TEST_SET_URL};
+use lithe::train::{Progress, Schedule, TrainConfig, TrainSummary};
+use lithe_app::protocol::{
+    MODELS_DIR, PANIC, PIXELS, Request, Response, Stage, TEST_SET_URL, TRAIN_SET_URL,
+    check_fine_tune,
+};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::ops::ControlFlow;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -20,18 +25,25 @@ use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 /// Images per evaluation step; progress is reported after each.
 const EVAL_CHUNK: usize = 1000;
+/// Images per fine-tuning batch.
+const BATCH: usize = 64;
+/// Fine-tuning steps per slice: progress is reported and a `Cancel` can arrive after each.
+const SLICE_STEPS: usize = 10;
 
 /// What the worker holds between requests.
 #[derive(Default)]
 struct State {
     session: Option<Session>,
     test_set: Option<Rc<Dataset>>,
+    train_set: Option<Rc<Dataset>>,
 }
 
 thread_local! {
     static STATE: RefCell<State> = RefCell::default();
     static QUEUE: RefCell<VecDeque<Request>> = const { RefCell::new(VecDeque::new()) };
     static BUSY: Cell<bool> = const { Cell::new(false) };
+    /// Set by [`Request::Cancel`] on arrival, cleared when a `FineTune` is queued.
+    static CANCEL: Cell<bool> = const { Cell::new(false) };
 }
 
 fn main() {
@@ -75,6 +87,15 @@ fn post(resp: &Response) {
 }
 
 fn enqueue(req: Request) {
+    match req {
+        // Acts at once: the running fine-tuning checks the flag between slices.
+        Request::Cancel => {
+            CANCEL.set(true);
+            return;
+        }
+        Request::FineTune { .. } => CANCEL.set(false),
+        _ => {}
+    }
     QUEUE.with_borrow_mut(|q| q.push_back(req));
     if !BUSY.replace(true) {
         wasm_bindgen_futures::spawn_local(drain());
@@ -101,7 +122,13 @@ async fn handle(req: Request) -> Result<(), Response> {
             load(&bytes)
         }
         Request::LoadOnnx { bytes } => load(&bytes.to_vec()),
-        Request::Evaluate => evaluate().await,
+        Request::Evaluate => {
+            let (report, millis) = evaluate().await?;
+            post(&Response::Evaluated { report, millis });
+            Ok(())
+        }
+        Request::FineTune { epochs, lr } => fine_tune(epochs, lr).await,
+        Request::Cancel => Ok(()),
         Request::Classify { pixels } => {
             if pixels.len() != PIXELS {
                 return Err(Response::error(
@@ -158,7 +185,8 @@ async fn test_set() -> Result<Rc<Dataset>, Response> {
 }
 
 /// Evaluates in chunks so that progress reaches the page; the chunk reports are merged.
-async fn evaluate() -> Result<(), Response> {
+/// Returns the report and the wall time in milliseconds.
+async fn evaluate() -> Result<(EvalReport, f64), Response> {
     if STATE.with_borrow(|s| s.session.is_none()) {
         return Err(no_model());
     }
@@ -177,12 +205,170 @@ async fn evaluate() -> Result<(), Response> {
         total.add(&report);
         progress(Stage::Evaluate, start + idx.len(), n);
     }
-    let millis = now() - t0;
-    post(&Response::Evaluated {
-        report: total.finish(),
-        millis,
+    Ok((total.finish(), now() - t0))
+}
+
+/// The training images, downloaded and decoded on first use.
+async fn train_set() -> Result<Rc<Dataset>, Response> {
+    if let Some(d) = STATE.with_borrow(|s| s.train_set.clone()) {
+        return Ok(d);
+    }
+    progress(Stage::FetchTrain, 0, 1);
+    let bytes = fetch_bytes(TRAIN_SET_URL).await?;
+    let data = Rc::new(Dataset::decode(&bytes)?);
+    STATE.with_borrow_mut(|s| s.train_set = Some(data.clone()));
+    Ok(data)
+}
+
+/// Fine-tunes the loaded model, then evaluates it on the test set.
+///
+/// The worker has one thread, so training runs in slices of [`SLICE_STEPS`] batches: each
+/// slice is one `Session::train` call on those images, and between slices the worker yields
+/// to its event loop, which is when a `Cancel` can arrive. Each epoch shuffles the images;
+/// the learning rate follows a cosine decay over the whole run, computed here per slice
+/// (each slice trains at a constant rate; Adam's moments start afresh in each slice).
+async fn fine_tune(epochs: u32, lr: f32) -> Result<(), Response> {
+    check_fine_tune(epochs, lr).map_err(|m| Response::error("settings", m))?;
+    if STATE.with_borrow(|s| s.session.is_none()) {
+        return Err(no_model());
+    }
+    let data = train_set().await?;
+    let n = data.len();
+    let epochs = epochs as usize;
+    let steps = n.div_ceil(BATCH);
+    let total_steps = steps * epochs;
+    progress(Stage::Train, 0, total_steps);
+    let t0 = now();
+    let mut run = Run::default();
+    'epochs: for epoch in 0..epochs {
+        let order = shuffled(n, epoch as u64 + 1);
+        let mut epoch_run = Run::default();
+        for (slice, idx) in order.chunks(SLICE_STEPS * BATCH).enumerate() {
+            yield_now().await;
+            if CANCEL.get() {
+                run.cancelled = true;
+                run.steps += epoch_run.steps;
+                if run.last.is_none() && epoch_run.images > 0 {
+                    // Nothing complete yet: report the partial epoch.
+                    run.last = Some(epoch_run.finish());
+                }
+                break 'epochs;
+            }
+            let first = slice * SLICE_STEPS;
+            let done_before = epoch * steps + first;
+            let cfg = TrainConfig {
+                epochs: 1,
+                lr: lr * cosine(done_before, total_steps),
+                batch_size: BATCH,
+                log_every: SLICE_STEPS,
+                schedule: Schedule::Constant,
+                seed: (epoch * steps + first + 1) as u64,
+                ..Default::default()
+            };
+            let part = data.subset(idx);
+            let mut report = |p: &Progress| {
+                let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+                post(&Response::TrainProgress {
+                    epoch: clamp(epoch),
+                    epochs: clamp(epochs),
+                    step: clamp(first + p.step),
+                    steps: clamp(steps),
+                    loss: p.loss,
+                    accuracy: p.accuracy,
+                });
+                progress(Stage::Train, done_before + p.step, total_steps);
+                ControlFlow::Continue(())
+            };
+            let s = STATE.with_borrow_mut(|st| match &mut st.session {
+                Some(session) => session
+                    .train(&part, None, &cfg, &mut report)
+                    .map_err(Response::from),
+                None => Err(no_model()),
+            })?;
+            epoch_run.add(&s, part.len());
+        }
+        run.steps += epoch_run.steps;
+        run.last = Some(epoch_run.finish());
+        run.epochs_done = epoch + 1;
+    }
+    let train_millis = now() - t0;
+    let summary = run.summary();
+    let (report, eval_millis) = evaluate().await?;
+    post(&Response::TrainDone {
+        summary: Box::new(summary),
+        report: Box::new(report),
+        train_millis,
+        eval_millis,
     });
     Ok(())
+}
+
+/// The cosine factor (1 → 0.02) at step `done` of `total`.
+fn cosine(done: usize, total: usize) -> f32 {
+    let t = done as f32 / total.max(1) as f32;
+    0.02 + 0.98 * 0.5 * (1.0 + (std::f32::consts::PI * t).cos())
+}
+
+/// `0..n` in a seeded pseudo-random order (Fisher–Yates with a 64-bit LCG).
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    for i in (1..n).rev() {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let j = ((x >> 33) as usize) % (i + 1);
+        v.swap(i, j);
+    }
+    v
+}
+
+/// Sums slice summaries into one [`TrainSummary`].
+#[derive(Default)]
+struct Run {
+    steps: usize,
+    epochs_done: usize,
+    cancelled: bool,
+    /// Images, loss sum and correct predictions of the slices added so far.
+    images: usize,
+    loss_sum: f64,
+    correct: f64,
+    /// Loss and accuracy of the last complete epoch.
+    last: Option<(f32, f32)>,
+}
+
+impl Run {
+    fn add(&mut self, s: &TrainSummary, images: usize) {
+        self.steps += s.steps;
+        self.images += images;
+        self.loss_sum += s.final_loss as f64 * images as f64;
+        self.correct += s.train_accuracy as f64 * images as f64;
+    }
+
+    fn finish(&self) -> (f32, f32) {
+        let n = self.images.max(1) as f64;
+        ((self.loss_sum / n) as f32, (self.correct / n) as f32)
+    }
+
+    fn summary(&self) -> TrainSummary {
+        let (final_loss, train_accuracy) = self.last.unwrap_or_default();
+        TrainSummary {
+            epochs_done: self.epochs_done,
+            steps: self.steps,
+            final_loss,
+            train_accuracy,
+            val_accuracy: vec![],
+            cancelled: self.cancelled,
+        }
+    }
+}
+
+/// Lets the event loop run (a zero-delay `setTimeout`), so that messages can arrive.
+async fn yield_now() {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        let _ = scope().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+    });
+    let _ = JsFuture::from(promise).await;
 }
 
 /// Sums chunk reports: counts and confusion add up, loss is weighted by count.

@@ -3,13 +3,14 @@
 use crate::bridge::{LinkEvent, WorkerLink, js_text};
 use crate::components::draw_pad::DrawPad;
 use crate::components::error_banner::ErrorBanner;
+use crate::components::fine_tune_panel::FineTunePanel;
 use crate::components::header::Header;
 use crate::components::metrics_panel::MetricsPanel;
 use crate::components::model_panel::ModelPanel;
 use crate::components::prediction::Prediction;
-use crate::state::{Evaluation, LoadedModel, Notice, Phase};
+use crate::state::{Evaluation, LoadedModel, Notice, Phase, TrainResult, TrainStep, Training};
 use leptos::prelude::*;
-use lithe_app::protocol::{DEFAULT_MODEL, PANIC, Request, Response, Stage};
+use lithe_app::protocol::{DEFAULT_MODEL, PANIC, Request, Response, Stage, check_fine_tune};
 use wasm_bindgen_futures::JsFuture;
 
 /// Restarts allowed in a row (without a successful evaluation in between) before giving up.
@@ -40,6 +41,9 @@ pub fn App() -> impl IntoView {
     let eval = RwSignal::new(None::<Evaluation>);
     let probs = RwSignal::new(None::<Vec<f32>>);
     let notice = RwSignal::new(None::<Notice>);
+    let training = RwSignal::new(Training::default());
+    // Test accuracy before the last finished fine-tuning of the current model.
+    let before = RwSignal::new(None::<f32>);
     let ctl = StoredValue::new(Control::default());
     let link = StoredValue::new_local(None::<WorkerLink>);
 
@@ -95,6 +99,8 @@ pub fn App() -> impl IntoView {
                 source,
             }));
             eval.set(None);
+            before.set(None);
+            training.set(Training::default());
             // The drawing's answer is quick; the evaluation follows it.
             ctl.update_value(|c| c.classifying = false);
             classify();
@@ -104,6 +110,58 @@ pub fn App() -> impl IntoView {
             ctl.update_value(|c| c.restarts = 0);
             eval.set(Some(Evaluation { report, millis }));
             phase.set(Phase::Idle);
+        }
+        Response::TrainProgress {
+            epoch,
+            epochs,
+            step,
+            steps,
+            loss,
+            accuracy,
+        } => training.update(|t| {
+            t.last = Some(TrainStep {
+                epoch,
+                epochs,
+                step,
+                steps,
+                loss,
+                accuracy,
+            });
+            t.losses.push(loss);
+        }),
+        Response::TrainDone {
+            summary,
+            report,
+            train_millis,
+            eval_millis,
+        } => {
+            let prior = eval.with_untracked(|e| e.as_ref().map(|e| e.report.accuracy));
+            let steps_per_epoch = training.with_untracked(|t| t.last.map_or(0, |p| p.steps));
+            let millis_per_epoch = (summary.steps > 0 && steps_per_epoch > 0)
+                .then(|| train_millis / summary.steps as f64 * f64::from(steps_per_epoch));
+            let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            training.update(|t| {
+                t.running = false;
+                t.cancelling = false;
+                t.result = Some(TrainResult {
+                    epochs_done: clamp(summary.epochs_done),
+                    steps: clamp(summary.steps),
+                    cancelled: summary.cancelled,
+                    millis: train_millis,
+                    millis_per_epoch,
+                    before: prior,
+                    after: report.accuracy,
+                });
+            });
+            before.set(prior);
+            ctl.update_value(|c| c.restarts = 0);
+            eval.set(Some(Evaluation {
+                report: *report,
+                millis: eval_millis,
+            }));
+            phase.set(Phase::Idle);
+            // The weights changed: classify the drawing again.
+            classify();
         }
         Response::Classified { probs: p } => {
             let (has_digit, dirty) = ctl
@@ -119,6 +177,10 @@ pub fn App() -> impl IntoView {
         }
         Response::Error { code, message } => {
             ctl.update_value(|c| c.classifying = false);
+            training.update(|t| {
+                t.running = false;
+                t.cancelling = false;
+            });
             if code == PANIC {
                 // The instance is unusable after a panic; its error event may not follow.
                 restart(link, ctl, phase, notice, Notice::new(PANIC, message));
@@ -130,7 +192,13 @@ pub fn App() -> impl IntoView {
     };
     let on_event = move |ev: LinkEvent| match ev {
         LinkEvent::Response(r) => on_response(r),
-        LinkEvent::Died(why) => restart(link, ctl, phase, notice, Notice::new("worker", why)),
+        LinkEvent::Died(why) => {
+            training.update(|t| {
+                t.running = false;
+                t.cancelling = false;
+            });
+            restart(link, ctl, phase, notice, Notice::new("worker", why));
+        }
     };
     link.set_value(Some(WorkerLink::start(on_event)));
 
@@ -159,6 +227,30 @@ pub fn App() -> impl IntoView {
         });
     });
     let on_default = Callback::new(move |()| load_default());
+    let on_train = Callback::new(move |(epochs, lr): (u32, f32)| {
+        if let Err(m) = check_fine_tune(epochs, lr) {
+            notice.set(Some(Notice::new("settings", m)));
+            return;
+        }
+        training.update(|t| {
+            t.running = true;
+            t.cancelling = false;
+            t.epochs = epochs;
+            t.last = None;
+            t.losses.clear();
+            t.result = None;
+        });
+        phase.set(Phase::Busy {
+            stage: Stage::Train,
+            done: 0,
+            total: 1,
+        });
+        send(Request::FineTune { epochs, lr });
+    });
+    let on_cancel = Callback::new(move |()| {
+        training.update(|t| t.cancelling = true);
+        send(Request::Cancel);
+    });
     let on_digit = Callback::new(move |d: Option<Vec<u8>>| {
         let drawing = d.is_some();
         ctl.update_value(|c| c.digit = d);
@@ -174,7 +266,8 @@ pub fn App() -> impl IntoView {
         <main class="layout">
             <ErrorBanner notice=notice />
             <ModelPanel model=model on_file=on_file on_default=on_default />
-            <MetricsPanel eval=eval phase=phase />
+            <MetricsPanel eval=eval phase=phase before=before />
+            <FineTunePanel training=training phase=phase on_start=on_train on_cancel=on_cancel />
             <section class="card try" aria-labelledby="try-title">
                 <h2 id="try-title">"Try it"</h2>
                 <DrawPad on_digit=on_digit />
@@ -182,7 +275,7 @@ pub fn App() -> impl IntoView {
             </section>
         </main>
         <footer class="foot">
-            <p>"Everything runs on this device: the model is evaluated in a Web Worker, nothing is uploaded."</p>
+            <p>"Everything runs on this device: the model is evaluated and fine-tuned in a Web Worker, nothing is uploaded."</p>
         </footer>
     }
 }

@@ -17,7 +17,19 @@ pub fn MetricsPanel(
     /// What the worker is doing; drives the progress bar.
     #[prop(into)]
     phase: Signal<Phase>,
+    /// The test accuracy before the last fine-tuning of this model, to show the change.
+    #[prop(into)]
+    before: Signal<Option<f32>>,
 ) -> impl IntoView {
+    let change = move || {
+        let after = eval.with(|e| e.as_ref().map(|e| e.report.accuracy))?;
+        let b = before.get()?;
+        Some(format!(
+            "{} vs {} before fine-tuning",
+            format::points(b, after),
+            format::percent(b)
+        ))
+    };
     let accuracy = move || {
         eval.with(|e| {
             e.as_ref()
@@ -36,6 +48,7 @@ pub fn MetricsPanel(
         <section class="card metrics" aria-labelledby="metrics-title">
             <h2 id="metrics-title">"Test accuracy"</h2>
             <p class="big" aria-live="polite"><span id="accuracy">{accuracy}</span></p>
+            {move || change().map(|c| view! { <p id="accuracy-change" class="change">{c}</p> })}
             {move || progress().map(|(done, total)| view! {
                 <div class="progress">
                     <progress max=total value=done aria-label="Evaluation progress"></progress>

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod draw_pad;
 pub mod error_banner;
+pub mod fine_tune_panel;
 pub mod header;
 pub mod layer_table;
 pub mod metrics_panel;
