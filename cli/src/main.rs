@@ -83,6 +83,27 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Compress a model with a recipe (JSON; see recipes/) and write .onnx (dense fallback) or
+    /// .lithe (entropy-coded, for recipes with a `share` pass).
+    Compress {
+        /// An .onnx file or a zoo name.
+        model: String,
+        /// Recipe file, e.g. recipes/deep-compression.json.
+        #[arg(long)]
+        recipe: PathBuf,
+        /// Output file: .lithe or .onnx.
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Also write the pass reports as JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Fine-tuning data (.lmn/.lmn.gz); default: the full training set, else the 6k subset.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Machine-readable summary on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a model on a raw tensor: .npy in, .npy out (or raw little-endian f32 with --shape).
     Run {
         /// An .onnx file or a zoo name.
@@ -130,6 +151,14 @@ fn real_main() -> Result<()> {
             output,
             shape,
         } => run(&model, &input, &output, shape),
+        Cmd::Compress {
+            model,
+            recipe,
+            out,
+            report,
+            data,
+            json,
+        } => compress(&model, &recipe, &out, report, data, json),
     }
 }
 
@@ -429,6 +458,152 @@ fn eval(model: &str, data: Option<PathBuf>, pre: Pre, json: bool) -> Result<()> 
         row.iter().for_each(|c| print!("{c:>6}"));
         println!();
     }
+    Ok(())
+}
+
+fn train_set(data: Option<PathBuf>) -> Result<Dataset> {
+    let candidates = match data {
+        Some(p) => vec![p],
+        None => vec![
+            data_dir().join("train.lmn.gz"),
+            root().join("www/data/mnist-train-6k.lmn.gz"),
+        ],
+    };
+    for p in &candidates {
+        if p.exists() {
+            return Dataset::load(p).with_context(|| format!("reading {}", p.display()));
+        }
+    }
+    bail!(
+        "no training set found at {:?}; run `cargo xtask data`",
+        candidates
+    )
+}
+
+fn compress(
+    model: &str,
+    recipe: &Path,
+    out: &Path,
+    report: Option<PathBuf>,
+    data: Option<PathBuf>,
+    json: bool,
+) -> Result<()> {
+    let s = load_model(model)?;
+    let recipe_text =
+        std::fs::read_to_string(recipe).with_context(|| format!("reading {}", recipe.display()))?;
+    let recipe = lithe::compress::Recipe::from_json(&recipe_text)
+        .with_context(|| format!("parsing {}", recipe.display()))?;
+    let needs_data = recipe_text.contains("fine_tune");
+    let train = if needs_data {
+        Some(train_set(data)?)
+    } else {
+        None
+    };
+    let test = test_set(None)?;
+    let dense = s.export_onnx()?.len();
+    let pb = (!json).then(|| bar(0, "compress"));
+    let t0 = Instant::now();
+    let c = recipe.apply(s.graph(), train.as_ref(), Some(&test), &mut |p| {
+        if let Some(pb) = &pb {
+            pb.set_length((p.steps * p.epochs) as u64);
+            pb.set_position((p.epoch * p.steps + p.step) as u64);
+            pb.set_message(format!(
+                "fine-tune epoch {}/{} loss {:.4}",
+                p.epoch + 1,
+                p.epochs,
+                p.loss
+            ));
+        }
+        ControlFlow::Continue(())
+    })?;
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+    let is_lithe = out.extension().is_some_and(|e| e == "lithe");
+    let (bytes, sections) = if is_lithe {
+        if c.shared.is_empty() {
+            bail!(
+                "a .lithe file stores shared (k-means) layers: add a `share` pass to the recipe, or write .onnx"
+            );
+        }
+        let (b, sec) =
+            lithe::format::lithe::encode_compressed(&c, lithe::compress::kmeans::Coding::Huffman)?;
+        (b, Some(sec))
+    } else {
+        (lithe::format::onnx::export(&c.graph)?, None)
+    };
+    std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    let summary = serde_json::json!({
+        "model": model,
+        "out": out.display().to_string(),
+        "dense_onnx_bytes": dense,
+        "out_bytes": bytes.len(),
+        "ratio": dense as f64 / bytes.len().max(1) as f64,
+        "sections": sections,
+        "passes": c.reports,
+        "seconds": t0.elapsed().as_secs_f32(),
+    });
+    if let Some(r) = report {
+        std::fs::write(&r, serde_json::to_string_pretty(&summary)? + "\n")
+            .with_context(|| format!("writing {}", r.display()))?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    let pct = |a: Option<f32>| {
+        a.map(|a| format!("{:.2}%", a * 100.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    println!(
+        "{:<16} {:>12} {:>12} {:>9} {:>9} {:>9}",
+        "pass", "bytes before", "bytes after", "sparsity", "acc before", "acc after"
+    );
+    for r in &c.reports {
+        println!(
+            "{:<16} {:>12} {:>12} {:>8.1}% {:>9} {:>9}",
+            r.pass,
+            r.bytes_before,
+            r.bytes_after,
+            r.sparsity * 100.0,
+            pct(r.accuracy_before),
+            pct(r.accuracy_after)
+        );
+    }
+    if let Some(last) = c.reports.last() {
+        println!(
+            "\n{:<16} {:>10} {:>10} {:>5} {:>12} {:>12}  encoding",
+            "layer", "params", "nonzero", "bits", "bytes before", "bytes after"
+        );
+        for l in &last.layers {
+            println!(
+                "{:<16} {:>10} {:>10} {:>5} {:>12} {:>12}  {}",
+                l.name, l.params, l.nonzero, l.bits, l.bytes_before, l.bytes_after, l.encoding
+            );
+        }
+    }
+    if let Some(sec) = sections {
+        println!(
+            "\n.lithe sections: headers {} + graph {} + codebooks {} + tables {} + indices {} + gaps {}",
+            sec.headers, sec.graph, sec.codebooks, sec.tables, sec.indices, sec.gaps
+        );
+    }
+    if !is_lithe && (!c.quantized.is_empty() || !c.shared.is_empty()) {
+        println!(
+            "note: .onnx holds the compressed weights decoded to dense f32 (the dense fallback); \
+             the encoded size is the last pass's `bytes after` ({} bytes)",
+            c.reports.last().map_or(0, |r| r.bytes_after)
+        );
+    }
+    println!(
+        "{} → {}: {} bytes, {:.1}× smaller than the dense f32 ONNX ({} bytes), {:.1}s",
+        model,
+        out.display(),
+        bytes.len(),
+        dense as f64 / bytes.len().max(1) as f64,
+        dense,
+        t0.elapsed().as_secs_f32()
+    );
     Ok(())
 }
 

@@ -134,3 +134,47 @@ fn bad_files_and_names_give_clear_errors() {
     let (ok, _, err) = lithe(&["train", "--arch", "resnet"]);
     assert!(!ok && err.contains("unknown architecture"), "{err}");
 }
+
+#[test]
+fn compress_with_a_recipe_writes_a_model_and_a_report() {
+    let recipes = concat!(env!("CARGO_MANIFEST_DIR"), "/../recipes");
+    let out = tmp("int8.onnx");
+    let report = tmp("int8.json");
+    let (ok, stdout, err) = lithe(&[
+        "compress",
+        "lenet-300-100",
+        "--recipe",
+        &format!("{recipes}/int8.json"),
+        "-o",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("int8 sym per-channel"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let pass = &r["passes"][0];
+    assert_eq!(pass["pass"], "quantize");
+    // 8-bit codes: about a quarter of the f32 bytes, accuracy within 0.3 pp.
+    let (before, after) = (
+        pass["bytes_before"].as_f64().unwrap(),
+        pass["bytes_after"].as_f64().unwrap(),
+    );
+    assert!(after < before * 0.26, "{before} → {after}");
+    let drop = pass["accuracy_before"].as_f64().unwrap() - pass["accuracy_after"].as_f64().unwrap();
+    assert!(drop <= 0.003, "accuracy drop {drop}");
+    // The dense fallback still loads and runs.
+    let (ok, _, err) = lithe(&["info", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    // A .lithe output needs a `share` pass: a clear error, not a panic.
+    let (ok, _, err) = lithe(&[
+        "compress",
+        "lenet-300-100",
+        "--recipe",
+        &format!("{recipes}/int8.json"),
+        "-o",
+        tmp("x.lithe").to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("share"), "{err}");
+}
