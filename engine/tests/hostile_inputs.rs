@@ -1,0 +1,475 @@
+//! Hostile inputs: malformed ONNX models, `.lithe` containers and datasets must fail with the
+//! right, clear error — never a panic, never a huge allocation.
+//!
+//! The small malformed ONNX files are built here with the checked-in prost types and also
+//! committed in `tests/corpus/` (listed in its README), where the fuzz targets pick them up as
+//! seeds. `LITHE_REGEN_CORPUS=1 cargo test -p lithe --test hostile_inputs` rewrites them.
+
+use lithe::Error;
+use lithe::compress::kmeans::Coding;
+use lithe::format::onnx::proto::{
+    self, AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+};
+use lithe::rng::Rng;
+use prost::Message;
+use std::path::PathBuf;
+
+const FLOAT: i32 = 1;
+const INT64: i32 = 7;
+const STRING: i32 = 8;
+
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+}
+
+fn zoo(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../www/models")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|&d| tensor_shape_proto::Dimension {
+            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(FLOAT),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn f32_tensor(name: &str, dims: &[i64]) -> TensorProto {
+    let n: i64 = dims.iter().product();
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(FLOAT),
+        float_data: vec![0.5; n.max(0) as usize],
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(format!("{op}_{}", outputs.first().unwrap_or(&""))),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+/// A valid one-layer model: `Y = Relu(Gemm(X[1,4], W[3,4]ᵀ, B[3]))`.
+fn tiny() -> ModelProto {
+    let mut gemm = node("Gemm", &["X", "W", "B"], &["H"]);
+    gemm.attribute.push(AttributeProto {
+        name: Some("transB".into()),
+        r#type: Some(proto::attribute_proto::AttributeType::Int as i32),
+        i: Some(1),
+        ..Default::default()
+    });
+    ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        graph: Some(GraphProto {
+            name: Some("tiny".into()),
+            node: vec![gemm, node("Relu", &["H"], &["Y"])],
+            initializer: vec![f32_tensor("W", &[3, 4]), f32_tensor("B", &[3])],
+            input: vec![value_info("X", &[1, 4])],
+            output: vec![value_info("Y", &[1, 3])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn graph_mut(m: &mut ModelProto) -> &mut GraphProto {
+    m.graph.as_mut().unwrap()
+}
+
+/// The committed malformed ONNX files: (file name, bytes).
+fn onnx_cases() -> Vec<(&'static str, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut add = |name, m: ModelProto| out.push((name, m.encode_to_vec()));
+
+    // Weights stored as int64 where f32 is expected.
+    let mut m = tiny();
+    let w = &mut graph_mut(&mut m).initializer[0];
+    w.data_type = Some(INT64);
+    w.float_data.clear();
+    w.int64_data = vec![1; 12];
+    add("int64_weights.onnx", m);
+
+    // Weights with the string data type.
+    let mut m = tiny();
+    let w = &mut graph_mut(&mut m).initializer[0];
+    w.data_type = Some(STRING);
+    w.float_data.clear();
+    w.string_data = vec![b"x".to_vec(); 12];
+    add("string_weights.onnx", m);
+
+    // A cycle: Relu reads its own output through a second node.
+    let mut m = tiny();
+    let g = graph_mut(&mut m);
+    g.node[0].input[0] = "Z".into();
+    g.node.push(node("Relu", &["Y"], &["Z"]));
+    add("cycle.onnx", m);
+
+    // A node reading an input nothing produces.
+    let mut m = tiny();
+    graph_mut(&mut m).node[1].input[0] = "nowhere".into();
+    add("missing_input.onnx", m);
+
+    // A weight declaring 2^40 elements (no data behind it).
+    let mut m = tiny();
+    let w = &mut graph_mut(&mut m).initializer[0];
+    w.dims = vec![1 << 20, 1 << 20];
+    add("absurd_dims.onnx", m);
+
+    // A declared graph input with 2^40 elements.
+    let mut m = tiny();
+    graph_mut(&mut m).input[0] = value_info("X", &[1 << 20, 1 << 20]);
+    add("absurd_input_dims.onnx", m);
+
+    // A weight with a negative dimension.
+    let mut m = tiny();
+    graph_mut(&mut m).initializer[1].dims = vec![-3];
+    add("negative_dims.onnx", m);
+
+    // An op Lithe does not implement.
+    let mut m = tiny();
+    graph_mut(&mut m).node[1].op_type = Some("NonMaxSuppression".into());
+    add("unsupported_op.onnx", m);
+
+    // Opset outside the supported range.
+    let mut m = tiny();
+    m.opset_import[0].version = Some(99);
+    add("future_opset.onnx", m);
+
+    // No graph at all.
+    let mut m = tiny();
+    m.graph = None;
+    add("no_graph.onnx", m);
+
+    out
+}
+
+/// Small hand-made `.lithe` containers: (file name, bytes).
+fn lithe_cases() -> Vec<(&'static str, Vec<u8>)> {
+    let mut hdr = b"LITHE\x01".to_vec();
+    let mut bad_magic = hdr.clone();
+    bad_magic[0] = b'X';
+    let mut bad_version = hdr.clone();
+    bad_version[5] = 9;
+    // Declares a 4 GiB ONNX part behind a 10-byte file.
+    let mut lying_graph_len = hdr.clone();
+    lying_graph_len.extend_from_slice(&u32::MAX.to_le_bytes());
+    hdr.truncate(4);
+    // A real container (the tiny model, no shared layers), cut short and with a flipped byte.
+    let g = lithe::format::onnx::import(&tiny().encode_to_vec()).expect("tiny model imports");
+    let (full, _) = lithe::format::lithe::encode(&g, &Default::default(), Coding::Huffman)
+        .expect("tiny model encodes");
+    let truncated = full[..full.len() - 3].to_vec();
+    let mut trailing = full.clone();
+    trailing.push(0);
+    let mut corrupt_len = full.clone();
+    corrupt_len[6] ^= 0x40; // graph_len now points past the end
+    vec![
+        ("lithe_truncated.lithe", truncated),
+        ("lithe_trailing_byte.lithe", trailing),
+        ("lithe_corrupt_graph_len.lithe", corrupt_len),
+        ("lithe_bad_magic.lithe", bad_magic),
+        ("lithe_bad_version.lithe", bad_version),
+        ("lithe_lying_graph_len.lithe", lying_graph_len),
+        ("lithe_truncated_magic.lithe", hdr),
+    ]
+}
+
+/// Small datasets whose header lies: (file name, bytes).
+fn dataset_cases() -> Vec<(&'static str, Vec<u8>)> {
+    let header = |n: u32, rows: u16, cols: u16, classes: u8| {
+        let mut v = b"LMN1".to_vec();
+        v.extend_from_slice(&n.to_le_bytes());
+        v.extend_from_slice(&rows.to_le_bytes());
+        v.extend_from_slice(&cols.to_le_bytes());
+        v.push(classes);
+        v
+    };
+    // Says 5 images of 2×2, holds one.
+    let mut lying_count = header(5, 2, 2, 10);
+    lying_count.extend_from_slice(&[0, 1, 2, 3, 7]);
+    // Says 4 billion images.
+    let huge_count = header(u32::MAX, 28, 28, 10);
+    // A label outside the class count.
+    let mut bad_label = header(1, 2, 2, 10);
+    bad_label.extend_from_slice(&[0, 1, 2, 3, 42]);
+    vec![
+        ("dataset_lying_count.lmn", lying_count),
+        ("dataset_huge_count.lmn", huge_count),
+        ("dataset_bad_label.lmn", bad_label),
+        ("dataset_bad_magic.lmn", b"LMN9\0\0\0\0\0\0\0\0\0".to_vec()),
+    ]
+}
+
+/// What a decoder must answer: the error variant and a substring of its message.
+struct Expect {
+    file: &'static str,
+    variant: fn(&Error) -> bool,
+    message: &'static str,
+}
+
+const fn expect(file: &'static str, variant: fn(&Error) -> bool, message: &'static str) -> Expect {
+    Expect {
+        file,
+        variant,
+        message,
+    }
+}
+
+fn is_decode(e: &Error) -> bool {
+    matches!(e, Error::Decode { .. })
+}
+fn is_graph(e: &Error) -> bool {
+    matches!(e, Error::Graph(_))
+}
+fn is_limit(e: &Error) -> bool {
+    matches!(e, Error::Limit { .. })
+}
+fn is_unsupported(e: &Error) -> bool {
+    matches!(e, Error::UnsupportedOps(ops) if ops.iter().any(|o| o.contains("NonMaxSuppression")))
+}
+
+/// Every committed corpus file and its required error (mirrors `tests/corpus/README.md`).
+const EXPECTED: &[Expect] = &[
+    expect("int64_weights.onnx", is_decode, "integer tensor `W`"),
+    expect("string_weights.onnx", is_decode, "element type STRING"),
+    expect("cycle.onnx", is_graph, "cycle"),
+    expect("missing_input.onnx", is_graph, "reads `nowhere`"),
+    expect("absurd_dims.onnx", is_limit, "1099511627776 exceeds"),
+    expect("absurd_input_dims.onnx", is_limit, "1099511627776 exceeds"),
+    expect("negative_dims.onnx", is_decode, "negative dimension"),
+    expect("unsupported_op.onnx", is_unsupported, "NonMaxSuppression"),
+    expect("future_opset.onnx", is_decode, "opset 99 is not supported"),
+    expect("no_graph.onnx", is_decode, "holds no graph"),
+    expect("lithe_truncated.lithe", is_decode, "truncated"),
+    expect("lithe_trailing_byte.lithe", is_decode, "1 trailing bytes"),
+    expect("lithe_corrupt_graph_len.lithe", is_decode, "truncated"),
+    expect("lithe_bad_magic.lithe", is_decode, "bad magic"),
+    expect("lithe_bad_version.lithe", is_decode, "version 9"),
+    expect(
+        "lithe_lying_graph_len.lithe",
+        is_decode,
+        "4294967295 bytes wanted",
+    ),
+    expect("lithe_truncated_magic.lithe", is_decode, "truncated"),
+    expect(
+        "dataset_lying_count.lmn",
+        is_decode,
+        "expected 38 bytes for 5 images",
+    ),
+    expect("dataset_huge_count.lmn", is_limit, "image count"),
+    expect("dataset_bad_label.lmn", is_decode, "label 42"),
+    expect("dataset_bad_magic.lmn", is_decode, "missing LMN1 header"),
+];
+
+/// Runs the decoder a file's extension names; `Ok(())` means it was accepted.
+fn decode_any(file: &str, bytes: &[u8]) -> lithe::Result<()> {
+    if file.ends_with(".onnx") {
+        lithe::format::onnx::import(bytes).map(drop)
+    } else if file.ends_with(".lithe") {
+        lithe::format::lithe::decode(bytes).map(drop)
+    } else if file.ends_with(".lmn") {
+        lithe::data::Dataset::decode(bytes).map(drop)
+    } else {
+        panic!("no decoder for {file}")
+    }
+}
+
+fn check(file: &str, bytes: &[u8]) {
+    let e = EXPECTED
+        .iter()
+        .find(|e| e.file == file)
+        .unwrap_or_else(|| panic!("{file} is not listed in EXPECTED"));
+    match decode_any(file, bytes) {
+        Ok(()) => panic!("{file} was accepted"),
+        Err(err) => {
+            let msg = err.to_string();
+            assert!((e.variant)(&err), "{file}: wrong variant: {err:?}");
+            assert!(
+                msg.contains(e.message),
+                "{file}: `{msg}` lacks `{}`",
+                e.message
+            );
+        }
+    }
+}
+
+fn generated() -> Vec<(&'static str, Vec<u8>)> {
+    let mut all = onnx_cases();
+    all.extend(lithe_cases());
+    all.extend(dataset_cases());
+    all
+}
+
+#[test]
+fn tiny_model_is_valid() {
+    let g = lithe::format::onnx::import(&tiny().encode_to_vec()).unwrap();
+    g.infer_shapes(1).unwrap();
+}
+
+#[test]
+fn generated_cases_give_the_right_error() {
+    for (file, bytes) in generated() {
+        check(file, &bytes);
+    }
+}
+
+#[test]
+fn committed_corpus_matches_generator_and_gives_the_right_error() {
+    let dir = corpus_dir();
+    if std::env::var_os("LITHE_REGEN_CORPUS").is_some() {
+        for (file, bytes) in generated() {
+            std::fs::write(dir.join(file), bytes).unwrap();
+        }
+    }
+    let generated = generated();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_str().unwrap().to_string();
+        if file == "README.md" {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.len() <= 1024, "{file}: corpus files stay small");
+        let (_, gen_bytes) = generated
+            .iter()
+            .find(|(f, _)| *f == file)
+            .unwrap_or_else(|| panic!("{file} is not produced by the generator"));
+        assert_eq!(
+            &bytes, gen_bytes,
+            "{file} is stale: regenerate with LITHE_REGEN_CORPUS=1"
+        );
+        check(&file, &bytes);
+        seen += 1;
+    }
+    assert_eq!(seen, EXPECTED.len(), "a corpus file is missing");
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    for e in EXPECTED {
+        assert!(readme.contains(e.file), "README does not list {}", e.file);
+    }
+}
+
+#[test]
+fn truncated_zoo_model_is_a_decode_error() {
+    let z = zoo("lenet-300-100.onnx");
+    let mut rng = Rng::new(4);
+    let mut cuts = vec![1, 2, 10, 100, 1000, z.len() / 2, z.len() - 1];
+    cuts.extend((0..24).map(|_| rng.below(z.len())));
+    for cut in cuts {
+        match lithe::format::onnx::import(&z[..cut]) {
+            Err(Error::Decode { what, .. }) => assert_eq!(what, "ONNX model", "cut at {cut}"),
+            other => panic!("cut at {cut}: {other:?}"),
+        }
+    }
+    match lithe::format::onnx::import(&[]) {
+        Err(e @ Error::Decode { .. }) => assert!(e.to_string().contains("empty"), "{e}"),
+        other => panic!("empty file: {other:?}"),
+    }
+}
+
+#[test]
+fn truncated_zoo_container_is_a_decode_error() {
+    let g = lithe::format::onnx::import(&zoo("lenet-300-100.onnx")).unwrap();
+    let (b, _) = lithe::format::lithe::encode(&g, &Default::default(), Coding::Huffman).unwrap();
+    lithe::format::lithe::decode(&b).expect("the intact container decodes");
+    let mut rng = Rng::new(5);
+    let mut cuts = vec![0, 3, 6, 9, 10, b.len() / 2, b.len() - 1];
+    cuts.extend((0..16).map(|_| rng.below(b.len())));
+    for cut in cuts {
+        match lithe::format::lithe::decode(&b[..cut]) {
+            Err(e @ Error::Decode { .. }) => assert!(e.to_string().contains("truncated"), "{e}"),
+            other => panic!("cut at {cut}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn seeded_random_bytes_are_rejected() {
+    let mut rng = Rng::new(0x11_7e);
+    for round in 0..256 {
+        let len = rng.below(512);
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        assert!(
+            lithe::format::onnx::import(&bytes).is_err(),
+            "round {round}"
+        );
+        assert!(
+            lithe::data::Dataset::decode(&bytes).is_err(),
+            "round {round}"
+        );
+        // With a valid header the container decoder has to look further.
+        bytes.splice(0..0, *b"LITHE\x01");
+        match lithe::format::lithe::decode(&bytes) {
+            Err(Error::Decode { .. } | Error::Limit { .. }) => {}
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn nested_subgraph_attributes_hit_the_recursion_limit() {
+    let mut m = tiny();
+    let mut sub = GraphProto::default();
+    for _ in 0..64 {
+        let mut n = node("Relu", &["a"], &["b"]);
+        n.attribute.push(AttributeProto {
+            name: Some("body".into()),
+            r#type: Some(proto::attribute_proto::AttributeType::Graph as i32),
+            g: Some(sub),
+            ..Default::default()
+        });
+        sub = GraphProto {
+            node: vec![n],
+            ..Default::default()
+        };
+    }
+    graph_mut(&mut m).node[1].attribute.push(AttributeProto {
+        name: Some("body".into()),
+        r#type: Some(proto::attribute_proto::AttributeType::Graph as i32),
+        g: Some(sub),
+        ..Default::default()
+    });
+    match lithe::format::onnx::import(&m.encode_to_vec()) {
+        Err(e @ Error::Decode { .. }) => assert!(e.to_string().contains("recursion limit"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn huge_attribute_repetition_does_not_panic() {
+    // 100 000 copies of Gemm's `transB`; currently accepted (see docs/FUZZING.md).
+    let mut m = tiny();
+    let attr = graph_mut(&mut m).node[0].attribute[0].clone();
+    graph_mut(&mut m).node[0].attribute = vec![attr; 100_000];
+    match lithe::format::onnx::import(&m.encode_to_vec()) {
+        Ok(_) | Err(Error::Attribute { .. } | Error::Decode { .. }) => {}
+        other => panic!("{other:?}"),
+    }
+}
