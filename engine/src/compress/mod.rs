@@ -21,6 +21,7 @@
 
 pub mod huffman;
 pub mod kmeans;
+pub mod lowrank;
 pub mod prune;
 pub mod quantize;
 pub mod sparse;
@@ -88,6 +89,9 @@ pub enum PassSpec {
     Share(ShareParams),
     /// Centroid fine-tuning of the shared weights on the training data (after `share`).
     ShareFineTune(kmeans::ShareTune),
+    /// Low-rank factorisation (truncated SVD) of Gemm weights into two Gemms; rewrites the
+    /// graph.
+    LowRank(lowrank::LowRankSpec),
 }
 
 /// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
@@ -233,6 +237,7 @@ impl PassSpec {
             PassSpec::FineTune(_) => "fine_tune",
             PassSpec::Share(_) => "share",
             PassSpec::ShareFineTune(_) => "share_fine_tune",
+            PassSpec::LowRank(_) => "low_rank",
         }
     }
 
@@ -314,6 +319,9 @@ impl PassSpec {
                     Error::Invalid("the share_fine_tune pass needs training data".into())
                 })?;
                 kmeans::finetune(g, &mut ctx.shared, data, t, ctx.on_progress)?;
+            }
+            PassSpec::LowRank(spec) => {
+                return lowrank::pass(g, ctx, spec, bytes_before, macs_before);
             }
         }
         let mut layers = Vec::with_capacity(tg.len());
