@@ -100,9 +100,20 @@ impl NodeCtx<'_> {
     }
 
     fn attr(&self, name: &'static str, want: AttributeType) -> Result<Option<&AttributeProto>> {
-        let Some(a) = self.proto.attribute.iter().find(|a| a.name() == name) else {
+        let mut found = self.proto.attribute.iter().filter(|a| a.name() == name);
+        let Some(a) = found.next() else {
             return Ok(None);
         };
+        let repeats = found.count();
+        if repeats > 0 {
+            return Err(self.bad(
+                name,
+                format!(
+                    "appears {} times; attribute names must be unique within a node",
+                    repeats + 1
+                ),
+            ));
+        }
         match a.r#type {
             None | Some(0) => Ok(Some(a)),
             Some(t) if t == want as i32 => Ok(Some(a)),
