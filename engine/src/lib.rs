@@ -26,6 +26,7 @@ mod error;
 pub mod exec;
 pub mod format;
 pub mod graph;
+pub mod kernels;
 pub mod metrics;
 pub mod ops;
 pub mod rng;

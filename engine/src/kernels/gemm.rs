@@ -1,0 +1,180 @@
+//! f32 matrix product `C[m×n] = A[m×k] · B[k×n]`, all row-major, `C` overwritten.
+
+use super::{KernelKind, kernels};
+use crate::{Error, Result};
+
+/// A GEMM kernel. Callers guarantee `a.len() == m*k`, `b.len() == k*n`, `c.len() == m*n`.
+pub(crate) type GemmFn = fn(usize, usize, usize, &[f32], &[f32], &mut [f32]);
+
+/// `C = A · B` with the process's kernel ([`kernels`]). `a` is `m×k`, `b` is `k×n`, `c` is `m×n`,
+/// all row-major; `c` is overwritten. Errors if a slice length does not match its shape.
+pub fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) -> Result<()> {
+    check_lengths(m, k, n, a, b, c)?;
+    (kernels().gemm)(m, k, n, a, b, c);
+    Ok(())
+}
+
+/// [`gemm`] with a chosen kernel, for tests and benchmarks. Errors if this build or CPU cannot
+/// run `kind`, or if a slice length does not match its shape.
+pub fn gemm_with(
+    kind: KernelKind,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+) -> Result<()> {
+    check_lengths(m, k, n, a, b, c)?;
+    let table = super::Kernels::for_kind(kind).ok_or_else(|| {
+        Error::Invalid(format!(
+            "kernel `{}` is not available on this host",
+            kind.name()
+        ))
+    })?;
+    (table.gemm)(m, k, n, a, b, c);
+    Ok(())
+}
+
+fn check_lengths(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &[f32]) -> Result<()> {
+    for (name, rows, cols, len) in [
+        ("A", m, k, a.len()),
+        ("B", k, n, b.len()),
+        ("C", m, n, c.len()),
+    ] {
+        match rows.checked_mul(cols) {
+            Some(want) if want == len => {}
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "gemm: {name} is {rows}×{cols} but its slice holds {len} values"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The entry of `kind` compiled into this build, if any.
+pub(crate) fn entry(kind: KernelKind) -> Option<GemmFn> {
+    match kind {
+        KernelKind::Scalar => Some(scalar),
+        KernelKind::Packed => Some(packed),
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        KernelKind::Simd128 => Some(super::gemm_simd128::gemm),
+        #[cfg(target_arch = "x86_64")]
+        KernelKind::Avx2Fma => Some(super::gemm_x86::gemm),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// The reference twin: a plain triple loop, summing over `k` in order. The oracle.
+pub fn scalar(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f32;
+            for p in 0..k {
+                acc += a[i * k + p] * b[p * n + j];
+            }
+            c[i * n + j] = acc;
+        }
+    }
+}
+
+/// Copies B into column panels of width `NR`, each `k` rows of `NR` values, zero-padded on the
+/// right: panel `q` row `p` is `b[p][q*NR .. q*NR+NR]`.
+pub(crate) fn pack_b<const NR: usize>(k: usize, n: usize, b: &[f32]) -> Vec<f32> {
+    let panels = n.div_ceil(NR);
+    let mut out = vec![0.0f32; panels * k * NR];
+    for q in 0..panels {
+        let j0 = q * NR;
+        let w = NR.min(n - j0);
+        let panel = &mut out[q * k * NR..(q + 1) * k * NR];
+        for p in 0..k {
+            panel[p * NR..p * NR + w].copy_from_slice(&b[p * n + j0..p * n + j0 + w]);
+        }
+    }
+    out
+}
+
+/// Copies rows `i0..i0+MR` of A (fewer at the bottom edge, zero-padded) so that step `p`
+/// holds the `MR` values `a[i0..][p]` together.
+#[inline(always)]
+pub(crate) fn pack_a<const MR: usize>(i0: usize, m: usize, k: usize, a: &[f32], out: &mut [f32]) {
+    let h = MR.min(m - i0);
+    if h < MR {
+        out.fill(0.0);
+    }
+    for r in 0..h {
+        let row = &a[(i0 + r) * k..(i0 + r + 1) * k];
+        for (p, &v) in row.iter().enumerate() {
+            out[p * MR + r] = v;
+        }
+    }
+}
+
+/// The blocked driver shared by every packed kernel: packs B once, then A one `MR`-row strip
+/// at a time, runs `micro` on each `MR×NR` tile and writes the part of the tile inside `C`.
+///
+/// `micro(k, a_strip, b_panel, tile)` must set `tile[r*NR + j] = Σ_p a_strip[p*MR + r] ·
+/// b_panel[p*NR + j]`.
+#[inline(always)]
+pub(crate) fn packed_driver<const MR: usize, const NR: usize, F>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    mut micro: F,
+) where
+    F: FnMut(usize, &[f32], &[f32], &mut [f32]),
+{
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.fill(0.0);
+        return;
+    }
+    let bp = pack_b::<NR>(k, n, b);
+    let mut ap = vec![0.0f32; k * MR];
+    let mut tile = vec![0.0f32; MR * NR];
+    for i0 in (0..m).step_by(MR) {
+        pack_a::<MR>(i0, m, k, a, &mut ap);
+        let h = MR.min(m - i0);
+        for (q, panel) in bp.chunks_exact(k * NR).enumerate() {
+            micro(k, &ap, panel, &mut tile);
+            let j0 = q * NR;
+            let w = NR.min(n - j0);
+            for r in 0..h {
+                let dst = (i0 + r) * n + j0;
+                c[dst..dst + w].copy_from_slice(&tile[r * NR..r * NR + w]);
+            }
+        }
+    }
+}
+
+const P_MR: usize = 4;
+const P_NR: usize = 8;
+
+/// Portable blocked kernel: the shared packed driver with a 4×8 tile of plain accumulators, which
+/// compilers keep in registers and often vectorize.
+pub fn packed(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    packed_driver::<P_MR, P_NR, _>(m, k, n, a, b, c, micro_portable);
+}
+
+#[inline(always)]
+fn micro_portable(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
+    let mut acc = [[0.0f32; P_NR]; P_MR];
+    for (av, bv) in ap.chunks_exact(P_MR).zip(bp.chunks_exact(P_NR)).take(k) {
+        for r in 0..P_MR {
+            for j in 0..P_NR {
+                acc[r][j] += av[r] * bv[j];
+            }
+        }
+    }
+    for r in 0..P_MR {
+        tile[r * P_NR..(r + 1) * P_NR].copy_from_slice(&acc[r]);
+    }
+}

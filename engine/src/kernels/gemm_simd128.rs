@@ -1,0 +1,59 @@
+//! wasm32 `simd128` GEMM: a 4×8 tile (eight `f32x4` accumulators) over packed panels.
+//! Compiled only with `-C target-feature=+simd128`.
+
+use core::arch::wasm32::*;
+
+use super::gemm::packed_driver;
+
+const MR: usize = 4;
+const NR: usize = 8;
+
+/// Entry of the table; see [`super::gemm::GemmFn`] for the contract.
+pub(crate) fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    packed_driver::<MR, NR, _>(m, k, n, a, b, c, micro);
+}
+
+#[inline(always)]
+fn micro(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
+    assert!(ap.len() >= k * MR && bp.len() >= k * NR && tile.len() >= MR * NR);
+    let a = ap.as_ptr();
+    let b = bp.as_ptr() as *const v128;
+    let mut c0l = f32x4_splat(0.0);
+    let mut c0h = c0l;
+    let mut c1l = c0l;
+    let mut c1h = c0l;
+    let mut c2l = c0l;
+    let mut c2h = c0l;
+    let mut c3l = c0l;
+    let mut c3h = c0l;
+    // SAFETY: the assert above bounds every load (`p < k`) and store (`MR·NR` values);
+    // `v128_load` has no alignment requirement.
+    unsafe {
+        for p in 0..k {
+            let bl = v128_load(b.add(p * 2));
+            let bh = v128_load(b.add(p * 2 + 1));
+            let ar = a.add(p * MR);
+            let a0 = f32x4_splat(*ar);
+            c0l = f32x4_add(c0l, f32x4_mul(a0, bl));
+            c0h = f32x4_add(c0h, f32x4_mul(a0, bh));
+            let a1 = f32x4_splat(*ar.add(1));
+            c1l = f32x4_add(c1l, f32x4_mul(a1, bl));
+            c1h = f32x4_add(c1h, f32x4_mul(a1, bh));
+            let a2 = f32x4_splat(*ar.add(2));
+            c2l = f32x4_add(c2l, f32x4_mul(a2, bl));
+            c2h = f32x4_add(c2h, f32x4_mul(a2, bh));
+            let a3 = f32x4_splat(*ar.add(3));
+            c3l = f32x4_add(c3l, f32x4_mul(a3, bl));
+            c3h = f32x4_add(c3h, f32x4_mul(a3, bh));
+        }
+        let t = tile.as_mut_ptr() as *mut v128;
+        v128_store(t, c0l);
+        v128_store(t.add(1), c0h);
+        v128_store(t.add(2), c1l);
+        v128_store(t.add(3), c1h);
+        v128_store(t.add(4), c2l);
+        v128_store(t.add(5), c2h);
+        v128_store(t.add(6), c3l);
+        v128_store(t.add(7), c3h);
+    }
+}

@@ -1,0 +1,199 @@
+//! Fast kernels, chosen once per process from a table (house habit 3).
+//!
+//! Every fast kernel has a reference twin (the plain loop in [`gemm::scalar`]) and a property
+//! test over odd sizes, tails and edge values ([`check::selftest`]), run natively, in Node and in
+//! headless Chromium (house habit 4). The choice of kernel is the pure function [`select`] of the
+//! host's [`Features`], so it can be unit-tested on any machine; [`Features::detect`] is the
+//! only place that asks the host.
+//!
+//! SIMD is gated at compile time: the wasm `simd128` kernel exists only in builds with
+//! `-C target-feature=+simd128` (set in `.cargo/config.toml`); the x86_64 AVX2+FMA kernel is
+//! compiled on x86_64 and used only when `is_x86_feature_detected!` says the CPU has both.
+//!
+//! These kernels are not yet used by the reference interpreter ([`crate::exec`]); the reference
+//! ops stay the oracle.
+
+pub mod check;
+pub mod gemm;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod gemm_simd128;
+#[cfg(target_arch = "x86_64")]
+mod gemm_x86;
+
+use std::sync::OnceLock;
+
+pub use gemm::{gemm, gemm_with};
+
+/// What the host offers that a kernel may need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// The build targets wasm32 with `simd128` enabled.
+    pub simd128: bool,
+    /// The CPU is x86_64 with both AVX2 and FMA.
+    pub avx2_fma: bool,
+}
+
+impl Features {
+    /// No SIMD at all: only the portable kernels.
+    pub const NONE: Features = Features {
+        simd128: false,
+        avx2_fma: false,
+    };
+
+    /// What this build and this CPU offer.
+    pub fn detect() -> Features {
+        Features {
+            simd128: cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
+            avx2_fma: detect_avx2_fma(),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_avx2_fma() -> bool {
+    false
+}
+
+/// One implementation of the kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KernelKind {
+    /// The reference twin: plain loops, the oracle every other kind is tested against.
+    Scalar,
+    /// Portable blocked kernel: B and A packed into panels, a 4×8 register tile.
+    Packed,
+    /// wasm32 `simd128`: 4×8 tile of `f32x4` accumulators over packed panels.
+    Simd128,
+    /// x86_64 AVX2 + FMA: 4×16 tile of 256-bit accumulators over packed panels.
+    Avx2Fma,
+}
+
+impl KernelKind {
+    /// Every kind, reference twin first.
+    pub const ALL: [KernelKind; 4] = [
+        KernelKind::Scalar,
+        KernelKind::Packed,
+        KernelKind::Simd128,
+        KernelKind::Avx2Fma,
+    ];
+
+    /// Short stable name, for reports and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelKind::Scalar => "scalar",
+            KernelKind::Packed => "packed",
+            KernelKind::Simd128 => "simd128",
+            KernelKind::Avx2Fma => "avx2-fma",
+        }
+    }
+
+    /// Whether this kind can run with `features` (and is compiled into this build).
+    pub fn supported(self, features: Features) -> bool {
+        match self {
+            KernelKind::Scalar | KernelKind::Packed => true,
+            KernelKind::Simd128 => {
+                features.simd128 && cfg!(all(target_arch = "wasm32", target_feature = "simd128"))
+            }
+            KernelKind::Avx2Fma => features.avx2_fma && cfg!(target_arch = "x86_64"),
+        }
+    }
+}
+
+/// The fastest kind for `features`. Pure: the same features give the same choice on any host.
+pub fn select(features: Features) -> KernelKind {
+    if features.avx2_fma {
+        KernelKind::Avx2Fma
+    } else if features.simd128 {
+        KernelKind::Simd128
+    } else {
+        KernelKind::Packed
+    }
+}
+
+/// The kernel table of this process: chosen once, on first use, from [`Features::detect`].
+#[derive(Clone, Copy, Debug)]
+pub struct Kernels {
+    /// Which implementation every entry of this table comes from.
+    pub kind: KernelKind,
+    gemm: gemm::GemmFn,
+}
+
+impl Kernels {
+    /// The table for `kind`, or `None` when this build or CPU cannot run it.
+    pub fn for_kind(kind: KernelKind) -> Option<Kernels> {
+        if !kind.supported(Features::detect()) {
+            return None;
+        }
+        Some(Kernels {
+            kind,
+            gemm: gemm::entry(kind)?,
+        })
+    }
+}
+
+/// The process-wide kernel table, chosen once.
+pub fn kernels() -> &'static Kernels {
+    static TABLE: OnceLock<Kernels> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let kind = select(Features::detect());
+        // `select` only picks a kind that `detect` supports; the packed kernel always exists.
+        Kernels::for_kind(kind).unwrap_or(Kernels {
+            kind: KernelKind::Packed,
+            gemm: gemm::packed,
+        })
+    })
+}
+
+/// The kinds this build and CPU can run, reference twin first.
+pub fn available() -> Vec<KernelKind> {
+    let f = Features::detect();
+    KernelKind::ALL
+        .into_iter()
+        .filter(|k| k.supported(f))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_is_a_pure_function_of_features() {
+        assert_eq!(select(Features::NONE), KernelKind::Packed);
+        let wasm = Features {
+            simd128: true,
+            avx2_fma: false,
+        };
+        assert_eq!(select(wasm), KernelKind::Simd128);
+        let x86 = Features {
+            simd128: false,
+            avx2_fma: true,
+        };
+        assert_eq!(select(x86), KernelKind::Avx2Fma);
+        assert_eq!(
+            select(Features {
+                simd128: true,
+                avx2_fma: true
+            }),
+            KernelKind::Avx2Fma
+        );
+    }
+
+    #[test]
+    fn portable_kinds_are_always_supported() {
+        assert!(KernelKind::Scalar.supported(Features::NONE));
+        assert!(KernelKind::Packed.supported(Features::NONE));
+        assert!(!KernelKind::Simd128.supported(Features::NONE));
+        assert!(!KernelKind::Avx2Fma.supported(Features::NONE));
+    }
+
+    #[test]
+    fn the_table_uses_the_selected_kind() {
+        assert_eq!(kernels().kind, select(Features::detect()));
+        assert!(available().contains(&kernels().kind));
+    }
+}
