@@ -199,23 +199,27 @@ fn load_model(model: &str) -> Result<Session> {
     Session::from_onnx(&bytes).with_context(|| format!("loading {}", path.display()))
 }
 
-fn test_set(data: Option<PathBuf>) -> Result<Dataset> {
-    let candidates = match data {
+/// The dataset at `explicit`, else the first of the full set in the data folder (`full`) and
+/// the subset the page ships (`shipped`, under www/data) that exists.
+fn find_dataset(
+    explicit: Option<PathBuf>,
+    full: &str,
+    shipped: &str,
+    what: &str,
+) -> Result<Dataset> {
+    let candidates = match explicit {
         Some(p) => vec![p],
-        None => vec![
-            data_dir().join("test.lmn.gz"),
-            root().join("www/data/mnist-test.lmn.gz"),
-        ],
+        None => vec![data_dir().join(full), root().join("www/data").join(shipped)],
     };
-    for p in &candidates {
-        if p.exists() {
-            return Dataset::load(p).with_context(|| format!("reading {}", p.display()));
-        }
-    }
-    bail!(
-        "no test set found at {:?}; run `cargo xtask data`",
-        candidates
-    )
+    let p = candidates
+        .iter()
+        .find(|p| p.exists())
+        .with_context(|| format!("no {what} found at {candidates:?}; run `cargo xtask data`"))?;
+    Dataset::load(p).with_context(|| format!("reading {}", p.display()))
+}
+
+fn test_set(data: Option<PathBuf>) -> Result<Dataset> {
+    find_dataset(data, "test.lmn.gz", "mnist-test.lmn.gz", "test set")
 }
 
 fn human(n: u64) -> String {
@@ -462,21 +466,11 @@ fn eval(model: &str, data: Option<PathBuf>, pre: Pre, json: bool) -> Result<()> 
 }
 
 fn train_set(data: Option<PathBuf>) -> Result<Dataset> {
-    let candidates = match data {
-        Some(p) => vec![p],
-        None => vec![
-            data_dir().join("train.lmn.gz"),
-            root().join("www/data/mnist-train-6k.lmn.gz"),
-        ],
-    };
-    for p in &candidates {
-        if p.exists() {
-            return Dataset::load(p).with_context(|| format!("reading {}", p.display()));
-        }
-    }
-    bail!(
-        "no training set found at {:?}; run `cargo xtask data`",
-        candidates
+    find_dataset(
+        data,
+        "train.lmn.gz",
+        "mnist-train-6k.lmn.gz",
+        "training set",
     )
 }
 
