@@ -117,7 +117,10 @@ fn run_npy_and_raw_inputs() {
         "--output",
         y2.to_str().unwrap(),
     ]);
-    assert!(!ok && err.contains("input"), "{err}");
+    assert!(
+        !ok && err.contains("bad input `input`") && err.contains("does not match"),
+        "{err}"
+    );
 }
 
 #[test]
