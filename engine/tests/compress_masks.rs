@@ -4,7 +4,7 @@ use lithe::compress::prune::PruneSpec;
 use lithe::compress::quantize::QuantParams;
 use lithe::compress::{PassSpec, Recipe, targets};
 use lithe::data::Dataset;
-use lithe::train::{Masks, TrainConfig, train, train_masked};
+use lithe::train::{CrossEntropy, Hooks, Masks, TrainConfig, train, train_masked, train_with};
 use lithe::zoo::{Arch, build};
 use std::ops::ControlFlow;
 
@@ -29,6 +29,37 @@ fn train_masked_with_no_masks_is_train_bit_for_bit() {
     let sb = train_masked(&mut b, &data, None, &cfg(), &Masks::new(), &mut go).unwrap();
     assert_eq!(sa, sb);
     assert_eq!(a.weights, b.weights);
+}
+
+#[test]
+fn hooks_identity_view_and_explicit_cross_entropy_are_train_bit_for_bit() {
+    let data = Dataset::synthetic(128, 5);
+    let mut a = build(Arch::TinyMlp, 2).unwrap();
+    let mut b = a.clone();
+    let sa = train(&mut a, &data, None, &cfg(), &mut go).unwrap();
+    let view = |_: &str, w: &lithe::tensor::Tensor| Ok(Some(w.clone()));
+    let mut ce = CrossEntropy;
+    let hooks = Hooks {
+        objective: Some(&mut ce),
+        forward_weights: Some(&view),
+        ..Hooks::default()
+    };
+    let sb = train_with(&mut b, &data, None, &cfg(), hooks, &mut go).unwrap();
+    assert_eq!(sa, sb);
+    assert_eq!(a.weights, b.weights);
+}
+
+#[test]
+fn a_view_that_changes_a_shape_is_an_error() {
+    let data = Dataset::synthetic(32, 5);
+    let mut g = build(Arch::TinyMlp, 2).unwrap();
+    let view = |_: &str, _: &lithe::tensor::Tensor| Ok(Some(lithe::tensor::zeros(&[1])));
+    let hooks = Hooks {
+        forward_weights: Some(&view),
+        ..Hooks::default()
+    };
+    let e = train_with(&mut g, &data, None, &cfg(), hooks, &mut go).unwrap_err();
+    assert!(e.to_string().contains("changed its shape"), "{e}");
 }
 
 #[test]

@@ -111,24 +111,107 @@ pub fn step_gradients(
     y: &[u8],
     rng: &mut Rng,
 ) -> Result<(f32, HashMap<String, crate::tensor::Tensor>, usize)> {
-    let input = g
+    step_objective(g, None, x, y, rng, &mut CrossEntropy)
+}
+
+/// What a training step minimises, given the forward trace of a batch. The default is
+/// [`CrossEntropy`]; distillation supplies its own. The seeds it returns are gradients of the
+/// loss with respect to any values of the trace (the logits, and intermediate features for
+/// feature losses); [`exec::backward`] accumulates them.
+pub trait Objective {
+    /// Loss of the batch, the seeds for the backward pass and how many predictions were right.
+    /// `output` names the logits; `x` is the batch exactly as fed to the graph (preprocessed and
+    /// augmented); `y` the labels.
+    fn loss(
+        &mut self,
+        trace: &exec::Trace,
+        output: &str,
+        x: &crate::tensor::Tensor,
+        y: &[u8],
+    ) -> Result<(f32, HashMap<String, crate::tensor::Tensor>, usize)>;
+}
+
+/// Softmax cross-entropy on the labels.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CrossEntropy;
+
+impl Objective for CrossEntropy {
+    fn loss(
+        &mut self,
+        trace: &exec::Trace,
+        output: &str,
+        _x: &crate::tensor::Tensor,
+        y: &[u8],
+    ) -> Result<(f32, HashMap<String, crate::tensor::Tensor>, usize)> {
+        let logits = trace.get(output)?;
+        let (loss, dl, correct) = loss::cross_entropy(&flatten_logits(logits)?, y)?;
+        let dl = dl
+            .into_shape_with_order(logits.raw_dim())
+            .map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok((loss, HashMap::from([(output.to_string(), dl)]), correct))
+    }
+}
+
+/// Maps a float weight to the value the forward pass uses instead (`None` = unchanged). Used
+/// for quantization-aware training: the forward pass sees fake-quantized weights and their
+/// gradients go straight through (the straight-through estimator) to the float weights.
+pub type WeightView<'a> =
+    &'a dyn Fn(&str, &crate::tensor::Tensor) -> Result<Option<crate::tensor::Tensor>>;
+
+/// Optional changes to the training loop. `Hooks::default()` is plain [`train`].
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Pruning masks kept at zero (see [`train_masked`]).
+    pub masks: Option<&'a Masks>,
+    /// The loss; `None` = [`CrossEntropy`].
+    pub objective: Option<&'a mut dyn Objective>,
+    /// Weights the forward pass sees; `None` = the float weights themselves.
+    pub forward_weights: Option<WeightView<'a>>,
+}
+
+/// `g` with every weight replaced by its view (a copy), or `None` when there is no view.
+fn viewed(g: &Graph, view: Option<WeightView>) -> Result<Option<Graph>> {
+    let Some(view) = view else { return Ok(None) };
+    let mut out = g.clone();
+    for (k, w) in &g.weights {
+        if let Some(v) = view(k, w)? {
+            if v.shape() != w.shape() {
+                return Err(Error::Invalid(format!(
+                    "weight view of `{k}` changed its shape from {:?} to {:?}",
+                    w.shape(),
+                    v.shape()
+                )));
+            }
+            out.weights.insert(k.clone(), v);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// One forward/backward on `fwd` (or `g` itself), minimising `objective`. Running statistics are
+/// updated in `g`.
+fn step_objective(
+    g: &mut Graph,
+    fwd: Option<&Graph>,
+    x: &crate::tensor::Tensor,
+    y: &[u8],
+    rng: &mut Rng,
+    objective: &mut dyn Objective,
+) -> Result<(f32, HashMap<String, crate::tensor::Tensor>, usize)> {
+    let run_on: &Graph = fwd.unwrap_or(g);
+    let input = run_on
         .inputs
         .first()
         .map(|v| v.name.clone())
         .ok_or_else(|| Error::Graph("the graph has no input".into()))?;
-    let output = g
+    let output = run_on
         .outputs
         .first()
         .cloned()
         .ok_or_else(|| Error::Graph("the graph has no output".into()))?;
-    let trace = exec::forward_train(g, &[(input.as_str(), x)], rng)?;
-    let logits = trace.get(&output)?;
-    let logits2 = flatten_logits(logits)?;
-    let (loss, dl, correct) = loss::cross_entropy(&logits2, y)?;
-    let dl = dl
-        .into_shape_with_order(logits.raw_dim())
-        .map_err(|e| Error::Invalid(e.to_string()))?;
-    let grads = exec::backward(g, &trace, HashMap::from([(output, dl)]))?;
+    let trace = exec::forward_train(run_on, &[(input.as_str(), x)], rng)?;
+    let (loss, seeds, correct) = objective.loss(&trace, &output, x, y)?;
+    let grads = exec::backward(run_on, &trace, seeds)?;
     update_running_stats(g, &trace);
     Ok((loss, grads, correct))
 }
@@ -168,7 +251,7 @@ pub fn train(
     cfg: &TrainConfig,
     on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<TrainSummary> {
-    train_impl(g, data, val, cfg, None, on_progress)
+    train_with(g, data, val, cfg, Hooks::default(), on_progress)
 }
 
 /// Like [`train`], but keeps pruned connections at zero: the gradient of every masked element is
@@ -182,7 +265,44 @@ pub fn train_masked(
     masks: &Masks,
     on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
 ) -> Result<TrainSummary> {
-    for (name, m) in masks {
+    train_with(
+        g,
+        data,
+        val,
+        cfg,
+        Hooks {
+            masks: Some(masks),
+            ..Hooks::default()
+        },
+        on_progress,
+    )
+}
+
+fn apply_mask(t: &mut crate::tensor::Tensor, mask: &[bool]) {
+    t.iter_mut()
+        .zip(mask)
+        .filter(|(_, keep)| !**keep)
+        .for_each(|(v, _)| *v = 0.0);
+}
+
+/// The training loop with [`Hooks`]: [`train`] and [`train_masked`] are special cases. Masks are
+/// applied to the weights before the first step (as [`train_masked`] does) and after every
+/// step; with a weight view, each step runs forward and backward on the viewed weights and
+/// applies the gradients to the float weights, and validation uses the viewed weights too.
+pub fn train_with(
+    g: &mut Graph,
+    data: &Dataset,
+    val: Option<&Dataset>,
+    cfg: &TrainConfig,
+    hooks: Hooks,
+    on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<TrainSummary> {
+    let Hooks {
+        masks,
+        objective,
+        forward_weights,
+    } = hooks;
+    for (name, m) in masks.into_iter().flatten() {
         let w = g
             .weights
             .get_mut(name)
@@ -196,24 +316,11 @@ pub fn train_masked(
         }
         apply_mask(w, m);
     }
-    train_impl(g, data, val, cfg, Some(masks), on_progress)
-}
-
-fn apply_mask(t: &mut crate::tensor::Tensor, mask: &[bool]) {
-    t.iter_mut()
-        .zip(mask)
-        .filter(|(_, keep)| !**keep)
-        .for_each(|(v, _)| *v = 0.0);
-}
-
-fn train_impl(
-    g: &mut Graph,
-    data: &Dataset,
-    val: Option<&Dataset>,
-    cfg: &TrainConfig,
-    masks: Option<&Masks>,
-    on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
-) -> Result<TrainSummary> {
+    let mut ce = CrossEntropy;
+    let objective: &mut dyn Objective = match objective {
+        Some(o) => o,
+        None => &mut ce,
+    };
     if data.is_empty() {
         return Err(Error::Invalid("the training set is empty".into()));
     }
@@ -262,7 +369,9 @@ fn train_impl(
             if cfg.augment_shift > 0 {
                 crate::data::random_shift(&mut x, cfg.augment_shift, pre.apply(0), &mut aug_rng);
             }
-            let (loss, mut grads, correct) = step_gradients(g, &x, &y, &mut rng)?;
+            let fwd = viewed(g, forward_weights)?;
+            let (loss, mut grads, correct) =
+                step_objective(g, fwd.as_ref(), &x, &y, &mut rng, objective)?;
             if !loss.is_finite() {
                 return Err(Error::Diverged {
                     epoch,
@@ -312,7 +421,9 @@ fn train_impl(
                 summary.train_accuracy = ep_correct as f32 / data.len() as f32;
                 let va = match val {
                     Some(v) if !v.is_empty() => {
-                        Some(crate::metrics::evaluate_with(g, v, 256, &pre)?.accuracy)
+                        let fwd = viewed(g, forward_weights)?;
+                        let on = fwd.as_ref().unwrap_or(g);
+                        Some(crate::metrics::evaluate_with(on, v, 256, &pre)?.accuracy)
                     }
                     _ => None,
                 };
