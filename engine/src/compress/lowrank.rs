@@ -10,7 +10,7 @@
 //! it is, and its report says so.
 
 use super::{PassCtx, PassReport, Target, sparse};
-use crate::graph::{GemmAttrs, Graph, Node, Op};
+use crate::graph::{ConvAttrs, GemmAttrs, Graph, Node, Op};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
 use nalgebra::DMatrix;
@@ -102,7 +102,8 @@ fn fresh(g: &Graph, base: String) -> Result<String> {
     Ok(base)
 }
 
-/// The Gemm nodes that `spec` selects, as indices into `g.nodes`.
+/// The nodes that `spec` selects, as indices into `g.nodes`: every Gemm with a stored 2-D
+/// weight when `layers` is `None`; named Gemms and ungrouped Convs otherwise.
 fn select(g: &Graph, spec: &LowRankSpec) -> Result<Vec<usize>> {
     let is_dense = |n: &Node| {
         matches!(n.op, Op::Gemm(_))
@@ -110,6 +111,13 @@ fn select(g: &Graph, spec: &LowRankSpec) -> Result<Vec<usize>> {
                 .get(1)
                 .and_then(|w| g.weights.get(w))
                 .is_some_and(|w| w.ndim() == 2)
+    };
+    let is_conv = |n: &Node| {
+        matches!(&n.op, Op::Conv(a) if a.groups == 1)
+            && n.inputs
+                .get(1)
+                .and_then(|w| g.weights.get(w))
+                .is_some_and(|w| w.ndim() == 4)
     };
     match &spec.layers {
         None => Ok((0..g.nodes.len())
@@ -123,9 +131,10 @@ fn select(g: &Graph, spec: &LowRankSpec) -> Result<Vec<usize>> {
                     .iter()
                     .position(|n| &n.name == name || n.inputs.get(1) == Some(name))
                     .ok_or_else(|| Error::Invalid(format!("low_rank: unknown layer `{name}`")))?;
-                if !is_dense(&g.nodes[i]) {
+                if !is_dense(&g.nodes[i]) && !is_conv(&g.nodes[i]) {
                     return Err(Error::Invalid(format!(
-                        "low_rank: `{name}` is not a Gemm with a stored 2-D weight"
+                        "low_rank: `{name}` is neither a Gemm with a stored 2-D weight nor an \
+                         ungrouped Conv with a stored 4-D weight"
                     )));
                 }
                 if !out.contains(&i) {
@@ -219,21 +228,18 @@ pub fn factorize(g: &mut Graph, spec: &LowRankSpec) -> Result<Vec<LowRankLayer>>
     for idx in selected {
         let i = idx + inserted;
         let node = g.nodes[i].clone();
-        let Op::Gemm(attrs) = &node.op else {
-            continue;
-        };
         let wname = node.inputs[1].clone();
         let w = &g.weights[&wname];
-        // As [out, in] = [N, M].
-        let w_nm: Vec<f32> = if attrs.trans_b {
-            w.iter().copied().collect()
-        } else {
-            w.t().iter().copied().collect()
-        };
-        let (n, m) = if attrs.trans_b {
-            (w.shape()[0], w.shape()[1])
-        } else {
-            (w.shape()[1], w.shape()[0])
+        // As [out, in] = [N, M]; a Conv weight [O, I, kh, kw] reads as [O, I·kh·kw].
+        let (n, m, w_nm): (usize, usize, Vec<f32>) = match &node.op {
+            Op::Gemm(a) if a.trans_b => (w.shape()[0], w.shape()[1], w.iter().copied().collect()),
+            Op::Gemm(_) => (w.shape()[1], w.shape()[0], w.t().iter().copied().collect()),
+            Op::Conv(_) => (
+                w.shape()[0],
+                w.shape()[1..].iter().product(),
+                w.iter().copied().collect(),
+            ),
+            _ => continue,
         };
         let bytes_before = sparse::encode_best(w)?.1.len();
         let nm = n * m;
@@ -266,28 +272,50 @@ pub fn factorize(g: &mut Graph, spec: &LowRankSpec) -> Result<Vec<LowRankLayer>>
         let first = fresh(g, format!("{}_lowrank_v", node.name))?;
         let wv = fresh(g, format!("{wname}_lowrank_v"))?;
         let wu = fresh(g, format!("{wname}_lowrank_u"))?;
-        let tv = tensor(&[r, m], b)?;
-        let tu = tensor(&[n, r], a)?;
+        let (tv, tu, first_node, second) = match &node.op {
+            Op::Gemm(attrs) => {
+                let tv = tensor(&[r, m], b)?;
+                let tu = tensor(&[n, r], a)?;
+                let first_node = Node::new(
+                    first.clone(),
+                    Op::Gemm(GemmAttrs {
+                        alpha: 1.0,
+                        beta: 1.0,
+                        trans_a: attrs.trans_a,
+                        trans_b: true,
+                    }),
+                    &[&node.inputs[0], &wv],
+                );
+                let mut second = node.clone();
+                second.op = Op::Gemm(GemmAttrs {
+                    alpha: attrs.alpha,
+                    beta: attrs.beta,
+                    trans_a: false,
+                    trans_b: true,
+                });
+                (tv, tu, first_node, second)
+            }
+            Op::Conv(attrs) => {
+                // First: the same window with r filters and no bias; second: 1×1 conv r → O
+                // with the original bias.
+                let mut shape_v = w.shape().to_vec();
+                shape_v[0] = r;
+                let tv = tensor(&shape_v, b)?;
+                let tu = tensor(&[n, r, 1, 1], a)?;
+                let first_node = Node::new(
+                    first.clone(),
+                    Op::Conv(attrs.clone()),
+                    &[&node.inputs[0], &wv],
+                );
+                let mut second = node.clone();
+                second.op = Op::Conv(ConvAttrs::new([1, 1]));
+                (tv, tu, first_node, second)
+            }
+            _ => continue,
+        };
         let bytes_after = sparse::encode_best(&tv)?.1.len() + sparse::encode_best(&tu)?.1.len();
-        let x = node.inputs[0].clone();
-        let first_node = Node::new(
-            first.clone(),
-            Op::Gemm(GemmAttrs {
-                alpha: 1.0,
-                beta: 1.0,
-                trans_a: attrs.trans_a,
-                trans_b: true,
-            }),
-            &[&x, &wv],
-        );
-        let mut second = node.clone();
-        second.op = Op::Gemm(GemmAttrs {
-            alpha: attrs.alpha,
-            beta: attrs.beta,
-            trans_a: false,
-            trans_b: true,
-        });
-        second.inputs[0] = first;
+        let mut second = second;
+        second.inputs[0] = first_node.name.clone();
         second.inputs[1] = wu.clone();
         g.nodes[i] = second;
         g.nodes.insert(i, first_node);
@@ -385,6 +413,249 @@ pub(super) fn pass(
             }
         })
         .collect();
+    finish_report("low_rank", g, ctx, layers, bytes_before, macs_before)
+}
+
+/// Knobs of the `separable` pass: rewrite standard convolutions as depthwise + pointwise
+/// (MobileNet), each named layer once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeparableSpec {
+    /// Conv nodes (by node or weight name) to rewrite; each must be ungrouped with a window
+    /// larger than 1×1.
+    pub layers: Vec<String>,
+    /// Depth multiplier `m`: depthwise filters per input channel (clamped to
+    /// `min(O, kh·kw)`, where the rewrite is exact). Default 1.
+    #[serde(default = "one")]
+    pub multiplier: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// What happened to one rewritten Conv.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SeparableLayer {
+    /// Conv node name (the pointwise conv keeps it).
+    pub node: String,
+    /// Original weight name.
+    pub weight: String,
+    /// Output channels `O`.
+    pub out_channels: usize,
+    /// Input channels `I`.
+    pub in_channels: usize,
+    /// Window `[kh, kw]`.
+    pub kernel: [usize; 2],
+    /// Depth multiplier used.
+    pub multiplier: usize,
+    /// Relative Frobenius error `‖W − Ŵ‖ / ‖W‖` of the separable approximation.
+    pub rel_error: f64,
+    /// Weight elements before (`O·I·kh·kw`).
+    pub params_before: usize,
+    /// Weight elements after (`I·m·kh·kw + O·I·m`).
+    pub params_after: usize,
+    /// Shortest exact encoding of the weight before.
+    pub bytes_before: usize,
+    /// Shortest exact encodings of both new weights.
+    pub bytes_after: usize,
+    /// Multiply-accumulates per output position before (`O·I·kh·kw`).
+    pub macs_before: u64,
+    /// Multiply-accumulates per output position after (`I·m·kh·kw + O·I·m`).
+    pub macs_after: u64,
+}
+
+/// Rewrites each Conv of `spec.layers` (`W`: `[O, I, kh, kw]`) as a depthwise Conv
+/// (`[I·m, 1, kh, kw]`, `groups = I`, same strides, pads and dilations, no bias) followed by a
+/// pointwise 1×1 Conv (`[O, I·m, 1, 1]`, the original bias). The factors are the best
+/// least-squares choice: for every input channel `i`, the `O × kh·kw` slice `W[:, i]` is replaced
+/// by its rank-`m` truncated SVD, split as pointwise columns `U_m Σ^{1/2}` and depthwise filters
+/// `Σ^{1/2} V_mᵀ`. With `m = min(O, kh·kw)` the rewrite is exact.
+pub fn separable(g: &mut Graph, spec: &SeparableSpec) -> Result<Vec<SeparableLayer>> {
+    if spec.multiplier == 0 {
+        return Err(Error::Invalid(
+            "separable: multiplier must be at least 1".into(),
+        ));
+    }
+    if spec.layers.is_empty() {
+        return Err(Error::Invalid(
+            "separable: name at least one Conv layer".into(),
+        ));
+    }
+    g.validate()?;
+    let mut rows = Vec::with_capacity(spec.layers.len());
+    for name in &spec.layers {
+        let i = g
+            .nodes
+            .iter()
+            .position(|n| &n.name == name || n.inputs.get(1) == Some(name))
+            .ok_or_else(|| Error::Invalid(format!("separable: unknown layer `{name}`")))?;
+        let node = g.nodes[i].clone();
+        let wname = node.inputs.get(1).cloned().unwrap_or_default();
+        let attrs = match (&node.op, g.weights.get(&wname)) {
+            (Op::Conv(a), Some(w)) if a.groups == 1 && w.ndim() == 4 => a.clone(),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "separable: `{name}` is not an ungrouped Conv with a stored 4-D weight"
+                )));
+            }
+        };
+        let w = &g.weights[&wname];
+        let (o, ci, kh, kw) = (w.shape()[0], w.shape()[1], w.shape()[2], w.shape()[3]);
+        let kk = kh * kw;
+        if kk <= 1 {
+            return Err(Error::Invalid(format!(
+                "separable: `{name}` is already a 1×1 (pointwise) convolution"
+            )));
+        }
+        if w.iter().any(|x| !x.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "separable: the weight of `{name}` holds NaN or infinity"
+            )));
+        }
+        let m = spec.multiplier.min(o.min(kk));
+        let data: Vec<f32> = w.iter().copied().collect();
+        let mut dw = vec![0f32; ci * m * kk];
+        let mut pw = vec![0f32; o * ci * m];
+        let (mut kept, mut total) = (0f64, 0f64);
+        for c in 0..ci {
+            // W[:, c, :, :] as [O, kh·kw].
+            let slice: Vec<f32> = (0..o)
+                .flat_map(|oo| {
+                    let base = (oo * ci + c) * kk;
+                    data[base..base + kk].iter().copied()
+                })
+                .collect();
+            let norm2: f64 = slice.iter().map(|v| f64::from(*v).powi(2)).sum();
+            let (r, energy, a, b) = factor(&slice, o, kk, |_| m)?;
+            kept += energy * norm2;
+            total += norm2;
+            for j in 0..r {
+                dw[(c * m + j) * kk..(c * m + j + 1) * kk]
+                    .copy_from_slice(&b[j * kk..(j + 1) * kk]);
+                for oo in 0..o {
+                    pw[oo * ci * m + c * m + j] = a[oo * r + j];
+                }
+            }
+        }
+        let rel_error = if total > 0.0 {
+            (1.0 - kept / total).max(0.0).sqrt()
+        } else {
+            0.0
+        };
+        let dw_node = fresh(g, format!("{}_dw", node.name))?;
+        let dw_w = fresh(g, format!("{wname}_dw"))?;
+        let pw_w = fresh(g, format!("{wname}_pw"))?;
+        let t_dw = tensor(&[ci * m, 1, kh, kw], dw)?;
+        let t_pw = tensor(&[o, ci * m, 1, 1], pw)?;
+        let bytes_before = sparse::encode_best(w)?.1.len();
+        let bytes_after = sparse::encode_best(&t_dw)?.1.len() + sparse::encode_best(&t_pw)?.1.len();
+        let depthwise = Node::new(
+            dw_node.clone(),
+            Op::Conv(ConvAttrs {
+                groups: ci,
+                ..attrs
+            }),
+            &[&node.inputs[0], &dw_w],
+        );
+        let mut point = node.clone();
+        point.op = Op::Conv(ConvAttrs::new([1, 1]));
+        point.inputs[0] = dw_node;
+        point.inputs[1] = pw_w.clone();
+        g.nodes[i] = point;
+        g.nodes.insert(i, depthwise);
+        g.weights.insert(dw_w, t_dw);
+        g.weights.insert(pw_w, t_pw);
+        if readers(g, &wname) == 0 {
+            g.weights.remove(&wname);
+        }
+        let before = o * ci * kk;
+        let after = ci * m * kk + o * ci * m;
+        rows.push(SeparableLayer {
+            node: node.name.clone(),
+            weight: wname,
+            out_channels: o,
+            in_channels: ci,
+            kernel: [kh, kw],
+            multiplier: m,
+            rel_error,
+            params_before: before,
+            params_after: after,
+            bytes_before,
+            bytes_after,
+            macs_before: before as u64,
+            macs_after: after as u64,
+        });
+    }
+    g.validate()?;
+    Ok(rows)
+}
+
+/// The `separable` pass: [`separable`] plus a [`PassReport`].
+pub(super) fn separable_pass(
+    g: &mut Graph,
+    ctx: &mut PassCtx,
+    spec: &SeparableSpec,
+    bytes_before: usize,
+    macs_before: u64,
+) -> Result<PassReport> {
+    if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
+        return Err(Error::Invalid(
+            "separable runs on float weights (before quantize and share)".into(),
+        ));
+    }
+    for name in &spec.layers {
+        if let Some(n) = g
+            .nodes
+            .iter()
+            .find(|n| &n.name == name || n.inputs.get(1) == Some(name))
+            && n.inputs.get(1).is_some_and(|w| ctx.masks.contains_key(w))
+        {
+            return Err(Error::Invalid(format!(
+                "separable: `{}` is pruned; rewrite before pruning",
+                n.name
+            )));
+        }
+    }
+    let rows = separable(g, spec)?;
+    let layers = rows
+        .iter()
+        .map(|l| {
+            let nonzero = [format!("{}_dw", l.weight), format!("{}_pw", l.weight)]
+                .iter()
+                .filter_map(|k| g.weights.get(k))
+                .map(|t| t.iter().filter(|v| **v != 0.0).count())
+                .sum();
+            super::LayerReport {
+                name: l.weight.clone(),
+                node: l.node.clone(),
+                params: l.params_after,
+                nonzero,
+                bits: 32,
+                bytes_before: l.bytes_before,
+                bytes_after: l.bytes_after,
+                encoding: format!(
+                    "depthwise {}x{} x{} + pointwise (params {} -> {}, rel. error {:.4})",
+                    l.kernel[0],
+                    l.kernel[1],
+                    l.multiplier,
+                    l.params_before,
+                    l.params_after,
+                    l.rel_error
+                ),
+            }
+        })
+        .collect();
+    finish_report("separable", g, ctx, layers, bytes_before, macs_before)
+}
+
+fn finish_report(
+    pass: &str,
+    g: &Graph,
+    ctx: &PassCtx,
+    layers: Vec<super::LayerReport>,
+    bytes_before: usize,
+    macs_before: u64,
+) -> Result<PassReport> {
     let tg: Vec<Target> = super::targets(g);
     let (mut zeros, mut total) = (0usize, 0usize);
     for t in &tg {
@@ -393,7 +664,7 @@ pub(super) fn pass(
         total += w.len();
     }
     Ok(PassReport {
-        pass: "low_rank".into(),
+        pass: pass.into(),
         layers,
         bytes_before,
         bytes_after: super::model_bytes(g, ctx)?,

@@ -92,6 +92,9 @@ pub enum PassSpec {
     /// Low-rank factorisation (truncated SVD) of Gemm weights into two Gemms; rewrites the
     /// graph.
     LowRank(lowrank::LowRankSpec),
+    /// Rewrites standard convolutions as depthwise + pointwise (MobileNet) by per-channel SVD;
+    /// rewrites the graph.
+    Separable(lowrank::SeparableSpec),
 }
 
 /// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
@@ -238,6 +241,7 @@ impl PassSpec {
             PassSpec::Share(_) => "share",
             PassSpec::ShareFineTune(_) => "share_fine_tune",
             PassSpec::LowRank(_) => "low_rank",
+            PassSpec::Separable(_) => "separable",
         }
     }
 
@@ -322,6 +326,9 @@ impl PassSpec {
             }
             PassSpec::LowRank(spec) => {
                 return lowrank::pass(g, ctx, spec, bytes_before, macs_before);
+            }
+            PassSpec::Separable(spec) => {
+                return lowrank::separable_pass(g, ctx, spec, bytes_before, macs_before);
             }
         }
         let mut layers = Vec::with_capacity(tg.len());
