@@ -4,7 +4,7 @@
 //! in docs/COMPRESSION.md.
 
 use lithe::compress::lowrank::{LowRankSpec, SeparableSpec, factorize, separable};
-use lithe::compress::{PassSpec, Recipe};
+use lithe::compress::Recipe;
 use lithe::data::Dataset;
 use lithe::exec;
 use lithe::format::onnx;
