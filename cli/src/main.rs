@@ -527,6 +527,9 @@ fn compress(
         (lithe::format::onnx::export(&c.graph)?, None)
     };
     std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    let table = lithe::compress::energy::EnergyTable::horowitz_45nm();
+    let energy = c.energy(&table)?;
+    let energy_dense = lithe::compress::energy::estimate_dense(s.graph(), &table)?;
     let summary = serde_json::json!({
         "model": model,
         "out": out.display().to_string(),
@@ -535,6 +538,9 @@ fn compress(
         "ratio": dense as f64 / bytes.len().max(1) as f64,
         "sections": sections,
         "passes": c.reports,
+        "energy": energy,
+        "energy_dense": energy_dense,
+        "energy_table": table,
         "seconds": t0.elapsed().as_secs_f32(),
     });
     if let Some(r) = report {
@@ -582,6 +588,21 @@ fn compress(
             sec.headers, sec.graph, sec.codebooks, sec.tables, sec.indices, sec.gaps
         );
     }
+    let uj = |e: &lithe::compress::energy::EnergyReport| {
+        format!(
+            "{:.2} µJ (compute {:.2}, weights {:.2} from {}, activations {:.2})",
+            e.total_pj / 1e6,
+            e.compute_pj / 1e6,
+            e.weight_pj / 1e6,
+            if e.weights_on_chip { "SRAM" } else { "DRAM" },
+            e.activation_pj / 1e6
+        )
+    };
+    println!(
+        "\nenergy per image (45 nm estimate, Horowitz 2014; docs/COMPRESSION.md):\n  dense      {}\n  compressed {}",
+        uj(&energy_dense),
+        uj(&energy)
+    );
     if !is_lithe && (!c.quantized.is_empty() || !c.shared.is_empty()) {
         println!(
             "note: .onnx holds the compressed weights decoded to dense f32 (the dense fallback); \

@@ -3,8 +3,8 @@
 //! constructed weights, strides/pads/dilations, errors, ONNX round trip, and the LeNet-5 figures
 //! in docs/COMPRESSION.md.
 
-use lithe::compress::lowrank::{LowRankSpec, SeparableSpec, factorize, separable};
 use lithe::compress::Recipe;
+use lithe::compress::lowrank::{LowRankSpec, SeparableSpec, factorize, separable};
 use lithe::data::Dataset;
 use lithe::exec;
 use lithe::format::onnx;

@@ -19,6 +19,7 @@
 //! assert!(out.reports[1].bytes_after < out.reports[0].bytes_before);
 //! ```
 
+pub mod energy;
 pub mod huffman;
 pub mod kmeans;
 pub mod lowrank;
@@ -391,6 +392,19 @@ pub struct Compressed {
     pub reports: Vec<PassReport>,
     /// Summaries of the fine-tuning passes, in order.
     pub finetune: Vec<TrainSummary>,
+}
+
+impl Compressed {
+    /// Energy per inference of the compressed model ([`energy::estimate`]): stored weight bytes
+    /// from the last report, MACs skipping zeros. Weight-only quantization and sharing keep f32
+    /// arithmetic (activations are float), so they save memory energy, not compute.
+    pub fn energy(&self, table: &energy::EnergyTable) -> Result<energy::EnergyReport> {
+        let bytes = match self.reports.last() {
+            Some(r) => r.bytes_after,
+            None => self.graph.weights.values().map(|t| t.len() * 4).sum(),
+        };
+        energy::estimate(&self.graph, &|_| None, bytes, table)
+    }
 }
 
 impl Recipe {
