@@ -27,6 +27,7 @@ fn kmeans_hand_case_linear_init_and_lloyd() {
         ShareParams {
             bits: 1,
             iterations: 20,
+            conv_bits: None,
         },
     )
     .unwrap();
@@ -49,6 +50,7 @@ fn kmeans_hand_case_linear_init_and_lloyd() {
         ShareParams {
             bits: 1,
             iterations: 20,
+            conv_bits: None,
         },
     )
     .unwrap();
@@ -57,16 +59,19 @@ fn kmeans_hand_case_linear_init_and_lloyd() {
     let p0 = ShareParams {
         bits: 0,
         iterations: 1,
+        conv_bits: None,
     };
     assert!(SharedTensor::share(&w, None, p0).is_err());
     let p9 = ShareParams {
         bits: 9,
         iterations: 1,
+        conv_bits: None,
     };
     assert!(SharedTensor::share(&w, None, p9).is_err());
     let p2 = ShareParams {
         bits: 2,
         iterations: 1,
+        conv_bits: None,
     };
     assert!(SharedTensor::share(&w, Some(&[true; 3]), p2).is_err());
 }
@@ -266,6 +271,7 @@ fn share_pass_in_a_recipe() {
         PassSpec::Share(ShareParams {
             bits: 4,
             iterations: 50
+            conv_bits: None,
         })
     );
     let out = recipe.apply(&g, None, None, &mut go).unwrap();

@@ -24,6 +24,10 @@ pub struct ShareParams {
     /// Maximum Lloyd iterations.
     #[serde(default = "default_iterations")]
     pub iterations: usize,
+    /// Index width for Conv weights when it should differ from `bits` (Deep Compression uses 8
+    /// bits for conv layers and 5 for fc layers of LeNet-5); `None` = `bits` everywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_bits: Option<u8>,
 }
 
 fn default_iterations() -> usize {
@@ -33,11 +37,10 @@ fn default_iterations() -> usize {
 impl ShareParams {
     /// Checks the knobs.
     pub fn check(&self) -> Result<()> {
-        if !(1..=8).contains(&self.bits) {
-            return Err(Error::Invalid(format!(
-                "share: {} bits, expected 1..=8",
-                self.bits
-            )));
+        for b in std::iter::once(self.bits).chain(self.conv_bits) {
+            if !(1..=8).contains(&b) {
+                return Err(Error::Invalid(format!("share: {b} bits, expected 1..=8")));
+            }
         }
         Ok(())
     }

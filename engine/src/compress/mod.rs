@@ -309,7 +309,15 @@ impl PassSpec {
                 }
                 for t in &tg {
                     let mask = ctx.masks.get(&t.weight).map(|m| m.as_slice());
-                    let s = SharedTensor::share(&g.weights[&t.weight], mask, *p)?;
+                    let is_conv = g
+                        .nodes
+                        .iter()
+                        .any(|n| n.name == t.node && matches!(n.op, Op::Conv(_)));
+                    let p = match p.conv_bits {
+                        Some(bits) if is_conv => ShareParams { bits, ..*p },
+                        _ => *p,
+                    };
+                    let s = SharedTensor::share(&g.weights[&t.weight], mask, p)?;
                     g.weights.insert(t.weight.clone(), s.decode()?);
                     ctx.shared.insert(t.weight.clone(), s);
                 }
