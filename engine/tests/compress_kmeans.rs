@@ -270,7 +270,7 @@ fn share_pass_in_a_recipe() {
         recipe.passes[1],
         PassSpec::Share(ShareParams {
             bits: 4,
-            iterations: 50
+            iterations: 50,
             conv_bits: None,
         })
     );
