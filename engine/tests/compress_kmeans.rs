@@ -89,6 +89,7 @@ fn kmeans_reduces_error_and_uses_at_most_2_pow_bits_values() {
             ShareParams {
                 bits,
                 iterations: 30,
+                conv_bits: None,
             },
         )
         .unwrap();
