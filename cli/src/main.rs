@@ -487,7 +487,7 @@ fn compress(
         std::fs::read_to_string(recipe).with_context(|| format!("reading {}", recipe.display()))?;
     let recipe = lithe::compress::Recipe::from_json(&recipe_text)
         .with_context(|| format!("parsing {}", recipe.display()))?;
-    let needs_data = recipe_text.contains("fine_tune");
+    let needs_data = recipe.needs_data();
     let train = if needs_data {
         Some(train_set(data)?)
     } else {

@@ -416,6 +416,18 @@ impl Compressed {
 }
 
 impl Recipe {
+    /// Whether some pass trains, so [`Recipe::apply`] needs training data.
+    pub fn needs_data(&self) -> bool {
+        self.passes.iter().any(|p| match p {
+            PassSpec::FineTune(_) | PassSpec::ShareFineTune(_) => true,
+            PassSpec::Prune(_)
+            | PassSpec::Quantize(_)
+            | PassSpec::Share(_)
+            | PassSpec::LowRank(_)
+            | PassSpec::Separable(_) => false,
+        })
+    }
+
     /// Parses a recipe from JSON.
     pub fn from_json(s: &str) -> Result<Self> {
         serde_json::from_str(s).map_err(|e| Error::Decode {
