@@ -29,6 +29,7 @@ pub mod graph;
 pub mod kernels;
 pub mod metrics;
 pub mod ops;
+pub mod plan;
 pub mod rng;
 pub mod session;
 pub mod tensor;

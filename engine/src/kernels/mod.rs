@@ -19,6 +19,7 @@ pub mod gemm;
 mod gemm_simd128;
 #[cfg(target_arch = "x86_64")]
 mod gemm_x86;
+pub mod sparse;
 
 use std::sync::OnceLock;
 

@@ -1,0 +1,412 @@
+//! Execution plans: `Graph → Plan`, one kernel per node chosen from the form of its weights and
+//! the host, weights packed once when the plan is built.
+//!
+//! The choice is the pure function [`choose`] of the node's [`WeightForm`] and the host's
+//! [`Features`], unit-tested on any machine. Nodes without a fast kernel run the reference op
+//! ([`crate::ops`]), which stays the oracle: [`Plan::run`] must agree with [`crate::exec::run`]
+//! (tests compare them on every zoo model, dense and pruned).
+//!
+//! Today's kernels: a pruned Gemm (density ≤ [`SPARSE_MAX_DENSITY`]) runs the CSR kernel
+//! ([`kernels::sparse`]); a dense Gemm runs the packed SIMD GEMM where that beats the reference
+//! (wasm `simd128`), and the reference matrix product otherwise (natively the reference uses
+//! `matrixmultiply`, which measured faster than our AVX2 kernel: docs/KERNELS.md).
+
+use crate::graph::{GemmAttrs, Graph, Node, Op};
+use crate::kernels::sparse::Csr;
+use crate::kernels::{self, Features, KernelKind};
+use crate::ops::{self, Mode};
+use crate::tensor::Tensor;
+use crate::{Error, Result};
+use std::collections::HashMap;
+
+/// Above this fraction of non-zero weights a Gemm stays dense: at 30 % density the CSR kernel
+/// does 30 % of the multiply-adds but with gathered loads.
+pub const SPARSE_MAX_DENSITY: f32 = 0.3;
+
+/// The form of a node's weight, as the plan sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WeightForm {
+    /// No stored weight the plan can use (activations, pooling, weights computed at run time).
+    None,
+    /// A 2-D f32 weight with this fraction of non-zero values.
+    Dense2d {
+        /// `nonzero / len`.
+        density: f32,
+    },
+}
+
+/// What executes one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The reference op.
+    Reference,
+    /// Packed dense GEMM of this kind, weights pre-transposed.
+    DenseGemm(KernelKind),
+    /// Compressed-sparse-row product over the kept weights.
+    SparseGemm,
+}
+
+impl Kernel {
+    /// Short stable name for reports and the page ("which kernel each layer runs on").
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Reference => "reference",
+            Kernel::DenseGemm(k) => match k {
+                KernelKind::Scalar => "gemm-scalar",
+                KernelKind::Packed => "gemm-packed",
+                KernelKind::Simd128 => "gemm-simd128",
+                KernelKind::Avx2Fma => "gemm-avx2-fma",
+            },
+            Kernel::SparseGemm => "csr",
+        }
+    }
+}
+
+/// The kernel for a node with `op` and weight `form` on a host with `features`. Pure.
+pub fn choose(op: &Op, form: WeightForm, features: Features) -> Kernel {
+    match (op, form) {
+        (Op::Gemm(a), WeightForm::Dense2d { density }) if !a.trans_a => {
+            if density <= SPARSE_MAX_DENSITY {
+                Kernel::SparseGemm
+            } else if features.simd128 {
+                Kernel::DenseGemm(kernels::select(features))
+            } else {
+                Kernel::Reference
+            }
+        }
+        _ => Kernel::Reference,
+    }
+}
+
+/// Weights packed for a kernel.
+#[derive(Clone, Debug)]
+enum Packed {
+    None,
+    /// `op(B)` as a row-major `k × n` matrix.
+    Dense {
+        k: usize,
+        n: usize,
+        b: Vec<f32>,
+    },
+    /// `op(B)ᵀ` (`n × k`, one row per output) in CSR.
+    Sparse(Csr),
+}
+
+#[derive(Clone, Debug)]
+struct Step {
+    node: usize,
+    kernel: Kernel,
+    packed: Packed,
+}
+
+/// A graph ready to run: one kernel per node, weights packed.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    graph: Graph,
+    steps: Vec<Step>,
+}
+
+fn form(g: &Graph, n: &Node) -> WeightForm {
+    match (&n.op, n.inputs.get(1).and_then(|w| g.weights.get(w))) {
+        (Op::Gemm(_), Some(w)) if w.ndim() == 2 => WeightForm::Dense2d {
+            density: w.iter().filter(|v| **v != 0.0).count() as f32 / w.len().max(1) as f32,
+        },
+        _ => WeightForm::None,
+    }
+}
+
+/// `op(B)` of a Gemm as `(k, n, row-major k×n)`.
+fn op_b(a: &GemmAttrs, w: &Tensor) -> (usize, usize, Vec<f32>) {
+    let (r, c) = (w.shape()[0], w.shape()[1]);
+    let data = crate::tensor::to_contiguous(w);
+    if a.trans_b {
+        let mut b = vec![0.0; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                b[j * r + i] = data[i * c + j];
+            }
+        }
+        (c, r, b)
+    } else {
+        (r, c, data.into_owned())
+    }
+}
+
+impl Plan {
+    /// Plans `g` for this host.
+    pub fn new(g: &Graph) -> Result<Plan> {
+        Plan::for_features(g, Features::detect())
+    }
+
+    /// Plans `g` as if the host had `features` (kernels it cannot run fall back to the
+    /// reference).
+    pub fn for_features(g: &Graph, features: Features) -> Result<Plan> {
+        let mut graph = g.clone();
+        graph.validate()?;
+        let mut steps = Vec::with_capacity(graph.nodes.len());
+        for (i, n) in graph.nodes.iter().enumerate() {
+            let mut kernel = choose(&n.op, form(&graph, n), features);
+            if let Kernel::DenseGemm(k) = kernel
+                && kernels::Kernels::for_kind(k).is_none()
+            {
+                kernel = Kernel::Reference;
+            }
+            let packed = match (kernel, &n.op) {
+                (Kernel::DenseGemm(_), Op::Gemm(a)) => {
+                    let (k, nn, b) = op_b(a, &graph.weights[&n.inputs[1]]);
+                    Packed::Dense { k, n: nn, b }
+                }
+                (Kernel::SparseGemm, Op::Gemm(a)) => {
+                    let (k, nn, b) = op_b(a, &graph.weights[&n.inputs[1]]);
+                    // CSR wants one row per output: op(B)ᵀ.
+                    let mut bt = vec![0.0; k * nn];
+                    for p in 0..k {
+                        for j in 0..nn {
+                            bt[j * k + p] = b[p * nn + j];
+                        }
+                    }
+                    Packed::Sparse(Csr::from_dense(nn, k, &bt)?)
+                }
+                _ => Packed::None,
+            };
+            steps.push(Step {
+                node: i,
+                kernel,
+                packed,
+            });
+        }
+        Ok(Plan { graph, steps })
+    }
+
+    /// `(node name, kernel name)` for every node, in order.
+    pub fn kernels(&self) -> Vec<(String, &'static str)> {
+        self.steps
+            .iter()
+            .map(|s| (self.graph.nodes[s.node].name.clone(), s.kernel.name()))
+            .collect()
+    }
+
+    /// The planned graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Runs the plan on `inputs` (checked like [`crate::exec::run`]) and returns the outputs.
+    pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+        let g = &self.graph;
+        crate::exec::check_inputs(g, inputs)?;
+        let mut uses = crate::exec::use_counts(g);
+        let mut vals: HashMap<&str, Tensor> = HashMap::new();
+        for s in &self.steps {
+            let n = &g.nodes[s.node];
+            let outs = {
+                let ins = crate::exec::gather(n, |i| {
+                    vals.get(i)
+                        .or_else(|| g.weights.get(i))
+                        .or_else(|| inputs.iter().find(|(k, _)| *k == i).map(|(_, t)| *t))
+                });
+                match (&s.packed, &n.op) {
+                    (Packed::None, _) => ops::forward(n, &ins, Mode::Eval)?.0,
+                    (p, Op::Gemm(a)) => vec![gemm(n, a, p, &ins)?],
+                    _ => ops::forward(n, &ins, Mode::Eval)?.0,
+                }
+            };
+            for i in n.inputs.iter().filter(|s| !s.is_empty()) {
+                if let Some(u) = uses.get_mut(i.as_str()) {
+                    *u -= 1;
+                    if *u == 0 {
+                        vals.remove(i.as_str());
+                    }
+                }
+            }
+            for (name, t) in n.outputs.iter().zip(outs) {
+                vals.insert(name.as_str(), t);
+            }
+        }
+        g.outputs
+            .iter()
+            .map(|o| {
+                vals.remove(o.as_str())
+                    .or_else(|| g.weights.get(o).cloned())
+                    .or_else(|| {
+                        inputs
+                            .iter()
+                            .find(|(k, _)| k == o)
+                            .map(|(_, t)| (*t).clone())
+                    })
+                    .ok_or_else(|| Error::Graph(format!("output `{o}` was not computed")))
+            })
+            .collect()
+    }
+}
+
+/// A planned Gemm: `alpha · A · op(B) + beta · C` with `op(B)` packed.
+fn gemm(node: &Node, at: &GemmAttrs, p: &Packed, ins: &[Option<&Tensor>]) -> Result<Tensor> {
+    let a = ops::get(node, ins, 0)?;
+    let (k, n) = match p {
+        Packed::Dense { k, n, .. } => (*k, *n),
+        Packed::Sparse(c) => (c.cols(), c.rows()),
+        Packed::None => return Err(Error::Invalid("gemm: nothing packed".into())),
+    };
+    if a.ndim() != 2 || a.shape()[1] != k {
+        return Err(Error::shape(
+            &node.name,
+            "Gemm",
+            format!("A must be [M, {k}]"),
+            &[a.shape()],
+        ));
+    }
+    let m = a.shape()[0];
+    let x = crate::tensor::to_contiguous(a);
+    let mut y = vec![0.0f32; m * n];
+    match p {
+        Packed::Dense { b, .. } => kernels::gemm(m, k, n, &x, b, &mut y)?,
+        Packed::Sparse(c) => c.matmul_t(m, &x, &mut y)?,
+        Packed::None => {}
+    }
+    if at.alpha != 1.0 {
+        y.iter_mut().for_each(|v| *v *= at.alpha);
+    }
+    if let Some(c) = ops::opt(ins, 2).filter(|_| at.beta != 0.0) {
+        let cb = c.broadcast(ndarray::IxDyn(&[m, n])).ok_or_else(|| {
+            Error::shape(
+                &node.name,
+                "Gemm",
+                "C does not broadcast",
+                &[c.shape(), &[m, n]],
+            )
+        })?;
+        for (v, cv) in y.iter_mut().zip(cb.iter()) {
+            *v += at.beta * cv;
+        }
+    }
+    Tensor::from_shape_vec(ndarray::IxDyn(&[m, n]), y).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zoo::{Arch, build};
+
+    #[test]
+    fn choice_is_a_pure_function_of_form_and_features() {
+        let gemm = Op::Gemm(GemmAttrs::default());
+        let wasm = Features {
+            simd128: true,
+            avx2_fma: false,
+        };
+        let dense = WeightForm::Dense2d { density: 0.9 };
+        let sparse = WeightForm::Dense2d { density: 0.08 };
+        assert_eq!(choose(&gemm, sparse, Features::NONE), Kernel::SparseGemm);
+        assert_eq!(choose(&gemm, sparse, wasm), Kernel::SparseGemm);
+        assert_eq!(
+            choose(&gemm, dense, wasm),
+            Kernel::DenseGemm(KernelKind::Simd128)
+        );
+        assert_eq!(choose(&gemm, dense, Features::NONE), Kernel::Reference);
+        assert_eq!(choose(&Op::Relu, WeightForm::None, wasm), Kernel::Reference);
+        let ta = Op::Gemm(GemmAttrs {
+            trans_a: true,
+            ..GemmAttrs::default()
+        });
+        assert_eq!(choose(&ta, sparse, wasm), Kernel::Reference);
+        // The boundary is inclusive.
+        let edge = WeightForm::Dense2d {
+            density: SPARSE_MAX_DENSITY,
+        };
+        assert_eq!(choose(&gemm, edge, Features::NONE), Kernel::SparseGemm);
+    }
+
+    fn agree(g: &Graph, features: Features) -> Vec<(String, &'static str)> {
+        let plan = Plan::for_features(g, features).unwrap();
+        let mut rng = crate::rng::Rng::new(3);
+        let x: Vec<f32> = (0..3 * 784).map(|_| rng.uniform()).collect();
+        let x = Tensor::from_shape_vec(ndarray::IxDyn(&[3, 1, 28, 28]), x).unwrap();
+        let want = crate::exec::run(g, &[("input", &x)]).unwrap();
+        let got = plan.run(&[("input", &x)]).unwrap();
+        for (a, b) in want.iter().zip(&got) {
+            assert_eq!(a.shape(), b.shape());
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{x} vs {y}");
+            }
+        }
+        plan.kernels()
+    }
+
+    #[test]
+    fn plans_agree_with_the_reference_dense_and_pruned() {
+        for arch in [
+            Arch::Lenet300100,
+            Arch::Lenet5,
+            Arch::Mobilenet,
+            Arch::TinyMlp,
+        ] {
+            let mut g = build(arch, 1).unwrap();
+            for f in [
+                Features::NONE,
+                Features {
+                    simd128: false,
+                    avx2_fma: true,
+                },
+            ] {
+                agree(&g, f);
+            }
+            // Prune every Gemm to ~10 %: those nodes must take the CSR kernel.
+            let names: Vec<String> = g
+                .nodes
+                .iter()
+                .filter(|n| matches!(n.op, Op::Gemm(_)))
+                .map(|n| n.inputs[1].clone())
+                .collect();
+            for w in &names {
+                let t = g.weights.get_mut(w).unwrap();
+                t.iter_mut().enumerate().for_each(|(i, v)| {
+                    if i % 10 != 0 {
+                        *v = 0.0
+                    }
+                });
+            }
+            let ks = agree(&g, Features::NONE);
+            let gemms: Vec<_> = ks.iter().filter(|(_, k)| *k == "csr").collect();
+            assert_eq!(gemms.len(), names.len(), "{arch:?}: {ks:?}");
+        }
+    }
+
+    #[test]
+    fn packed_dense_gemm_agrees_with_the_reference_for_every_available_kernel() {
+        for arch in [Arch::Lenet300100, Arch::TinyMlp, Arch::Mobilenet] {
+            let g = build(arch, 2).unwrap();
+            let mut rng = crate::rng::Rng::new(4);
+            let x: Vec<f32> = (0..5 * 784).map(|_| rng.normal()).collect();
+            let x = Tensor::from_shape_vec(ndarray::IxDyn(&[5, 1, 28, 28]), x).unwrap();
+            let want = crate::exec::run(&g, &[("input", &x)]).unwrap();
+            for kind in kernels::available() {
+                let mut plan = Plan::for_features(&g, Features::NONE).unwrap();
+                for s in &mut plan.steps {
+                    let n = &plan.graph.nodes[s.node];
+                    if let Op::Gemm(a) = &n.op {
+                        let (k, nn, b) = op_b(a, &plan.graph.weights[&n.inputs[1]]);
+                        s.kernel = Kernel::DenseGemm(kind);
+                        s.packed = Packed::Dense { k, n: nn, b };
+                    }
+                }
+                let got = plan.run(&[("input", &x)]).unwrap();
+                for (x, y) in want[0].iter().zip(got[0].iter()) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * (1.0 + x.abs()),
+                        "{kind:?} {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_inputs_are_errors() {
+        let g = build(Arch::TinyMlp, 1).unwrap();
+        let plan = Plan::new(&g).unwrap();
+        let x = crate::tensor::zeros(&[2, 1, 27, 28]);
+        assert!(plan.run(&[("input", &x)]).is_err());
+        assert!(plan.run(&[]).is_err());
+    }
+}
