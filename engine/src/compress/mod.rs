@@ -20,6 +20,7 @@
 //! ```
 
 pub mod huffman;
+pub mod intonly;
 pub mod kmeans;
 pub mod lowrank;
 pub mod prune;
@@ -92,6 +93,9 @@ pub enum PassSpec {
     /// Low-rank factorisation (truncated SVD) of Gemm weights into two Gemms; rewrites the
     /// graph.
     LowRank(lowrank::LowRankSpec),
+    /// Integer-only int8 model (Jacob et al. 2018) calibrated on the recipe's training data;
+    /// must be the last pass. See [`intonly`].
+    Int8(intonly::Int8Spec),
 }
 
 /// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
@@ -108,6 +112,8 @@ pub struct PassCtx<'a> {
     pub on_progress: &'a mut dyn FnMut(&Progress) -> ControlFlow<()>,
     /// Summaries of the fine-tuning runs so far, in order.
     pub finetune: Vec<TrainSummary>,
+    /// The integer-only model built by [`PassSpec::Int8`].
+    pub int8: Option<intonly::QGraph>,
 }
 
 impl<'a> PassCtx<'a> {
@@ -123,6 +129,7 @@ impl<'a> PassCtx<'a> {
             data,
             on_progress,
             finetune: Vec::new(),
+            int8: None,
         }
     }
 }
@@ -238,6 +245,7 @@ impl PassSpec {
             PassSpec::Share(_) => "share",
             PassSpec::ShareFineTune(_) => "share_fine_tune",
             PassSpec::LowRank(_) => "low_rank",
+            PassSpec::Int8(_) => "int8",
         }
     }
 
@@ -245,6 +253,11 @@ impl PassSpec {
     /// ([`Recipe::apply`] fills them).
     pub fn apply(&self, g: &mut Graph, ctx: &mut PassCtx) -> Result<PassReport> {
         g.validate()?;
+        if ctx.int8.is_some() {
+            return Err(Error::Invalid(
+                "int8 must be the last pass: nothing runs after the integer model is built".into(),
+            ));
+        }
         let tg = targets(g);
         let before: Vec<(String, u8, usize)> = tg
             .iter()
@@ -323,6 +336,9 @@ impl PassSpec {
             PassSpec::LowRank(spec) => {
                 return lowrank::pass(g, ctx, spec, bytes_before, macs_before);
             }
+            PassSpec::Int8(spec) => {
+                return intonly::pass(g, ctx, spec, bytes_before, macs_before);
+            }
         }
         let mut layers = Vec::with_capacity(tg.len());
         let (mut zeros, mut total) = (0usize, 0usize);
@@ -384,6 +400,8 @@ pub struct Compressed {
     pub reports: Vec<PassReport>,
     /// Summaries of the fine-tuning passes, in order.
     pub finetune: Vec<TrainSummary>,
+    /// The integer-only int8 model when the recipe ends with an `int8` pass.
+    pub int8: Option<intonly::QGraph>,
 }
 
 impl Recipe {
@@ -420,7 +438,11 @@ impl Recipe {
         for p in &self.passes {
             let mut r = p.apply(&mut graph, &mut ctx)?;
             r.accuracy_before = acc;
-            acc = accuracy(&graph)?;
+            // After `int8` the accuracy is the integer executor's, not the float graph's.
+            acc = match (&ctx.int8, eval) {
+                (Some(q), Some(d)) => Some(q.evaluate(d, 256)?.accuracy),
+                _ => accuracy(&graph)?,
+            };
             r.accuracy_after = acc;
             reports.push(r);
         }
@@ -431,6 +453,7 @@ impl Recipe {
             shared: ctx.shared,
             reports,
             finetune: ctx.finetune,
+            int8: ctx.int8,
         })
     }
 }
