@@ -301,10 +301,17 @@ fn dense_matches_float_within_a_step() {
 fn grouped_strided_padded_conv_matches_float_within_a_step() {
     let mut rng = Rng::new(3);
     let (s_in, s_out) = (0.03, 0.04);
-    for (groups, m, stride, pad) in [(4, 8, 2, 1), (1, 3, 1, 0), (4, 4, 1, 1), (2, 6, 2, 2)] {
+    for (groups, m, stride, pad, dil) in [
+        (4, 8, 2, 1, 1),
+        (1, 3, 1, 0, 1),
+        (4, 4, 1, 1, 1),
+        (2, 6, 2, 2, 1),
+        (4, 4, 1, 2, 2),
+        (1, 2, 2, 1, 2),
+    ] {
         let cg = 4 / groups;
         let (w, rq) = layer(&mut rng, &[m, cg, 3, 3], s_in, s_out, (-20, 127));
-        let oh = (7 + 2 * pad - 3) / stride + 1;
+        let oh = (7 + 2 * pad - 2 * dil - 1) / stride + 1;
         let values = vec![
             QValue {
                 shape: vec![4, 7, 7],
@@ -318,7 +325,7 @@ fn grouped_strided_padded_conv_matches_float_within_a_step() {
         let win = Window {
             kernel: [3, 3],
             strides: [stride, stride],
-            dilations: [1, 1],
+            dilations: [dil, dil],
             pads: [pad; 4],
         };
         let q = one_node(values, QOp::Conv { w, groups, win, rq }, vec![0]);
@@ -327,6 +334,7 @@ fn grouped_strided_padded_conv_matches_float_within_a_step() {
         a.strides = [stride, stride];
         a.pads = [pad; 4];
         a.groups = groups;
+        a.dilations = [dil, dil];
         // The clamp at code −20 = real 0 is a fused ReLU.
         let mut g = float_graph(
             &[4, 7, 7],
@@ -530,7 +538,7 @@ fn mnist() -> (Dataset, Dataset) {
 #[test]
 fn integer_executor_agrees_with_the_fake_quant_twin_on_the_zoo() {
     let (train, test) = mnist();
-    let test = test.take(300);
+    let test = test.take(200);
     for name in ["tiny-mlp", "lenet-300-100", "lenet-5", "mobilenet"] {
         let g = zoo(name);
         let spec = Int8Spec {
@@ -556,12 +564,12 @@ fn integer_executor_agrees_with_the_fake_quant_twin_on_the_zoo() {
             }
         }
         println!(
-            "{name}: twin top-1 agreement {agree}/300, float {agree_float}/300, worst logit {worst} steps"
+            "{name}: twin top-1 agreement {agree}/200, float {agree_float}/200, worst logit {worst} steps"
         );
-        assert!(agree >= 298, "{name}: {agree}/300");
+        assert!(agree >= 198, "{name}: {agree}/200");
         assert!(
-            agree_float >= 294,
-            "{name}: {agree_float}/300 against float"
+            agree_float >= 196,
+            "{name}: {agree_float}/200 against float"
         );
         assert!(worst <= 8.0, "{name}: {worst}");
         let int_acc = q.evaluate(&test, 100).unwrap().accuracy;
@@ -776,7 +784,7 @@ fn int8_pass_reports_integer_accuracy_and_real_bytes() {
         Recipe::from_json(&recipe.to_json().unwrap()).unwrap(),
         recipe
     );
-    let eval = test.take(500);
+    let eval = test.take(300);
     let out = recipe
         .apply(&g, Some(&train), Some(&eval), &mut go)
         .unwrap();
@@ -838,11 +846,7 @@ fn zoo_table() {
         let g = zoo(name);
         let float = lithe::metrics::evaluate(&g, &test, 256).unwrap().accuracy;
         let f32_bytes: usize = g.weights.values().map(|w| 4 * w.len()).sum();
-        for (method, calib) in [
-            (Calibration::MinMax, 100),
-            (Calibration::MinMax, 1000),
-            (Calibration::Ema, 1000),
-        ] {
+        for (method, calib) in [(Calibration::MinMax, 1000), (Calibration::Ema, 1000)] {
             let q = QGraph::build(
                 &g,
                 &train,

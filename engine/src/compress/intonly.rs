@@ -1259,31 +1259,30 @@ fn conv_int(
     let (m, oh, ow) = (ys[0], ys[1], ys[2]);
     let (cg, kh, kw) = (w.shape[1], w.shape[2], w.shape[3]);
     let mg = m / groups;
+    let rows: Vec<Span> = (0..oh)
+        .map(|o| span(o, win.strides[0], win.dilations[0], win.pads[0], h, kh))
+        .collect();
+    let cols: Vec<Span> = (0..ow)
+        .map(|o| span(o, win.strides[1], win.dilations[1], win.pads[1], wd, kw))
+        .collect();
+    let dw = win.dilations[1];
     let mut y = Vec::with_capacity(n * m * oh * ow);
     for b in 0..n {
         let xb = &x[b * c * h * wd..(b + 1) * c * h * wd];
         for oc in 0..m {
             let g = oc / mg;
             let wo = &w.data[oc * cg * kh * kw..(oc + 1) * cg * kh * kw];
-            for oy in 0..oh {
-                for ox in 0..ow {
+            for r in &rows {
+                for q in &cols {
                     let mut acc: i32 = 0;
                     for ci in 0..cg {
                         let plane = &xb[(g * cg + ci) * h * wd..(g * cg + ci + 1) * h * wd];
-                        for ky in 0..kh {
-                            let Some(iy) =
-                                tap(oy, ky, win.strides[0], win.dilations[0], win.pads[0], h)
-                            else {
-                                continue;
-                            };
-                            for kx in 0..kw {
-                                let Some(ix) =
-                                    tap(ox, kx, win.strides[1], win.dilations[1], win.pads[1], wd)
-                                else {
-                                    continue;
-                                };
-                                let xv = plane[iy * wd + ix] as i32 - zx;
-                                acc += xv * wo[(ci * kh + ky) * kw + kx] as i32;
+                        for (j, ky) in (r.lo..r.hi).enumerate() {
+                            let iy = r.first + j * win.dilations[0];
+                            let xrow = &plane[iy * wd..(iy + 1) * wd];
+                            let wrow = &wo[(ci * kh + ky) * kw..(ci * kh + ky + 1) * kw];
+                            for (i, wv) in wrow[q.lo..q.hi].iter().enumerate() {
+                                acc += (xrow[q.first + i * dw] as i32 - zx) * *wv as i32;
                             }
                         }
                     }
@@ -1301,6 +1300,39 @@ fn conv_int(
         }
     }
     y
+}
+
+/// The kernel taps `lo..hi` of one axis that land inside the input for one output position,
+/// and the input index of tap `lo`.
+struct Span {
+    lo: usize,
+    hi: usize,
+    first: usize,
+}
+
+fn span(o: usize, stride: usize, dil: usize, pad: usize, size: usize, k: usize) -> Span {
+    let start = o * stride;
+    let lo = if start >= pad {
+        0
+    } else {
+        (pad - start).div_ceil(dil)
+    };
+    let hi = (pad + size)
+        .checked_sub(start)
+        .map_or(0, |room| room.div_ceil(dil))
+        .min(k);
+    if lo >= hi {
+        return Span {
+            lo: 0,
+            hi: 0,
+            first: 0,
+        };
+    }
+    Span {
+        lo,
+        hi,
+        first: start + lo * dil - pad,
+    }
 }
 
 /// Calls `f(plane, oy, ox, taps)` for every output position of a pooling window, with the input
