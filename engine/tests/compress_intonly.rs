@@ -434,10 +434,30 @@ fn pools_clamp_and_reshape_match_float() {
         vec![0],
     );
     let clip = Op::Clip { min: 0.0, max: 6.0 };
-    assert_eq!(
-        compare(&q, &float_graph(&[3, 7, 7], clip, vec![]), 1e-4, 8) < 1e-3,
-        true
+    compare(&q, &float_graph(&[3, 7, 7], clip, vec![]), 1e-3, 8);
+    // A grid where 6.0 is a code, so the ReLU6 upper bound is active.
+    let q6 = qp(0.05, -100);
+    let v6 = vec![
+        QValue {
+            shape: vec![3, 7, 7],
+            q: q6,
+        },
+        QValue {
+            shape: vec![3, 7, 7],
+            q: q6,
+        },
+    ];
+    let q = one_node(
+        v6,
+        QOp::Clamp {
+            lo: q6.quantize(0.0),
+            hi: q6.quantize(6.0),
+        },
+        vec![0],
     );
+    assert_eq!(q6.dequantize(q6.quantize(6.0)), 6.0);
+    let clip = Op::Clip { min: 0.0, max: 6.0 };
+    compare(&q, &float_graph(&[3, 7, 7], clip, vec![]), 1e-3, 10);
     let q = one_node(vals(vec![147]), QOp::Reshape, vec![0]);
     assert_eq!(
         compare(

@@ -629,7 +629,7 @@ fn quantize_layer(
     bounds: (i8, i8),
 ) -> Result<(QWeights, Requant)> {
     let out = shape.first().copied().unwrap_or(0);
-    let per = if out == 0 { 0 } else { w.len() / out };
+    let per = w.len().checked_div(out).unwrap_or(0);
     let mut data = Vec::with_capacity(w.len());
     let mut scales = Vec::with_capacity(out);
     let mut qbias = Vec::with_capacity(out);
@@ -1094,8 +1094,8 @@ impl QGraph {
                         && xs.len() == 3
                         && ys.len() == 3
                         && *groups > 0
-                        && xs[0] % groups == 0
-                        && w.shape[0] % groups == 0
+                        && xs[0].is_multiple_of(*groups)
+                        && w.shape[0].is_multiple_of(*groups)
                         && xs[0] / groups == w.shape[1]
                         && ys[0] == w.shape[0]
                         && win.kernel == [w.shape[2], w.shape[3]]
