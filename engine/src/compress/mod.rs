@@ -21,6 +21,7 @@
 
 pub mod energy;
 pub mod huffman;
+pub mod intonly;
 pub mod kmeans;
 pub mod lowrank;
 pub mod prune;
@@ -96,6 +97,9 @@ pub enum PassSpec {
     /// Rewrites standard convolutions as depthwise + pointwise (MobileNet) by per-channel SVD;
     /// rewrites the graph.
     Separable(lowrank::SeparableSpec),
+    /// Integer-only int8 model (Jacob et al. 2018) calibrated on the recipe's training data;
+    /// must be the last pass. See [`intonly`].
+    Int8(intonly::Int8Spec),
 }
 
 /// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
@@ -112,6 +116,8 @@ pub struct PassCtx<'a> {
     pub on_progress: &'a mut dyn FnMut(&Progress) -> ControlFlow<()>,
     /// Summaries of the fine-tuning runs so far, in order.
     pub finetune: Vec<TrainSummary>,
+    /// The integer-only model built by [`PassSpec::Int8`].
+    pub int8: Option<intonly::QGraph>,
 }
 
 impl<'a> PassCtx<'a> {
@@ -127,6 +133,7 @@ impl<'a> PassCtx<'a> {
             data,
             on_progress,
             finetune: Vec::new(),
+            int8: None,
         }
     }
 }
@@ -243,6 +250,7 @@ impl PassSpec {
             PassSpec::ShareFineTune(_) => "share_fine_tune",
             PassSpec::LowRank(_) => "low_rank",
             PassSpec::Separable(_) => "separable",
+            PassSpec::Int8(_) => "int8",
         }
     }
 
@@ -250,6 +258,11 @@ impl PassSpec {
     /// ([`Recipe::apply`] fills them).
     pub fn apply(&self, g: &mut Graph, ctx: &mut PassCtx) -> Result<PassReport> {
         g.validate()?;
+        if ctx.int8.is_some() {
+            return Err(Error::Invalid(
+                "int8 must be the last pass: nothing runs after the integer model is built".into(),
+            ));
+        }
         let tg = targets(g);
         let before: Vec<(String, u8, usize)> = tg
             .iter()
@@ -339,6 +352,9 @@ impl PassSpec {
             PassSpec::Separable(spec) => {
                 return lowrank::separable_pass(g, ctx, spec, bytes_before, macs_before);
             }
+            PassSpec::Int8(spec) => {
+                return intonly::pass(g, ctx, spec, bytes_before, macs_before);
+            }
         }
         let mut layers = Vec::with_capacity(tg.len());
         let (mut zeros, mut total) = (0usize, 0usize);
@@ -400,18 +416,28 @@ pub struct Compressed {
     pub reports: Vec<PassReport>,
     /// Summaries of the fine-tuning passes, in order.
     pub finetune: Vec<TrainSummary>,
+    /// The integer-only int8 model when the recipe ends with an `int8` pass.
+    pub int8: Option<intonly::QGraph>,
 }
 
 impl Compressed {
     /// Energy per inference of the compressed model ([`energy::estimate`]): stored weight bytes
     /// from the last report, MACs skipping zeros. Weight-only quantization and sharing keep f32
-    /// arithmetic (activations are float), so they save memory energy, not compute.
+    /// arithmetic (activations are float), so they save memory energy, not compute; the
+    /// integer-only `int8` pass switches every layer to int8 arithmetic.
     pub fn energy(&self, table: &energy::EnergyTable) -> Result<energy::EnergyReport> {
         let bytes = match self.reports.last() {
             Some(r) => r.bytes_after,
             None => self.graph.weights.values().map(|t| t.len() * 4).sum(),
         };
-        energy::estimate(&self.graph, &|_| None, bytes, table)
+        // The integer-only model runs every Gemm/Conv in int8 with int32 accumulation.
+        let int8 = self.int8.is_some();
+        energy::estimate(
+            &self.graph,
+            &|_| int8.then_some(energy::Arith::Int8),
+            bytes,
+            table,
+        )
     }
 }
 
@@ -419,7 +445,8 @@ impl Recipe {
     /// Whether some pass trains, so [`Recipe::apply`] needs training data.
     pub fn needs_data(&self) -> bool {
         self.passes.iter().any(|p| match p {
-            PassSpec::FineTune(_) | PassSpec::ShareFineTune(_) => true,
+            // int8 calibrates activation ranges on the training data.
+            PassSpec::FineTune(_) | PassSpec::ShareFineTune(_) | PassSpec::Int8(_) => true,
             PassSpec::Prune(_)
             | PassSpec::Quantize(_)
             | PassSpec::Share(_)
@@ -461,7 +488,11 @@ impl Recipe {
         for p in &self.passes {
             let mut r = p.apply(&mut graph, &mut ctx)?;
             r.accuracy_before = acc;
-            acc = accuracy(&graph)?;
+            // After `int8` the accuracy is the integer executor's, not the float graph's.
+            acc = match (&ctx.int8, eval) {
+                (Some(q), Some(d)) => Some(q.evaluate(d, 256)?.accuracy),
+                _ => accuracy(&graph)?,
+            };
             r.accuracy_after = acc;
             reports.push(r);
         }
@@ -472,6 +503,7 @@ impl Recipe {
             shared: ctx.shared,
             reports,
             finetune: ctx.finetune,
+            int8: ctx.int8,
         })
     }
 }
