@@ -21,10 +21,12 @@
 
 pub mod huffman;
 pub mod kmeans;
+pub mod layer;
 pub mod lowrank;
 pub mod prune;
 pub mod quantize;
 pub mod sparse;
+pub mod structured;
 
 use crate::data::Dataset;
 use crate::graph::{Graph, Op};
@@ -92,6 +94,13 @@ pub enum PassSpec {
     /// Low-rank factorisation (truncated SVD) of Gemm weights into two Gemms; rewrites the
     /// graph.
     LowRank(lowrank::LowRankSpec),
+    /// Filter/channel pruning: removes whole output channels and thins the graph (before
+    /// `prune`, `quantize` and `share`).
+    PruneFilters(structured::FilterSpec),
+    /// Removes a block whose input and output shapes match (it becomes the identity).
+    RemoveBlock(layer::BlockSpec),
+    /// Merges two adjacent Gemms into one (activations between them are dropped).
+    MergeLinear(layer::MergeSpec),
 }
 
 /// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
@@ -238,6 +247,9 @@ impl PassSpec {
             PassSpec::Share(_) => "share",
             PassSpec::ShareFineTune(_) => "share_fine_tune",
             PassSpec::LowRank(_) => "low_rank",
+            PassSpec::PruneFilters(_) => "prune_filters",
+            PassSpec::RemoveBlock(_) => "remove_block",
+            PassSpec::MergeLinear(_) => "merge_linear",
         }
     }
 
@@ -322,6 +334,9 @@ impl PassSpec {
             }
             PassSpec::LowRank(spec) => {
                 return lowrank::pass(g, ctx, spec, bytes_before, macs_before);
+            }
+            PassSpec::PruneFilters(_) | PassSpec::RemoveBlock(_) | PassSpec::MergeLinear(_) => {
+                return structured::pass(self, g, ctx, bytes_before, macs_before);
             }
         }
         let mut layers = Vec::with_capacity(tg.len());
