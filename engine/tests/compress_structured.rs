@@ -106,7 +106,11 @@ fn mobilenet_is_thinned_end_to_end() {
     let groups = prune_filters(&mut g, &spec(Criterion::L1, 0.5, None)).expect("prune");
     // stem, block1_pw .. block4_pw; the classifier's outputs (the logits) are left alone.
     assert_eq!(groups.len(), 5, "{groups:?}");
-    assert!(groups.iter().all(|r| r.channels_after * 2 == r.channels_before));
+    assert!(
+        groups
+            .iter()
+            .all(|r| r.channels_after * 2 == r.channels_before)
+    );
     assert_eq!(shape(&g, "stem.weight"), [8, 1, 3, 3]);
     assert_eq!(shape(&g, "block1_dw.weight"), [8, 1, 3, 3]);
     assert_eq!(shape(&g, "block1_dw_bn.scale"), [8]);
@@ -132,8 +136,8 @@ fn mobilenet_is_thinned_end_to_end() {
 fn lenet5_flatten_columns_follow_channels() {
     let orig = model("lenet-5");
     let mut g = orig.clone();
-    let groups = prune_filters(&mut g, &spec(Criterion::L1, 0.4, Some(&["conv1", "conv2"])))
-        .expect("prune");
+    let groups =
+        prune_filters(&mut g, &spec(Criterion::L1, 0.4, Some(&["conv1", "conv2"]))).expect("prune");
     assert_eq!(groups.len(), 2);
     assert_eq!(shape(&g, "conv1.weight"), [12, 1, 5, 5]);
     assert_eq!(shape(&g, "conv2.weight"), [30, 12, 5, 5]);
@@ -141,7 +145,11 @@ fn lenet5_flatten_columns_follow_channels() {
     // fc1 read 50 channels × 4·4; it now reads 30 × 16 columns.
     let fc1 = g.nodes.iter().find(|n| n.name == "fc1").expect("fc1");
     let w = &g.weights[&fc1.inputs[1]];
-    assert!(w.shape().contains(&480) && w.shape().contains(&500), "{:?}", w.shape());
+    assert!(
+        w.shape().contains(&480) && w.shape().contains(&500),
+        "{:?}",
+        w.shape()
+    );
     let x = rand(&[4, 1, 28, 28], 8);
     let d = max_diff(&run(&silenced(&orig, &groups), &x), &run(&g, &x));
     assert!(d < 1e-4, "{d}");
@@ -395,7 +403,10 @@ fn bad_knobs_are_errors() {
         r.passes[0],
         PassSpec::PruneFilters(spec(Criterion::BnGamma, 0.5, None))
     );
-    assert_eq!(Recipe::from_json(&r.to_json().expect("json")).expect("again"), r);
+    assert_eq!(
+        Recipe::from_json(&r.to_json().expect("json")).expect("again"),
+        r
+    );
     let bad = r#"{"passes": [{"pass": "prune_filters", "criterion": "l2", "ratio": 0.5}]}"#;
     assert!(Recipe::from_json(bad).is_err());
 }
@@ -427,7 +438,12 @@ fn recipe_reports_and_fine_tunes_the_thin_graph() {
         .expect("apply");
     let p = &out.reports[0];
     assert_eq!(p.pass, "prune_filters");
-    assert!(p.macs_after * 3 < p.macs_before, "{} -> {}", p.macs_before, p.macs_after);
+    assert!(
+        p.macs_after * 3 < p.macs_before,
+        "{} -> {}",
+        p.macs_before,
+        p.macs_after
+    );
     assert!(p.bytes_after * 3 < p.bytes_before);
     let fc1 = p.layers.iter().find(|l| l.node == "fc1").expect("fc1 row");
     assert_eq!(fc1.params, 200 * 320);
@@ -497,11 +513,7 @@ fn thinned_model_exports_and_onnxruntime_agrees() {
     };
     let dir = std::env::temp_dir().join(format!("lithe-structured-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let (m, i, o) = (
-        dir.join("thin.onnx"),
-        dir.join("x.npy"),
-        dir.join("y.npy"),
-    );
+    let (m, i, o) = (dir.join("thin.onnx"), dir.join("x.npy"), dir.join("y.npy"));
     std::fs::write(&m, &bytes).expect("write");
     std::fs::write(&i, npy(&x)).expect("write");
     std::fs::write(&o, npy(&y)).expect("write");
@@ -511,7 +523,8 @@ fn thinned_model_exports_and_onnxruntime_agrees() {
         .output()
         .expect("python");
     std::fs::remove_dir_all(&dir).ok();
-    let said = String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    let said =
+        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
     eprintln!("onnxruntime: {}", said.trim());
     assert!(run.status.success(), "{said}");
 }
@@ -654,9 +667,9 @@ fn removing_a_block_makes_it_the_identity() {
     let d = max_diff(&run(&silent, &x), &run(&g, &x));
     assert!(d < 1e-6, "{d}");
     let bad = [
-        ("add", "conv_b"),       // wrong order
-        ("bn_b", "add"),         // reads relu_a from outside besides its input
-        ("conv_a", "relu_a"),    // 1 → 6 channels
+        ("add", "conv_b"),    // wrong order
+        ("bn_b", "add"),      // reads relu_a from outside besides its input
+        ("conv_a", "relu_a"), // 1 → 6 channels
         ("missing", "add"),
     ];
     for (a, b) in bad {
@@ -678,7 +691,10 @@ fn removing_a_block_makes_it_the_identity() {
         },
     )
     .unwrap_err();
-    assert!(matches!(&err, Error::Invalid(s) if s.contains("must match")), "{err}");
+    assert!(
+        matches!(&err, Error::Invalid(s) if s.contains("must match")),
+        "{err}"
+    );
 }
 
 /// Full-MNIST figures (docs/COMPRESSION.md, "Structured pruning"): runs `recipe` on the zoo
@@ -710,7 +726,11 @@ fn measure(name: &str, recipe: &Recipe) {
         })
         .expect("apply");
     let bytes1 = onnx::export(&out.graph).expect("export").len();
-    println!("{name}: {} train images, {:.0} s", train.len(), t.elapsed().as_secs_f32());
+    println!(
+        "{name}: {} train images, {:.0} s",
+        train.len(),
+        t.elapsed().as_secs_f32()
+    );
     for r in &out.reports {
         println!(
             "  {:<14} acc {:.2}% -> {:.2}%  MACs {} -> {} ({:.1}% removed)  weight bytes {} -> {}",

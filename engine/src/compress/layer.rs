@@ -152,19 +152,17 @@ pub fn remove_block(g: &mut Graph, spec: &BlockSpec) -> Result<LayerChange> {
 fn dense(g: &Graph, idx: usize, pass: &str) -> Result<(GemmAttrs, usize, usize, Vec<f64>)> {
     let n = &g.nodes[idx];
     let Op::Gemm(a) = &n.op else {
-        return Err(Error::Invalid(format!("{pass}: `{}` is not a Gemm", n.name)));
+        return Err(Error::Invalid(format!(
+            "{pass}: `{}` is not a Gemm",
+            n.name
+        )));
     };
     let w = n
         .inputs
         .get(1)
         .and_then(|w| g.weights.get(w))
         .filter(|w| w.ndim() == 2)
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "{pass}: `{}` has no stored 2-D weight",
-                n.name
-            ))
-        })?;
+        .ok_or_else(|| Error::Invalid(format!("{pass}: `{}` has no stored 2-D weight", n.name)))?;
     if a.trans_a {
         return Err(Error::Invalid(format!(
             "{pass}: `{}` transposes its input (trans_a)",
@@ -192,10 +190,16 @@ fn bias(g: &Graph, idx: usize, len: usize, pass: &str) -> Result<Vec<f64>> {
         return Ok(vec![0.0; len]);
     };
     let b = g.weights.get(name).ok_or_else(|| {
-        Error::Invalid(format!("{pass}: bias `{name}` of `{}` is not stored", n.name))
+        Error::Invalid(format!(
+            "{pass}: bias `{name}` of `{}` is not stored",
+            n.name
+        ))
     })?;
     match b.len() {
-        1 => Ok(vec![f64::from(b.iter().next().copied().unwrap_or(0.0)); len]),
+        1 => Ok(vec![
+            f64::from(b.iter().next().copied().unwrap_or(0.0));
+            len
+        ]),
         l if l == len => Ok(b.iter().map(|&v| f64::from(v)).collect()),
         l => Err(Error::Invalid(format!(
             "{pass}: bias `{name}` has {l} values for {len} outputs"
@@ -263,7 +267,12 @@ pub fn merge_linear(g: &mut Graph, spec: &MergeSpec) -> Result<LayerChange> {
         value = node.outputs[0].clone();
     }
     let w2_name = g.nodes[ib].inputs[1].clone();
-    if g.nodes.iter().filter(|x| x.inputs.contains(&w2_name)).count() != 1 {
+    if g.nodes
+        .iter()
+        .filter(|x| x.inputs.contains(&w2_name))
+        .count()
+        != 1
+    {
         return Err(Error::Invalid(format!(
             "{P}: weight `{w2_name}` is shared with another node"
         )));
@@ -296,16 +305,12 @@ pub fn merge_linear(g: &mut Graph, spec: &MergeSpec) -> Result<LayerChange> {
     let wt = crate::tensor::from_vec(&[n, m], w)?;
     let bt = crate::tensor::from_vec(&[n], b)?;
     let bias_name = match g.nodes[ib].inputs.get(2).filter(|s| !s.is_empty()) {
-        Some(name)
-            if g.nodes.iter().filter(|x| x.inputs.contains(name)).count() == 1 =>
-        {
+        Some(name) if g.nodes.iter().filter(|x| x.inputs.contains(name)).count() == 1 => {
             name.clone()
         }
         _ => {
             let base = format!("{}.merged_bias", spec.second);
-            if g.weights.contains_key(&base)
-                || g.nodes.iter().any(|x| x.outputs.contains(&base))
-            {
+            if g.weights.contains_key(&base) || g.nodes.iter().any(|x| x.outputs.contains(&base)) {
                 return Err(Error::Invalid(format!(
                     "{P}: name `{base}` already exists in the graph"
                 )));

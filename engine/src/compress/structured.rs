@@ -164,7 +164,8 @@ impl Analysis {
 }
 
 fn stored<'g>(g: &'g Graph, name: Option<&String>) -> Option<&'g Tensor> {
-    name.filter(|s| !s.is_empty()).and_then(|s| g.weights.get(s))
+    name.filter(|s| !s.is_empty())
+        .and_then(|s| g.weights.get(s))
 }
 
 /// Finds the channel spaces of `g` (already validated, nodes in topological order).
@@ -177,8 +178,17 @@ fn analyse(g: &Graph) -> Result<Analysis> {
     let mut carrier: HashMap<String, Carrier> = HashMap::new();
     let chan = |v: &str| shapes.get(v).and_then(|s| s.get(1).copied()).unwrap_or(0);
     for v in &g.inputs {
-        let s = a.fresh(chan(&v.name), Some(format!("it reaches graph input `{}`", v.name)));
-        carrier.insert(v.name.clone(), Carrier { space: s, flat: None });
+        let s = a.fresh(
+            chan(&v.name),
+            Some(format!("it reaches graph input `{}`", v.name)),
+        );
+        carrier.insert(
+            v.name.clone(),
+            Carrier {
+                space: s,
+                flat: None,
+            },
+        );
     }
     for (i, n) in g.nodes.iter().enumerate() {
         let ins: Vec<Option<Carrier>> = n
@@ -222,7 +232,10 @@ fn analyse(g: &Graph) -> Result<Analysis> {
                         }
                         let s = a.fresh(cout, None);
                         a.at(s).producers.push(i);
-                        Carrier { space: s, flat: None }
+                        Carrier {
+                            space: s,
+                            flat: None,
+                        }
                     }
                     _ => {
                         if let Some(c) = x {
@@ -243,7 +256,10 @@ fn analyse(g: &Graph) -> Result<Analysis> {
                         }
                         let s = a.fresh(chan(&out0), None);
                         a.at(s).producers.push(i);
-                        Carrier { space: s, flat: None }
+                        Carrier {
+                            space: s,
+                            flat: None,
+                        }
                     }
                     _ => {
                         if let Some(c) = x {
@@ -299,9 +315,7 @@ fn analyse(g: &Graph) -> Result<Analysis> {
             Op::Add => {
                 let same_shape = shapes.get(&n.inputs[0]) == shapes.get(&n.inputs[1]);
                 match (ins[0], ins[1]) {
-                    (Some(p), Some(q))
-                        if p.flat.is_none() && q.flat.is_none() && same_shape =>
-                    {
+                    (Some(p), Some(q)) if p.flat.is_none() && q.flat.is_none() && same_shape => {
                         Carrier {
                             space: a.union(p.space, q.space),
                             flat: None,
@@ -325,7 +339,13 @@ fn analyse(g: &Graph) -> Result<Analysis> {
         carrier.insert(out0.clone(), out);
         for o in n.outputs.iter().skip(1) {
             let s = a.fresh(chan(o), Some(format!("it is output `{o}` of `{}`", n.name)));
-            carrier.insert(o.clone(), Carrier { space: s, flat: None });
+            carrier.insert(
+                o.clone(),
+                Carrier {
+                    space: s,
+                    flat: None,
+                },
+            );
         }
     }
     for o in &g.outputs {
@@ -461,7 +481,9 @@ fn slice_bias(g: &mut Graph, name: Option<&String>, idx: &[usize], c: usize) -> 
         return Ok(());
     };
     let Some(t) = g.weights.get(name) else {
-        return Err(Error::Graph(format!("bias `{name}` is not a stored weight")));
+        return Err(Error::Graph(format!(
+            "bias `{name}` is not a stored weight"
+        )));
     };
     if t.len() == 1 && c != 1 {
         return Ok(());
@@ -647,10 +669,7 @@ fn report(
         zeros += w.len() - nonzero;
         total += w.len();
         let (enc, bits, bytes_after) = super::storage(&t.weight, g, ctx)?;
-        let (shape0, bytes0) = before
-            .get(&t.weight)
-            .cloned()
-            .unwrap_or((Vec::new(), 0));
+        let (shape0, bytes0) = before.get(&t.weight).cloned().unwrap_or((Vec::new(), 0));
         layers.push(super::LayerReport {
             name: t.weight.clone(),
             node: t.node.clone(),
@@ -680,15 +699,15 @@ fn report(
 }
 
 /// Shapes and encoded sizes of the target weights, for [`report`].
-fn snapshot(
-    g: &Graph,
-    ctx: &PassCtx,
-) -> Result<BTreeMap<String, (Vec<usize>, usize)>> {
+fn snapshot(g: &Graph, ctx: &PassCtx) -> Result<BTreeMap<String, (Vec<usize>, usize)>> {
     super::targets(g)
         .into_iter()
         .map(|t| {
             let bytes = super::storage(&t.weight, g, ctx)?.2;
-            Ok((t.weight.clone(), (g.weights[&t.weight].shape().to_vec(), bytes)))
+            Ok((
+                t.weight.clone(),
+                (g.weights[&t.weight].shape().to_vec(), bytes),
+            ))
         })
         .collect()
 }
