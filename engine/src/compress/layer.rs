@@ -277,11 +277,19 @@ pub fn merge_linear(g: &mut Graph, spec: &MergeSpec) -> Result<LayerChange> {
             "{P}: weight `{w2_name}` is shared with another node"
         )));
     }
+    let merged = n
+        .checked_mul(m)
+        .filter(|&e| e <= crate::graph::limits::MAX_TENSOR_ELEMENTS)
+        .ok_or(Error::Limit {
+            what: "merged weight element count",
+            got: (n as u64).saturating_mul(m as u64),
+            limit: crate::graph::limits::MAX_TENSOR_ELEMENTS as u64,
+        })?;
     let b1 = bias(g, ia, h, P)?;
     let b2 = bias(g, ib, n, P)?;
     let (al1, be1) = (f64::from(a1.alpha), f64::from(a1.beta));
     let (al2, be2) = (f64::from(a2.alpha), f64::from(a2.beta));
-    let mut w = vec![0f32; n * m];
+    let mut w = vec![0f32; merged];
     let mut b = vec![0f32; n];
     let mut row = vec![0f64; m];
     for o in 0..n {
