@@ -23,10 +23,12 @@ pub mod energy;
 pub mod huffman;
 pub mod intonly;
 pub mod kmeans;
+pub mod layer;
 pub mod lowrank;
 pub mod prune;
 pub mod quantize;
 pub mod sparse;
+pub mod structured;
 
 use crate::data::Dataset;
 use crate::graph::{Graph, Op};
@@ -100,6 +102,13 @@ pub enum PassSpec {
     /// Integer-only int8 model (Jacob et al. 2018) calibrated on the recipe's training data;
     /// must be the last pass. See [`intonly`].
     Int8(intonly::Int8Spec),
+    /// Filter/channel pruning: removes whole output channels and thins the graph (before
+    /// `prune`, `quantize` and `share`).
+    PruneFilters(structured::FilterSpec),
+    /// Removes a block whose input and output shapes match (it becomes the identity).
+    RemoveBlock(layer::BlockSpec),
+    /// Merges two adjacent Gemms into one (activations between them are dropped).
+    MergeLinear(layer::MergeSpec),
 }
 
 /// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
@@ -251,6 +260,9 @@ impl PassSpec {
             PassSpec::LowRank(_) => "low_rank",
             PassSpec::Separable(_) => "separable",
             PassSpec::Int8(_) => "int8",
+            PassSpec::PruneFilters(_) => "prune_filters",
+            PassSpec::RemoveBlock(_) => "remove_block",
+            PassSpec::MergeLinear(_) => "merge_linear",
         }
     }
 
@@ -355,6 +367,9 @@ impl PassSpec {
             PassSpec::Int8(spec) => {
                 return intonly::pass(g, ctx, spec, bytes_before, macs_before);
             }
+            PassSpec::PruneFilters(_) | PassSpec::RemoveBlock(_) | PassSpec::MergeLinear(_) => {
+                return structured::pass(self, g, ctx, bytes_before, macs_before);
+            }
         }
         let mut layers = Vec::with_capacity(tg.len());
         let (mut zeros, mut total) = (0usize, 0usize);
@@ -451,7 +466,10 @@ impl Recipe {
             | PassSpec::Quantize(_)
             | PassSpec::Share(_)
             | PassSpec::LowRank(_)
-            | PassSpec::Separable(_) => false,
+            | PassSpec::Separable(_)
+            | PassSpec::PruneFilters(_)
+            | PassSpec::RemoveBlock(_)
+            | PassSpec::MergeLinear(_) => false,
         })
     }
 
