@@ -21,6 +21,7 @@
 
 pub mod huffman;
 pub mod kmeans;
+pub mod lowbit;
 pub mod lowrank;
 pub mod prune;
 pub mod quantize;
@@ -92,6 +93,10 @@ pub enum PassSpec {
     /// Low-rank factorisation (truncated SVD) of Gemm weights into two Gemms; rewrites the
     /// graph.
     LowRank(lowrank::LowRankSpec),
+    /// Low-bit quantization of every target weight: log2, binary, ternary or DoReFa codes.
+    Lowbit(lowbit::LowBitParams),
+    /// Quantization-aware fine-tuning (straight-through estimator), then quantization for real.
+    Qat(lowbit::QatSpec),
 }
 
 /// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
@@ -102,6 +107,8 @@ pub struct PassCtx<'a> {
     pub quantized: BTreeMap<String, QuantizedTensor>,
     /// Codebooks and indices of shared weights by name; the graph holds their decoded values.
     pub shared: BTreeMap<String, SharedTensor>,
+    /// Low-bit codes by weight name; the graph holds their decoded values.
+    pub lowbit: BTreeMap<String, lowbit::LowBitTensor>,
     /// Training data for [`PassSpec::FineTune`].
     pub data: Option<&'a Dataset>,
     /// Progress of fine-tuning; `Break` cancels it.
@@ -120,6 +127,7 @@ impl<'a> PassCtx<'a> {
             masks: Masks::new(),
             quantized: BTreeMap::new(),
             shared: BTreeMap::new(),
+            lowbit: BTreeMap::new(),
             data,
             on_progress,
             finetune: Vec::new(),
@@ -182,6 +190,9 @@ fn storage(name: &str, g: &Graph, ctx: &PassCtx) -> Result<(String, u8, usize)> 
             bytes.len(),
         ));
     }
+    if let Some(l) = ctx.lowbit.get(name) {
+        return Ok((l.describe(), l.bits, l.encode()?.len()));
+    }
     if let Some(q) = ctx.quantized.get(name) {
         let enc = format!(
             "int{} {} {}",
@@ -238,6 +249,8 @@ impl PassSpec {
             PassSpec::Share(_) => "share",
             PassSpec::ShareFineTune(_) => "share_fine_tune",
             PassSpec::LowRank(_) => "low_rank",
+            PassSpec::Lowbit(_) => "lowbit",
+            PassSpec::Qat(_) => "qat",
         }
     }
 
@@ -254,7 +267,7 @@ impl PassSpec {
         let macs_before = effective_macs(g, &tg)?;
         match self {
             PassSpec::Prune(spec) => {
-                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
+                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
                     return Err(Error::Invalid(
                         "prune before quantize: pruning quantized codes is not supported yet"
                             .into(),
@@ -265,9 +278,9 @@ impl PassSpec {
             }
             PassSpec::Quantize(p) => {
                 p.check()?;
-                if !ctx.shared.is_empty() {
+                if !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
                     return Err(Error::Invalid(
-                        "quantize and share are alternatives: a weight is either linearly \
+                        "quantize, share and lowbit are alternatives: a weight is either linearly \
                          quantized or shared, not both"
                             .into(),
                     ));
@@ -279,7 +292,7 @@ impl PassSpec {
                 }
             }
             PassSpec::FineTune(cfg) => {
-                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
+                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
                     return Err(Error::Invalid(
                         "fine-tune before quantize: training would discard the integer codes"
                             .into(),
@@ -297,7 +310,7 @@ impl PassSpec {
             }
             PassSpec::Share(p) => {
                 p.check()?;
-                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
+                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
                     return Err(Error::Invalid(
                         "share runs once, on float weights (not after quantize or share)".into(),
                     ));
@@ -323,6 +336,8 @@ impl PassSpec {
             PassSpec::LowRank(spec) => {
                 return lowrank::pass(g, ctx, spec, bytes_before, macs_before);
             }
+            PassSpec::Lowbit(p) => lowbit::pass(g, ctx, &tg, p)?,
+            PassSpec::Qat(spec) => lowbit::qat(g, ctx, &tg, spec)?,
         }
         let mut layers = Vec::with_capacity(tg.len());
         let (mut zeros, mut total) = (0usize, 0usize);
@@ -380,6 +395,8 @@ pub struct Compressed {
     pub quantized: BTreeMap<String, QuantizedTensor>,
     /// Codebooks and indices of shared weights by name.
     pub shared: BTreeMap<String, SharedTensor>,
+    /// Low-bit codes by weight name.
+    pub lowbit: BTreeMap<String, lowbit::LowBitTensor>,
     /// One report per pass, in order.
     pub reports: Vec<PassReport>,
     /// Summaries of the fine-tuning passes, in order.
@@ -429,6 +446,7 @@ impl Recipe {
             masks: ctx.masks,
             quantized: ctx.quantized,
             shared: ctx.shared,
+            lowbit: ctx.lowbit,
             reports,
             finetune: ctx.finetune,
         })
