@@ -529,7 +529,8 @@ impl LowBitTensor {
             }
         };
         need(0, 5)?;
-        let scheme = Scheme::from_code(bytes[0]).ok_or_else(|| bad(format!("scheme {}", bytes[0])))?;
+        let scheme =
+            Scheme::from_code(bytes[0]).ok_or_else(|| bad(format!("scheme {}", bytes[0])))?;
         let (bits, flags, axis, rank) = (bytes[1], bytes[2], bytes[3] as usize, bytes[4] as usize);
         scheme.check_bits(bits).map_err(|e| bad(e.to_string()))?;
         if flags > 1 {
@@ -576,7 +577,7 @@ impl LowBitTensor {
         let packed = &bytes[at..];
         // Padding bits of the last byte must be zero (one encoding per tensor).
         let used = n * bits as usize;
-        if used % 8 != 0 && packed.last().is_some_and(|b| b >> (used % 8) != 0) {
+        if !used.is_multiple_of(8) && packed.last().is_some_and(|b| b >> (used % 8) != 0) {
             return Err(bad("nonzero padding bits".into()));
         }
         let t = LowBitTensor {
@@ -638,7 +639,12 @@ fn stream(i: usize) -> u64 {
 
 /// The `lowbit` pass: quantizes every target weight of `g` with `p`, stores the codes in
 /// `ctx.lowbit` and puts the decoded values into the graph.
-pub(super) fn pass(g: &mut Graph, ctx: &mut PassCtx, tg: &[Target], p: &LowBitParams) -> Result<()> {
+pub(super) fn pass(
+    g: &mut Graph,
+    ctx: &mut PassCtx,
+    tg: &[Target],
+    p: &LowBitParams,
+) -> Result<()> {
     p.check()?;
     if !ctx.quantized.is_empty() || !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
         return Err(Error::Invalid(
@@ -878,7 +884,9 @@ mod tests {
     #[test]
     fn pack_round_trips() {
         for bits in 1..=8u8 {
-            let codes: Vec<u8> = (0..37u32).map(|i| ((i * 29 + 3) % (1 << bits)) as u8).collect();
+            let codes: Vec<u8> = (0..37u32)
+                .map(|i| ((i * 29 + 3) % (1 << bits)) as u8)
+                .collect();
             let p = pack(&codes, bits);
             assert_eq!(p.len(), (37 * bits as usize).div_ceil(8));
             assert_eq!(unpack(&p, 37, bits), codes);
