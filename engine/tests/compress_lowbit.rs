@@ -508,7 +508,28 @@ fn calibration_ranges_cover_the_inputs_of_every_gemm() {
     assert_eq!(c.len(), 4, "{c:?}");
 }
 
-/// Test accuracy of `g` on the first `n` test images.
+#[test]
+fn shipped_recipes_parse_and_run() {
+    let g = lithe::zoo::build(lithe::zoo::Arch::TinyMlp, 1).unwrap();
+    let syn = Dataset::synthetic(128, 4);
+    for (file, scheme, bits) in [("binary", Scheme::Binary, 1), ("log2", Scheme::Log2, 4)] {
+        let json = std::fs::read_to_string(root().join(format!("recipes/{file}.json"))).unwrap();
+        let out = Recipe::from_json(&json)
+            .unwrap()
+            .apply(&g, Some(&syn), None, &mut go)
+            .unwrap();
+        assert_eq!(out.lowbit.len(), targets(&g).len(), "{file}");
+        assert!(
+            out.lowbit
+                .values()
+                .all(|q| q.scheme == scheme && q.bits == bits)
+        );
+        assert_eq!(out.finetune.len(), 1);
+        assert!(out.reports[0].bytes_after < out.reports[0].bytes_before / 7);
+    }
+}
+
+/// Test accuracy of `g` on `test`.
 fn acc(g: &Graph, test: &Dataset) -> f32 {
     lithe::metrics::evaluate(g, test, 256).unwrap().accuracy
 }
@@ -549,7 +570,8 @@ fn qat_beats_post_training_quantization_on_lenet_300_100() {
 
 /// The PTQ-vs-QAT table of docs/COMPRESSION.md: full 10k test set, QAT 1 epoch. Models from
 /// `LOWBIT_MODELS` (default `lenet-300-100,lenet-5`); training set from `LOWBIT_TRAIN`: `55k`
-/// (the zoo's split of `.data/mnist/train.lmn.gz`, seed 1) or `6k` (default).
+/// (the zoo's split of `.data/mnist/train.lmn.gz`, seed 1) or `6k` (default). `LOWBIT_ROWS`
+/// (comma-separated labels, e.g. `binary`) limits the rows.
 #[test]
 #[ignore]
 fn measure_table() {
@@ -614,7 +636,14 @@ fn measure_table() {
             "| {name} float | {:.2} % | | {float_bytes} |",
             100.0 * acc(&g, &test)
         );
+        let only = std::env::var("LOWBIT_ROWS").ok();
         for (label, ptq, qat) in &rows {
+            if only
+                .as_ref()
+                .is_some_and(|o| !o.split(',').any(|r| r == *label))
+            {
+                continue;
+            }
             let run = |p: &str| {
                 Recipe::from_json(&format!(r#"{{"passes": [{p}]}}"#))
                     .unwrap()
