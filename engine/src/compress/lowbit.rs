@@ -3,16 +3,18 @@
 //! encoding and a decoder; quantization-aware training (QAT) with the straight-through
 //! estimator for these schemes and for linear quantization; and activation-range calibration.
 //!
-//! | scheme | values of one channel | code bits | per-channel parameter | zero |
-//! |---|---|---|---|---|
-//! | `log2` | `0, ±2^(e_max − j)` for `j = 0 ..= 2^(b−1) − 2` | `b` (sign + `b − 1`) | `e_max: i8` | exact |
-//! | `binary` | `±α`, `α = mean|w|` | 1 | `α: f32` | none (0 → `+α`) |
-//! | `ternary` | `0, ±α`, `Δ = 0.7 · mean|w|`, `α = mean{|w| : |w| > Δ}` | 2 | `α: f32` | exact |
-//! | `dorefa` | `s · (2q/(2^k − 1) − 1)`, `q = 0 ..= 2^k − 1` | `k` | `s: f32` | none |
+//! - `log2`: values `0` and `±2^(e_max − j)`, `j = 0 ..= 2^(b−1) − 2`; `b` bits per code (a
+//!   sign bit and `b − 1` exponent bits, magnitude code 0 = zero); one `e_max: i8` per channel.
+//!   Zero is exact.
+//! - `binary`: `±α` with `α = mean(abs(w))` of the channel; 1 bit; no zero (0 becomes `+α`).
+//! - `ternary`: `0, ±α` with threshold `Δ = 0.7 · mean(abs(w))` and `α` the mean magnitude above
+//!   it; 2 bits. Zero is exact.
+//! - `dorefa`: `s · (2q/(2^k − 1) − 1)`, `q = 0 ..= 2^k − 1`; `k` bits; a least-squares scale
+//!   `s` per channel. No zero.
 //!
-//! The straight-through estimator: during [`qat`] the forward pass sees the quantized weights and
-//! the gradient with respect to them is applied unchanged to the float ("shadow") weights (see
-//! [`crate::train::Hooks::forward_weights`]).
+//! The straight-through estimator: during the `qat` pass the forward pass sees the quantized
+//! weights and the gradient with respect to them is applied unchanged to the float ("shadow")
+//! weights (see [`crate::train::Hooks::forward_weights`]).
 
 use super::quantize::{QuantParams, QuantizedTensor};
 use super::{PassCtx, Target};
@@ -659,7 +661,7 @@ pub(super) fn pass(
     Ok(())
 }
 
-/// The quantizer trained against by [`qat`].
+/// The quantizer trained against by the `qat` pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QatScheme {

@@ -280,8 +280,8 @@ impl PassSpec {
                 p.check()?;
                 if !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
                     return Err(Error::Invalid(
-                        "quantize, share and lowbit are alternatives: a weight is either linearly \
-                         quantized or shared, not both"
+                        "quantize, share and lowbit are alternatives: a weight is linearly \
+                         quantized, shared or low-bit, only one of them"
                             .into(),
                     ));
                 }
