@@ -2218,9 +2218,10 @@ pub(super) fn pass(
     macs_before: u64,
 ) -> Result<super::PassReport> {
     spec.check()?;
-    if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
+    if !ctx.quantized.is_empty() || !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
         return Err(Error::Invalid(
-            "int8 quantizes float weights itself: run it instead of quantize/share".into(),
+            "int8 quantizes float weights itself: run it instead of quantize/share/lowbit/qat"
+                .into(),
         ));
     }
     let data = ctx.data.ok_or_else(|| {

@@ -357,9 +357,9 @@ pub(super) fn pass(
     macs_before: u64,
 ) -> Result<PassReport> {
     spec.check()?;
-    if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
+    if !ctx.quantized.is_empty() || !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
         return Err(Error::Invalid(
-            "low_rank runs on float weights (before quantize and share)".into(),
+            "low_rank runs on float weights (before quantize, share and lowbit)".into(),
         ));
     }
     g.validate()?;
@@ -598,9 +598,9 @@ pub(super) fn separable_pass(
     bytes_before: usize,
     macs_before: u64,
 ) -> Result<PassReport> {
-    if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
+    if !ctx.quantized.is_empty() || !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
         return Err(Error::Invalid(
-            "separable runs on float weights (before quantize and share)".into(),
+            "separable runs on float weights (before quantize, share, lowbit and qat)".into(),
         ));
     }
     for name in &spec.layers {

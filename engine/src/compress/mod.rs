@@ -24,6 +24,7 @@ pub mod huffman;
 pub mod intonly;
 pub mod kmeans;
 pub mod layer;
+pub mod lowbit;
 pub mod lowrank;
 pub mod prune;
 pub mod quantize;
@@ -109,6 +110,10 @@ pub enum PassSpec {
     RemoveBlock(layer::BlockSpec),
     /// Merges two adjacent Gemms into one (activations between them are dropped).
     MergeLinear(layer::MergeSpec),
+    /// Low-bit quantization of every target weight: log2, binary, ternary or DoReFa codes.
+    Lowbit(lowbit::LowBitParams),
+    /// Quantization-aware fine-tuning (straight-through estimator), then quantization for real.
+    Qat(lowbit::QatSpec),
 }
 
 /// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
@@ -119,6 +124,8 @@ pub struct PassCtx<'a> {
     pub quantized: BTreeMap<String, QuantizedTensor>,
     /// Codebooks and indices of shared weights by name; the graph holds their decoded values.
     pub shared: BTreeMap<String, SharedTensor>,
+    /// Low-bit codes by weight name; the graph holds their decoded values.
+    pub lowbit: BTreeMap<String, lowbit::LowBitTensor>,
     /// Training data for [`PassSpec::FineTune`].
     pub data: Option<&'a Dataset>,
     /// Progress of fine-tuning; `Break` cancels it.
@@ -139,6 +146,7 @@ impl<'a> PassCtx<'a> {
             masks: Masks::new(),
             quantized: BTreeMap::new(),
             shared: BTreeMap::new(),
+            lowbit: BTreeMap::new(),
             data,
             on_progress,
             finetune: Vec::new(),
@@ -202,6 +210,9 @@ fn storage(name: &str, g: &Graph, ctx: &PassCtx) -> Result<(String, u8, usize)> 
             bytes.len(),
         ));
     }
+    if let Some(l) = ctx.lowbit.get(name) {
+        return Ok((l.describe(), l.bits, l.encode()?.len()));
+    }
     if let Some(q) = ctx.quantized.get(name) {
         let enc = format!(
             "int{} {} {}",
@@ -263,6 +274,8 @@ impl PassSpec {
             PassSpec::PruneFilters(_) => "prune_filters",
             PassSpec::RemoveBlock(_) => "remove_block",
             PassSpec::MergeLinear(_) => "merge_linear",
+            PassSpec::Lowbit(_) => "lowbit",
+            PassSpec::Qat(_) => "qat",
         }
     }
 
@@ -284,7 +297,7 @@ impl PassSpec {
         let macs_before = effective_macs(g, &tg)?;
         match self {
             PassSpec::Prune(spec) => {
-                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
+                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
                     return Err(Error::Invalid(
                         "prune before quantize: pruning quantized codes is not supported yet"
                             .into(),
@@ -295,10 +308,10 @@ impl PassSpec {
             }
             PassSpec::Quantize(p) => {
                 p.check()?;
-                if !ctx.shared.is_empty() {
+                if !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
                     return Err(Error::Invalid(
-                        "quantize and share are alternatives: a weight is either linearly \
-                         quantized or shared, not both"
+                        "quantize, share and lowbit are alternatives: a weight is linearly \
+                         quantized, shared or low-bit, only one of them"
                             .into(),
                     ));
                 }
@@ -309,7 +322,7 @@ impl PassSpec {
                 }
             }
             PassSpec::FineTune(cfg) => {
-                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
+                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
                     return Err(Error::Invalid(
                         "fine-tune before quantize: training would discard the integer codes"
                             .into(),
@@ -327,7 +340,7 @@ impl PassSpec {
             }
             PassSpec::Share(p) => {
                 p.check()?;
-                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
+                if !ctx.quantized.is_empty() || !ctx.shared.is_empty() || !ctx.lowbit.is_empty() {
                     return Err(Error::Invalid(
                         "share runs once, on float weights (not after quantize or share)".into(),
                     ));
@@ -370,6 +383,8 @@ impl PassSpec {
             PassSpec::PruneFilters(_) | PassSpec::RemoveBlock(_) | PassSpec::MergeLinear(_) => {
                 return structured::pass(self, g, ctx, bytes_before, macs_before);
             }
+            PassSpec::Lowbit(p) => lowbit::pass(g, ctx, &tg, p)?,
+            PassSpec::Qat(spec) => lowbit::qat(g, ctx, &tg, spec)?,
         }
         let mut layers = Vec::with_capacity(tg.len());
         let (mut zeros, mut total) = (0usize, 0usize);
@@ -427,6 +442,8 @@ pub struct Compressed {
     pub quantized: BTreeMap<String, QuantizedTensor>,
     /// Codebooks and indices of shared weights by name.
     pub shared: BTreeMap<String, SharedTensor>,
+    /// Low-bit codes by weight name.
+    pub lowbit: BTreeMap<String, lowbit::LowBitTensor>,
     /// One report per pass, in order.
     pub reports: Vec<PassReport>,
     /// Summaries of the fine-tuning passes, in order.
@@ -446,13 +463,22 @@ impl Compressed {
             None => self.graph.weights.values().map(|t| t.len() * 4).sum(),
         };
         // The integer-only model runs every Gemm/Conv in int8 with int32 accumulation.
+        // Binary and ternary weights need only sign flips and adds, power-of-two weights shifts
+        // and adds (activations stay float).
         let int8 = self.int8.is_some();
-        energy::estimate(
-            &self.graph,
-            &|_| int8.then_some(energy::Arith::Int8),
-            bytes,
-            table,
-        )
+        let arith = |w: &str| {
+            if int8 {
+                return Some(energy::Arith::Int8);
+            }
+            match self.lowbit.get(w).map(|t| t.scheme) {
+                Some(lowbit::Scheme::Binary | lowbit::Scheme::Ternary) => {
+                    Some(energy::Arith::SignAdd)
+                }
+                Some(lowbit::Scheme::Log2) => Some(energy::Arith::ShiftAdd),
+                _ => None,
+            }
+        };
+        energy::estimate(&self.graph, &arith, bytes, table)
     }
 }
 
@@ -469,7 +495,9 @@ impl Recipe {
             | PassSpec::Separable(_)
             | PassSpec::PruneFilters(_)
             | PassSpec::RemoveBlock(_)
-            | PassSpec::MergeLinear(_) => false,
+            | PassSpec::MergeLinear(_)
+            | PassSpec::Lowbit(_) => false,
+            PassSpec::Qat(_) => true,
         })
     }
 
@@ -519,6 +547,7 @@ impl Recipe {
             masks: ctx.masks,
             quantized: ctx.quantized,
             shared: ctx.shared,
+            lowbit: ctx.lowbit,
             reports,
             finetune: ctx.finetune,
             int8: ctx.int8,

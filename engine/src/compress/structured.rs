@@ -642,9 +642,14 @@ pub fn prune_filters(g: &mut Graph, spec: &FilterSpec) -> Result<Vec<GroupReport
 
 /// Structured passes rewrite shapes, so they must run on float weights with no masks yet.
 fn require_first(ctx: &PassCtx, pass: &str) -> Result<()> {
-    if !ctx.masks.is_empty() || !ctx.quantized.is_empty() || !ctx.shared.is_empty() {
+    if !ctx.masks.is_empty()
+        || !ctx.quantized.is_empty()
+        || !ctx.shared.is_empty()
+        || !ctx.lowbit.is_empty()
+    {
         return Err(Error::Invalid(format!(
-            "{pass} changes weight shapes, so it must run before prune, quantize and share"
+            "{pass} changes weight shapes, so it must run before prune, quantize, share, lowbit \
+             and qat"
         )));
     }
     Ok(())
