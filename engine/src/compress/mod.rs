@@ -21,6 +21,7 @@
 
 pub mod huffman;
 pub mod kmeans;
+pub mod lottery;
 pub mod lowrank;
 pub mod prune;
 pub mod quantize;
@@ -92,6 +93,12 @@ pub enum PassSpec {
     /// Low-rank factorisation (truncated SVD) of Gemm weights into two Gemms; rewrites the
     /// graph.
     LowRank(lowrank::LowRankSpec),
+    /// Knowledge distillation from a teacher (`"teacher": "original"` = the graph the recipe
+    /// started from, or the name of a graph in [`PassCtx::graphs`]), keeping pruned weights
+    /// at zero.
+    Distill(crate::train::distill::DistillPass),
+    /// Lottery ticket: iterative magnitude pruning with rewinding to the initial weights.
+    Lottery(lottery::LotterySpec),
 }
 
 /// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
@@ -108,6 +115,15 @@ pub struct PassCtx<'a> {
     pub on_progress: &'a mut dyn FnMut(&Progress) -> ControlFlow<()>,
     /// Summaries of the fine-tuning runs so far, in order.
     pub finetune: Vec<TrainSummary>,
+    /// The graph before the recipe ran (the `"original"` teacher of [`PassSpec::Distill`]).
+    pub original: Option<&'a Graph>,
+    /// Graphs supplied by the caller by name: teachers for `distill`, initial weights for
+    /// `lottery`.
+    pub graphs: BTreeMap<String, Graph>,
+    /// The evaluation set, when one was given (per-round accuracies of `lottery`).
+    pub eval: Option<&'a Dataset>,
+    /// Rounds of the lottery passes so far, in order.
+    pub lottery: Vec<lottery::Round>,
 }
 
 impl<'a> PassCtx<'a> {
@@ -123,6 +139,10 @@ impl<'a> PassCtx<'a> {
             data,
             on_progress,
             finetune: Vec::new(),
+            original: None,
+            graphs: BTreeMap::new(),
+            eval: None,
+            lottery: Vec::new(),
         }
     }
 }
@@ -238,6 +258,8 @@ impl PassSpec {
             PassSpec::Share(_) => "share",
             PassSpec::ShareFineTune(_) => "share_fine_tune",
             PassSpec::LowRank(_) => "low_rank",
+            PassSpec::Distill(_) => "distill",
+            PassSpec::Lottery(_) => "lottery",
         }
     }
 
@@ -323,6 +345,8 @@ impl PassSpec {
             PassSpec::LowRank(spec) => {
                 return lowrank::pass(g, ctx, spec, bytes_before, macs_before);
             }
+            PassSpec::Distill(spec) => crate::train::distill::pass(g, ctx, spec)?,
+            PassSpec::Lottery(spec) => lottery::pass(g, ctx, spec)?,
         }
         let mut layers = Vec::with_capacity(tg.len());
         let (mut zeros, mut total) = (0usize, 0usize);
@@ -384,6 +408,8 @@ pub struct Compressed {
     pub reports: Vec<PassReport>,
     /// Summaries of the fine-tuning passes, in order.
     pub finetune: Vec<TrainSummary>,
+    /// Rounds of the lottery passes, in order.
+    pub lottery: Vec<lottery::Round>,
 }
 
 impl Recipe {
@@ -409,8 +435,24 @@ impl Recipe {
         eval: Option<&Dataset>,
         on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<Compressed> {
+        self.apply_with(g, data, eval, BTreeMap::new(), on_progress)
+    }
+
+    /// [`Recipe::apply`] with named graphs for the passes that need one (`distill` teachers,
+    /// `lottery` initial weights; see [`PassCtx::graphs`]).
+    pub fn apply_with(
+        &self,
+        g: &Graph,
+        data: Option<&Dataset>,
+        eval: Option<&Dataset>,
+        graphs: BTreeMap<String, Graph>,
+        on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Compressed> {
         let mut graph = g.clone();
         let mut ctx = PassCtx::new(data, on_progress);
+        ctx.original = Some(g);
+        ctx.graphs = graphs;
+        ctx.eval = eval;
         let accuracy = |g: &Graph| -> Result<Option<f32>> {
             eval.map(|d| crate::metrics::evaluate(g, d, 256).map(|r| r.accuracy))
                 .transpose()
@@ -431,6 +473,7 @@ impl Recipe {
             shared: ctx.shared,
             reports,
             finetune: ctx.finetune,
+            lottery: ctx.lottery,
         })
     }
 }
