@@ -334,10 +334,12 @@ fn distill_pass_keeps_masks_and_recovers_a_pruned_model() {
     match &recipe.passes[1] {
         PassSpec::Distill(DistillPass {
             teacher,
+            from_init,
             params,
             train,
         }) => {
             assert_eq!(teacher, "original");
+            assert!(!from_init);
             assert_eq!((params.temperature, params.alpha), (4.0, 0.9));
             assert_eq!((train.epochs, train.batch_size, train.seed), (1, 32, 2));
         }
@@ -378,6 +380,36 @@ fn distill_pass_keeps_masks_and_recovers_a_pruned_model() {
     let e = named.apply(&g, Some(&small), None, &mut go).unwrap_err();
     assert!(e.to_string().contains("lenet"), "{e}");
     assert!(recipe.apply(&g, None, None, &mut go).is_err());
+    // `from_init` trains the student from its zoo initial weights: the same bytes as
+    // distilling a freshly built model.
+    let scratch = Recipe::from_json(
+        r#"{"passes": [{"pass": "distill", "teacher": "lenet", "from_init": true,
+            "epochs": 1, "seed": 1}]}"#,
+    )
+    .unwrap();
+    let teachers = BTreeMap::from([("lenet".to_string(), model("lenet-300-100"))]);
+    let out = scratch
+        .apply_with(&g, Some(&small), None, teachers.clone(), &mut go)
+        .unwrap();
+    let mut fresh = lithe::compress::lottery::zoo_init(&g).unwrap();
+    fresh.metadata = g.metadata.clone();
+    let cfg1 = TrainConfig {
+        epochs: 1,
+        seed: 1,
+        ..TrainConfig::default()
+    };
+    distill(
+        &mut fresh,
+        &teachers["lenet"],
+        &small,
+        None,
+        &DistillParams::default(),
+        &cfg1,
+        None,
+        &mut go,
+    )
+    .unwrap();
+    assert_eq!(out.graph.weights, fresh.weights);
     let mut other = model("lenet-300-100");
     other.metadata.insert(
         "lithe.preprocess".into(),
@@ -442,5 +474,113 @@ fn teaching_assistant_chain_trains_both_links() {
             &mut go
         )
         .is_err()
+    );
+}
+
+/// The full-MNIST figures of docs/COMPRESSION.md ("Distillation and lottery tickets"):
+/// tiny-mlp (784-32-10) trained alone and distilled from the shipped LeNet-5, on the zoo's 55k
+/// split (seed 1), with `Arch::TinyMlp.train_config(1)` (10 epochs, Adam 1e-3, cosine), α 0.9.
+/// `LITHE_T` picks the temperatures (default 1,2,4,8,20; `T:α` sets α too), `LITHE_ALONE=0`
+/// skips the baseline.
+/// Run: `nice -n 10 cargo test -p lithe --test compress_distill -- --ignored --nocapture
+/// measure_temperatures`.
+#[test]
+#[ignore]
+fn measure_temperatures() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let full = Dataset::load(format!("{root}/../.data/mnist/train.lmn.gz")).unwrap();
+    let (train55, _) = full.split(full.len() / 12, 1);
+    let test = mnist("mnist-test.lmn.gz");
+    let cfg = Arch::TinyMlp.train_config(1);
+    let acc = |g: &Graph| lithe::metrics::evaluate(g, &test, 256).unwrap().accuracy;
+    let temps: Vec<(f32, f32)> = std::env::var("LITHE_T")
+        .unwrap_or_else(|_| "1,2,4,8,20".into())
+        .split(',')
+        .map(|t| match t.split_once(':') {
+            Some((t, a)) => (t.trim().parse().unwrap(), a.trim().parse().unwrap()),
+            None => (t.trim().parse().unwrap(), 0.9),
+        })
+        .collect();
+    if std::env::var("LITHE_ALONE").as_deref() != Ok("0") {
+        let t0 = std::time::Instant::now();
+        let mut alone = build(Arch::TinyMlp, 1).unwrap();
+        train(&mut alone, &train55, None, &cfg, &mut go).unwrap();
+        println!(
+            "alone: test {:.2} % ({:.0} s)",
+            100.0 * acc(&alone),
+            t0.elapsed().as_secs_f32()
+        );
+    }
+    let teacher = model("lenet-5");
+    let t0 = std::time::Instant::now();
+    let mut obj = Distill::new(&teacher, DistillParams::default()).unwrap();
+    obj.cache(&train55, &Preprocess::default(), 256).unwrap();
+    println!(
+        "teacher lenet-5: test {:.2} %, outputs cached in {:.0} s",
+        100.0 * acc(&teacher),
+        t0.elapsed().as_secs_f32()
+    );
+    for (t, a) in temps {
+        let t0 = std::time::Instant::now();
+        obj.set_temperature_alpha(t, a).unwrap();
+        let mut s = build(Arch::TinyMlp, 1).unwrap();
+        let hooks = Hooks {
+            objective: Some(&mut obj),
+            ..Hooks::default()
+        };
+        train_with(&mut s, &train55, None, &cfg, hooks, &mut go).unwrap();
+        println!(
+            "distilled T {t} α {a}: test {:.2} % ({:.0} s)",
+            100.0 * acc(&s),
+            t0.elapsed().as_secs_f32()
+        );
+    }
+}
+
+/// Teacher → teaching assistant → student on full MNIST: LeNet-5 → LeNet-300-100 (its zoo
+/// config, 12 epochs) → tiny-mlp (10 epochs), both links at `LITHE_T` (default 4), α 0.9.
+/// Run: `LITHE_T=4 nice -n 10 cargo test -p lithe --test compress_distill -- --ignored
+/// --nocapture measure_ta_chain`.
+#[test]
+#[ignore]
+fn measure_ta_chain() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let full = Dataset::load(format!("{root}/../.data/mnist/train.lmn.gz")).unwrap();
+    let (train55, _) = full.split(full.len() / 12, 1);
+    let test = mnist("mnist-test.lmn.gz");
+    let t: f32 = std::env::var("LITHE_T")
+        .unwrap_or_else(|_| "4".into())
+        .parse()
+        .unwrap();
+    let acc = |g: &Graph| lithe::metrics::evaluate(g, &test, 256).unwrap().accuracy;
+    let p = DistillParams {
+        temperature: t,
+        alpha: 0.9,
+        feature: None,
+    };
+    let t0 = std::time::Instant::now();
+    let mut students = vec![
+        build(Arch::Lenet300100, 1).unwrap(),
+        build(Arch::TinyMlp, 1).unwrap(),
+    ];
+    let cfgs = vec![
+        Arch::Lenet300100.train_config(1),
+        Arch::TinyMlp.train_config(1),
+    ];
+    chain(
+        &model("lenet-5"),
+        &mut students,
+        &train55,
+        None,
+        &[p.clone(), p],
+        &cfgs,
+        &mut go,
+    )
+    .unwrap();
+    println!(
+        "T {t}: TA lenet-300-100 {:.2} %, student tiny-mlp {:.2} % ({:.0} s)",
+        100.0 * acc(&students[0]),
+        100.0 * acc(&students[1]),
+        t0.elapsed().as_secs_f32()
     );
 }

@@ -395,6 +395,19 @@ impl<'a> Distill<'a> {
         Ok(())
     }
 
+    /// Changes the temperature and α (the teacher, the feature loss and the cache stay): one
+    /// cached teacher serves a sweep over temperatures.
+    pub fn set_temperature_alpha(&mut self, temperature: f32, alpha: f32) -> Result<()> {
+        let p = DistillParams {
+            temperature,
+            alpha,
+            ..self.params.clone()
+        };
+        p.check()?;
+        self.params = p;
+        Ok(())
+    }
+
     /// The teacher's outputs (logits, then the feature value if any) for the batch `x`, as
     /// `[n, k]` matrices.
     fn teacher_outputs(&self, x: &Tensor) -> Result<Vec<Tensor>> {
@@ -564,6 +577,12 @@ pub struct DistillPass {
     /// unpruned self); any other name: a graph the caller supplied in
     /// [`crate::compress::PassCtx::graphs`] (e.g. the CLI's `--teacher`).
     pub teacher: String,
+    /// Restart the student from its initial weights (rebuilt from its zoo metadata
+    /// `lithe.arch`/`lithe.seed`, see [`crate::compress::lottery::zoo_init`]) before
+    /// training: a student trained from scratch by distillation (default false: fine-tune the
+    /// weights it has).
+    #[serde(default)]
+    pub from_init: bool,
     /// Temperature, α and the optional feature loss.
     #[serde(flatten)]
     pub params: DistillParams,
@@ -597,6 +616,14 @@ pub(crate) fn pass(
             ))
         })?,
     };
+    if spec.from_init {
+        let init = crate::compress::lottery::zoo_init(g)?;
+        for (k, w) in g.weights.iter_mut() {
+            if let Some(v) = init.weights.get(k) {
+                *w = v.clone();
+            }
+        }
+    }
     let s = distill(
         g,
         &teacher,
