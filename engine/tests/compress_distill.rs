@@ -587,3 +587,19 @@ fn measure_ta_chain() {
         t0.elapsed().as_secs_f32()
     );
 }
+
+#[test]
+fn shipped_distill_recipe_is_the_measured_setting() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../recipes/distill.json");
+    let r = Recipe::from_json(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let [PassSpec::Distill(p)] = r.passes.as_slice() else {
+        panic!("{:?}", r.passes)
+    };
+    assert!(p.from_init);
+    assert_eq!(p.teacher, "lenet-5");
+    assert_eq!(
+        (p.params.temperature, p.params.alpha, &p.params.feature),
+        (1.0, 0.9, &None)
+    );
+    assert_eq!(p.train, Arch::TinyMlp.train_config(1));
+}

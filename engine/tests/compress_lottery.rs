@@ -270,3 +270,24 @@ fn measure_lenet_300_100_ticket() {
         t0.elapsed().as_secs_f32()
     );
 }
+
+#[test]
+fn shipped_lottery_recipe_is_the_measured_setting() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../recipes/lottery.json");
+    let r = Recipe::from_json(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let [PassSpec::Lottery(s)] = r.passes.as_slice() else {
+        panic!("{:?}", r.passes)
+    };
+    assert_eq!(
+        (s.rate, s.rounds, s.rewind, s.scope),
+        (0.2, 11, Rewind::Init, Scope::Global)
+    );
+    assert!(0.8f64.powi(s.rounds as i32) <= 0.1);
+    assert_eq!(
+        s.train,
+        TrainConfig {
+            epochs: 2,
+            ..Arch::Lenet300100.train_config(1)
+        }
+    );
+}
