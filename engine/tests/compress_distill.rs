@@ -300,6 +300,21 @@ fn cached_teacher_outputs_give_the_same_bytes_as_running_the_teacher() {
     };
     train_with(&mut b, &data, None, &cfg(1, 4), hooks, &mut go).unwrap();
     assert_eq!(a.weights, b.weights);
+    // The same with the convolutional teacher of the measurements (cache batches of 256,
+    // training batches of 32).
+    let lenet5 = model("lenet-5");
+    let small = data.take(160);
+    let p = DistillParams::default();
+    let mut a = build(Arch::TinyMlp, 7).unwrap();
+    let mut b = a.clone();
+    distill(&mut a, &lenet5, &small, None, &p, &cfg(1, 4), None, &mut go).unwrap();
+    let mut obj = Distill::new(&lenet5, p).unwrap();
+    let hooks = Hooks {
+        objective: Some(&mut obj),
+        ..Hooks::default()
+    };
+    train_with(&mut b, &small, None, &cfg(1, 4), hooks, &mut go).unwrap();
+    assert_eq!(a.weights, b.weights);
 }
 
 #[test]
