@@ -100,6 +100,10 @@ enum Cmd {
         /// Fine-tuning data (.lmn/.lmn.gz); default: the full training set, else the 6k subset.
         #[arg(long)]
         data: Option<PathBuf>,
+        /// A named model for the recipe (a `distill` teacher, `lottery` initial weights):
+        /// NAME=MODEL, MODEL an .onnx file or a zoo name; repeatable.
+        #[arg(long, value_name = "NAME=MODEL")]
+        teacher: Vec<String>,
         /// Machine-readable summary on stdout.
         #[arg(long)]
         json: bool,
@@ -157,8 +161,9 @@ fn real_main() -> Result<()> {
             out,
             report,
             data,
+            teacher,
             json,
-        } => compress(&model, &recipe, &out, report, data, json),
+        } => compress(&model, &recipe, &out, report, data, &teacher, json),
     }
 }
 
@@ -480,9 +485,17 @@ fn compress(
     out: &Path,
     report: Option<PathBuf>,
     data: Option<PathBuf>,
+    teachers: &[String],
     json: bool,
 ) -> Result<()> {
     let s = load_model(model)?;
+    let mut graphs = std::collections::BTreeMap::new();
+    for t in teachers {
+        let (name, m) = t
+            .split_once('=')
+            .with_context(|| format!("--teacher `{t}`: expected NAME=MODEL"))?;
+        graphs.insert(name.to_string(), load_model(m)?.graph().clone());
+    }
     let recipe_text =
         std::fs::read_to_string(recipe).with_context(|| format!("reading {}", recipe.display()))?;
     let recipe = lithe::compress::Recipe::from_json(&recipe_text)
@@ -497,7 +510,7 @@ fn compress(
     let dense = s.export_onnx()?.len();
     let pb = (!json).then(|| bar(0, "compress"));
     let t0 = Instant::now();
-    let c = recipe.apply(s.graph(), train.as_ref(), Some(&test), &mut |p| {
+    let c = recipe.apply_with(s.graph(), train.as_ref(), Some(&test), graphs, &mut |p| {
         if let Some(pb) = &pb {
             pb.set_length((p.steps * p.epochs) as u64);
             pb.set_position((p.epoch * p.steps + p.step) as u64);

@@ -24,6 +24,7 @@ pub mod huffman;
 pub mod intonly;
 pub mod kmeans;
 pub mod layer;
+pub mod lottery;
 pub mod lowbit;
 pub mod lowrank;
 pub mod prune;
@@ -114,6 +115,12 @@ pub enum PassSpec {
     Lowbit(lowbit::LowBitParams),
     /// Quantization-aware fine-tuning (straight-through estimator), then quantization for real.
     Qat(lowbit::QatSpec),
+    /// Knowledge distillation from a teacher (`"teacher": "original"` = the graph the recipe
+    /// started from, or the name of a graph in [`PassCtx::graphs`]), keeping pruned weights
+    /// at zero.
+    Distill(crate::train::distill::DistillPass),
+    /// Lottery ticket: iterative magnitude pruning with rewinding to the initial weights.
+    Lottery(lottery::LotterySpec),
 }
 
 /// State carried from pass to pass: masks, quantized weights, and what fine-tuning needs.
@@ -134,6 +141,15 @@ pub struct PassCtx<'a> {
     pub finetune: Vec<TrainSummary>,
     /// The integer-only model built by [`PassSpec::Int8`].
     pub int8: Option<intonly::QGraph>,
+    /// The graph before the recipe ran (the `"original"` teacher of [`PassSpec::Distill`]).
+    pub original: Option<&'a Graph>,
+    /// Graphs supplied by the caller by name: teachers for `distill`, initial weights for
+    /// `lottery`.
+    pub graphs: BTreeMap<String, Graph>,
+    /// The evaluation set, when one was given (per-round accuracies of `lottery`).
+    pub eval: Option<&'a Dataset>,
+    /// Rounds of the lottery passes so far, in order.
+    pub lottery: Vec<lottery::Round>,
 }
 
 impl<'a> PassCtx<'a> {
@@ -151,6 +167,10 @@ impl<'a> PassCtx<'a> {
             on_progress,
             finetune: Vec::new(),
             int8: None,
+            original: None,
+            graphs: BTreeMap::new(),
+            eval: None,
+            lottery: Vec::new(),
         }
     }
 }
@@ -276,6 +296,8 @@ impl PassSpec {
             PassSpec::MergeLinear(_) => "merge_linear",
             PassSpec::Lowbit(_) => "lowbit",
             PassSpec::Qat(_) => "qat",
+            PassSpec::Distill(_) => "distill",
+            PassSpec::Lottery(_) => "lottery",
         }
     }
 
@@ -385,6 +407,8 @@ impl PassSpec {
             }
             PassSpec::Lowbit(p) => lowbit::pass(g, ctx, &tg, p)?,
             PassSpec::Qat(spec) => lowbit::qat(g, ctx, &tg, spec)?,
+            PassSpec::Distill(spec) => crate::train::distill::pass(g, ctx, spec)?,
+            PassSpec::Lottery(spec) => lottery::pass(g, ctx, spec)?,
         }
         let mut layers = Vec::with_capacity(tg.len());
         let (mut zeros, mut total) = (0usize, 0usize);
@@ -450,6 +474,8 @@ pub struct Compressed {
     pub finetune: Vec<TrainSummary>,
     /// The integer-only int8 model when the recipe ends with an `int8` pass.
     pub int8: Option<intonly::QGraph>,
+    /// Rounds of the lottery passes, in order.
+    pub lottery: Vec<lottery::Round>,
 }
 
 impl Compressed {
@@ -497,7 +523,7 @@ impl Recipe {
             | PassSpec::RemoveBlock(_)
             | PassSpec::MergeLinear(_)
             | PassSpec::Lowbit(_) => false,
-            PassSpec::Qat(_) => true,
+            PassSpec::Qat(_) | PassSpec::Distill(_) | PassSpec::Lottery(_) => true,
         })
     }
 
@@ -523,8 +549,24 @@ impl Recipe {
         eval: Option<&Dataset>,
         on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<Compressed> {
+        self.apply_with(g, data, eval, BTreeMap::new(), on_progress)
+    }
+
+    /// [`Recipe::apply`] with named graphs for the passes that need one (`distill` teachers,
+    /// `lottery` initial weights; see [`PassCtx::graphs`]).
+    pub fn apply_with(
+        &self,
+        g: &Graph,
+        data: Option<&Dataset>,
+        eval: Option<&Dataset>,
+        graphs: BTreeMap<String, Graph>,
+        on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Compressed> {
         let mut graph = g.clone();
         let mut ctx = PassCtx::new(data, on_progress);
+        ctx.original = Some(g);
+        ctx.graphs = graphs;
+        ctx.eval = eval;
         let accuracy = |g: &Graph| -> Result<Option<f32>> {
             eval.map(|d| crate::metrics::evaluate(g, d, 256).map(|r| r.accuracy))
                 .transpose()
@@ -551,6 +593,7 @@ impl Recipe {
             reports,
             finetune: ctx.finetune,
             int8: ctx.int8,
+            lottery: ctx.lottery,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Training: losses, optimizers, schedules and the mini-batch loop with progress and
 //! cancellation.
 
+pub mod distill;
 pub mod loss;
 pub mod optim;
 
