@@ -5,7 +5,7 @@ use super::LIMITS;
 use super::proto::attribute_proto::AttributeType;
 use super::proto::{AttributeProto, NodeProto, TensorProto};
 use super::tensor::{self, Const, Data};
-use crate::graph::{AutoPad, ConvAttrs, GemmAttrs, Op, PoolAttrs};
+use crate::graph::{AutoPad, ConvAttrs, GemmAttrs, Op, PadAttrs, PadMode, PoolAttrs};
 use crate::{Error, Result};
 use std::collections::HashMap;
 
@@ -44,7 +44,7 @@ pub(super) enum Built {
 pub(super) type Builder = fn(&NodeCtx<'_>) -> Result<Built>;
 
 /// The registry, one entry per supported ONNX op type.
-const REGISTRY: [(&str, Builder); 20] = [
+const REGISTRY: [(&str, Builder); 33] = [
     ("Gemm", gemm),
     ("MatMul", matmul),
     ("Conv", conv),
@@ -65,6 +65,19 @@ const REGISTRY: [(&str, Builder); 20] = [
     ("Dropout", dropout),
     ("Constant", constant),
     ("Identity", identity),
+    ("LeakyRelu", leaky_relu),
+    ("HardSigmoid", hard_sigmoid),
+    ("HardSwish", hard_swish),
+    ("Gelu", gelu),
+    ("Mul", mul),
+    ("Sub", sub),
+    ("Div", div),
+    ("Transpose", transpose),
+    ("Squeeze", squeeze),
+    ("Unsqueeze", unsqueeze),
+    ("GlobalMaxPool", global_max_pool),
+    ("Pad", pad),
+    ("LayerNormalization", layer_normalization),
 ];
 
 const fn names<const N: usize>(r: &[(&'static str, Builder); N]) -> [&'static str; N] {
@@ -700,4 +713,245 @@ fn constant(c: &NodeCtx<'_>) -> Result<Built> {
 
 fn identity(c: &NodeCtx<'_>) -> Result<Built> {
     Ok(Built::Alias(c.required(0)?))
+}
+
+/// A finite float attribute with a default.
+fn finite(c: &NodeCtx<'_>, attr: &'static str, default: f32) -> Result<f32> {
+    let v = c.float(attr)?.unwrap_or(default);
+    if !v.is_finite() {
+        return Err(c.bad(attr, format!("{v} is not a finite number")));
+    }
+    Ok(v)
+}
+
+fn leaky_relu(c: &NodeCtx<'_>) -> Result<Built> {
+    let alpha = finite(c, "alpha", 0.01)?;
+    c.op(Op::LeakyRelu { alpha })
+}
+
+fn hard_sigmoid(c: &NodeCtx<'_>) -> Result<Built> {
+    let alpha = finite(c, "alpha", 0.2)?;
+    let beta = finite(c, "beta", 0.5)?;
+    c.op(Op::HardSigmoid { alpha, beta })
+}
+
+fn hard_swish(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::HardSwish)
+}
+
+fn gelu(c: &NodeCtx<'_>) -> Result<Built> {
+    let tanh = match c.string("approximate")?.unwrap_or("none") {
+        "none" => false,
+        "tanh" => true,
+        other => {
+            return Err(c.bad(
+                "approximate",
+                format!("unknown value `{other}` (none or tanh)"),
+            ));
+        }
+    };
+    c.op(Op::Gelu { tanh })
+}
+
+fn mul(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Mul)
+}
+
+fn sub(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Sub)
+}
+
+fn div(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Div)
+}
+
+fn transpose(c: &NodeCtx<'_>) -> Result<Built> {
+    let perm = match c.ints("perm")? {
+        None => Vec::new(),
+        Some(p) => {
+            if p.len() > LIMITS.max_rank {
+                return Err(c.bad(
+                    "perm",
+                    format!(
+                        "has {} entries; the rank limit is {}",
+                        p.len(),
+                        LIMITS.max_rank
+                    ),
+                ));
+            }
+            let perm: Vec<usize> = p
+                .iter()
+                .map(|&v| to_usize(c, "perm", v, 0, p.len().saturating_sub(1)))
+                .collect::<Result<_>>()?;
+            let mut sorted = perm.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != perm.len() {
+                return Err(c.bad("perm", format!("{p:?} is not a permutation")));
+            }
+            perm
+        }
+    };
+    c.op_on_first(Op::Transpose { perm })
+}
+
+/// A list of axes: bounded length, each in `-MAX_RANK..MAX_RANK`.
+fn check_axes(c: &NodeCtx<'_>, axes: &[i64]) -> Result<Vec<i64>> {
+    if axes.len() > LIMITS.max_rank {
+        return Err(c.bad(
+            "axes",
+            format!(
+                "has {} entries; the rank limit is {}",
+                axes.len(),
+                LIMITS.max_rank
+            ),
+        ));
+    }
+    if let Some(a) = axes
+        .iter()
+        .find(|a| a.unsigned_abs() >= LIMITS.max_rank as u64)
+    {
+        return Err(c.bad("axes", format!("axis {a} is out of range")));
+    }
+    Ok(axes.to_vec())
+}
+
+/// Squeeze/Unsqueeze axes: an attribute before opset 13, a constant input from 13 on.
+fn squeeze_axes(c: &NodeCtx<'_>) -> Result<Option<Vec<i64>>> {
+    if c.opset < 13 {
+        return c.ints("axes")?.map(|a| check_axes(c, a)).transpose();
+    }
+    match c.const_input(1, "axes")? {
+        None => Ok(None),
+        Some(k) => {
+            if k.shape.len() > 1 {
+                return Err(c.bad("axes", format!("must be 1-D, has shape {:?}", k.shape)));
+            }
+            let v = match &k.data {
+                Data::I64(v) => v,
+                Data::F32(_) => return Err(c.bad("axes", "must be an int64 tensor")),
+            };
+            check_axes(c, v).map(Some)
+        }
+    }
+}
+
+/// A Squeeze/Unsqueeze of a constant becomes a constant with the new shape.
+fn fold_reshape(c: &NodeCtx<'_>, op: &Op) -> Result<Option<Built>> {
+    let Some(k) = c.input(0).and_then(|x| c.consts.get(x)) else {
+        return Ok(None);
+    };
+    let node = crate::graph::Node {
+        name: c.name.to_string(),
+        op: op.clone(),
+        inputs: vec![String::new()],
+        outputs: vec![String::new()],
+    };
+    let shape = crate::ops::infer_shape(&node, &[Some(&k.shape)])?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    Ok(Some(Built::Const(Const {
+        shape,
+        data: k.data.clone(),
+    })))
+}
+
+fn squeeze(c: &NodeCtx<'_>) -> Result<Built> {
+    let op = Op::Squeeze {
+        axes: squeeze_axes(c)?.unwrap_or_default(),
+    };
+    if let Some(b) = fold_reshape(c, &op)? {
+        return Ok(b);
+    }
+    c.op_on_first(op)
+}
+
+fn unsqueeze(c: &NodeCtx<'_>) -> Result<Built> {
+    let axes = squeeze_axes(c)?.ok_or_else(|| c.bad("axes", "is required"))?;
+    if axes.is_empty() {
+        return Err(c.bad("axes", "must not be empty"));
+    }
+    let op = Op::Unsqueeze { axes };
+    if let Some(b) = fold_reshape(c, &op)? {
+        return Ok(b);
+    }
+    c.op_on_first(op)
+}
+
+fn global_max_pool(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::GlobalMaxPool)
+}
+
+fn pad(c: &NodeCtx<'_>) -> Result<Built> {
+    let mode = match c.string("mode")?.unwrap_or("constant") {
+        "constant" => PadMode::Constant,
+        "reflect" => PadMode::Reflect,
+        "edge" => PadMode::Edge,
+        "wrap" if c.opset >= 19 => PadMode::Wrap,
+        other => return Err(c.bad("mode", format!("unknown value `{other}`"))),
+    };
+    let (pads, value, axes) = if c.opset < 11 {
+        let pads = c
+            .ints("pads")?
+            .ok_or_else(|| c.bad("pads", "is required"))?
+            .to_vec();
+        (pads, finite(c, "value", 0.0)?, Vec::new())
+    } else {
+        let k = c
+            .const_input(1, "pads")?
+            .ok_or_else(|| c.bad("pads", "the pads input is required"))?;
+        let pads = match &k.data {
+            Data::I64(v) if k.shape.len() == 1 => v.clone(),
+            _ => return Err(c.bad("pads", "must be a 1-D int64 tensor")),
+        };
+        let value = match c.const_input(2, "constant_value")? {
+            None => 0.0,
+            Some(k) => k
+                .scalar_f32()
+                .ok_or_else(|| c.bad("constant_value", "must be a scalar"))?,
+        };
+        let axes = match c.const_input(3, "axes")? {
+            None => Vec::new(),
+            Some(k) => match &k.data {
+                Data::I64(v) if k.shape.len() == 1 => check_axes(c, v)?,
+                _ => return Err(c.bad("axes", "must be a 1-D int64 tensor")),
+            },
+        };
+        (pads, value, axes)
+    };
+    if pads.len() > 2 * LIMITS.max_rank {
+        return Err(c.bad("pads", format!("has {} values", pads.len())));
+    }
+    let pads: Vec<usize> = pads
+        .iter()
+        .map(|&p| {
+            if p < 0 {
+                Err(c.bad(
+                    "pads",
+                    format!("negative padding {p} (cropping) is not supported"),
+                ))
+            } else {
+                to_usize(c, "pads", p, 0, LIMITS.max_window)
+            }
+        })
+        .collect::<Result<_>>()?;
+    if value.is_nan() && mode == PadMode::Constant {
+        return Err(c.bad("constant_value", "must not be NaN"));
+    }
+    c.op_on_first(Op::Pad(PadAttrs {
+        pads,
+        axes,
+        mode,
+        value,
+    }))
+}
+
+fn layer_normalization(c: &NodeCtx<'_>) -> Result<Built> {
+    let axis = axis_attr(c, Some(-1))?;
+    let epsilon = finite(c, "epsilon", 1e-5)?;
+    if epsilon < 0.0 {
+        return Err(c.bad("epsilon", format!("{epsilon} is negative")));
+    }
+    c.op(Op::LayerNorm { axis, epsilon })
 }

@@ -367,7 +367,17 @@ impl Importer {
                 consts: &self.consts,
             };
             let built = build(&ctx)?;
-            for extra in n.output.iter().skip(1).filter(|s| !s.is_empty()) {
+            // Outputs Lithe computes: a prefix of named outputs, up to the op's count.
+            let kept = match &built {
+                Built::Op { op, .. } => n
+                    .output
+                    .iter()
+                    .take(op.max_outputs())
+                    .take_while(|s| !s.is_empty())
+                    .count(),
+                _ => 1,
+            };
+            for extra in n.output.iter().skip(kept).filter(|s| !s.is_empty()) {
                 self.dropped.insert(extra.clone(), (name.clone(), op_type));
             }
             if self.consts.contains_key(&first) || self.aliases.contains_key(&first) {
@@ -378,7 +388,7 @@ impl Importer {
                     name,
                     op,
                     inputs,
-                    outputs: vec![first],
+                    outputs: n.output.iter().take(kept.max(1)).cloned().collect(),
                 }),
                 Built::Const(c) => {
                     self.consts.insert(first, c);
