@@ -372,3 +372,116 @@ fn hostile_attributes_name_the_node() {
     });
     assert!(matches!(r, Err(Error::Limit { .. })), "{r:?}");
 }
+
+fn scalar_i64(name: &str, v: i64) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: vec![],
+        data_type: Some(INT64),
+        int64_data: vec![v],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn pytorch_view_flatten_with_a_symbolic_batch_folds_to_reshape() {
+    // x.view(x.size(0), -1) as PyTorch writes it: Shape → Gather(0) → Unsqueeze(0) → Concat
+    // with [-1] → Reshape.
+    let mut concat = node("Concat", &["n1", "m1"], "target", vec![]);
+    concat.attribute.push(AttributeProto {
+        name: Some("axis".into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(0),
+        ..Default::default()
+    });
+    let nodes = vec![
+        node("Relu", &["X"], "r", vec![]),
+        node("Shape", &["r"], "s", vec![]),
+        node("Gather", &["s", "zero"], "n", vec![]),
+        node("Unsqueeze", &["n", "ax0"], "n1", vec![]),
+        concat,
+        node("Reshape", &["r", "target"], "Y", vec![]),
+    ];
+    let inits = vec![scalar_i64("zero", 0), i64s("ax0", &[0]), i64s("m1", &[-1])];
+    let bytes = model(13, nodes, inits, &[-1, 2, 3], "Y");
+    let g = onnx::import(&bytes).unwrap();
+    assert!(
+        g.nodes
+            .iter()
+            .any(|n| n.op == lithe::graph::Op::Reshape { shape: vec![0, -1] }),
+        "{:?}",
+        g.nodes
+    );
+    for batch in [1, 4] {
+        let x = from_vec(&[batch, 2, 3], vec![1.0; batch * 6]).unwrap();
+        let y = lithe::exec::run(&g, &[("X", &x)]).unwrap().remove(0);
+        assert_eq!(y.shape(), &[batch, 6]);
+    }
+    // The reshape target `[6, N]` puts the batch where 0 cannot copy it, and the target already
+    // has no -1: -1 stands for it.
+    let mut concat = node("Concat", &["six", "n1"], "target", vec![]);
+    concat.attribute = vec![AttributeProto {
+        name: Some("axis".into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(0),
+        ..Default::default()
+    }];
+    let nodes = vec![
+        node("Shape", &["X"], "s", vec![]),
+        node("Gather", &["s", "zero"], "n", vec![]),
+        node("Unsqueeze", &["n", "ax0"], "n1", vec![]),
+        concat,
+        node("Reshape", &["X", "target"], "Y", vec![]),
+    ];
+    let inits = vec![scalar_i64("zero", 0), i64s("ax0", &[0]), i64s("six", &[6])];
+    let g = onnx::import(&model(13, nodes, inits, &[-1, 2, 3], "Y")).unwrap();
+    let x = from_vec(&[3, 2, 3], vec![1.0; 18]).unwrap();
+    assert_eq!(
+        lithe::exec::run(&g, &[("X", &x)]).unwrap()[0].shape(),
+        &[6, 3]
+    );
+}
+
+#[test]
+fn static_shape_folds_and_batch_dims_elsewhere_are_refused() {
+    // Fully static: Shape(X)[1:] → Reshape target.
+    let mut sh = node("Shape", &["X"], "s", vec![]);
+    sh.attribute.push(AttributeProto {
+        name: Some("start".into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(1),
+        ..Default::default()
+    });
+    let nodes = vec![
+        sh,
+        node("Reshape", &["W", "s"], "w2", vec![]),
+        node("Add", &["X", "w2"], "Y", vec![]),
+    ];
+    let inits = vec![f32s("W", &[6], &[1., 2., 3., 4., 5., 6.])];
+    let g = onnx::import(&model(15, nodes, inits, &[-1, 2, 3], "Y")).unwrap();
+    let x = from_vec(&[2, 2, 3], vec![0.0; 12]).unwrap();
+    let y = lithe::exec::run(&g, &[("X", &x)]).unwrap().remove(0);
+    assert_eq!(&y.as_slice().unwrap()[6..], &[1., 2., 3., 4., 5., 6.]);
+    // A batch-dependent dim used as Unsqueeze axes: refused with an attribute error.
+    let nodes = vec![
+        node("Shape", &["X"], "s", vec![]),
+        node("Unsqueeze", &["X", "s"], "Y", vec![]),
+    ];
+    attr_err(&model(13, nodes, vec![], &[-1, 2], "Y"), "axes");
+    // Gather on a runtime tensor is not computed.
+    let nodes = vec![node("Gather", &["X", "i"], "Y", vec![])];
+    attr_err(
+        &model(13, nodes, vec![i64s("i", &[0])], &[2, 2], "Y"),
+        "data",
+    );
+    // Out-of-range Gather index into a folded shape.
+    let nodes = vec![
+        node("Shape", &["X"], "s", vec![]),
+        node("Gather", &["s", "i"], "g", vec![]),
+        node("Reshape", &["X", "g"], "Y", vec![]),
+    ];
+    attr_err(
+        &model(13, nodes, vec![i64s("i", &[7])], &[2, 2], "Y"),
+        "indices",
+    );
+}

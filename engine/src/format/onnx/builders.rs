@@ -23,7 +23,16 @@ pub(super) struct NodeCtx<'a> {
     pub inputs: &'a [String],
     /// Constants: initializers, `Constant` outputs and folded values.
     pub consts: &'a HashMap<String, Const>,
+    /// Integer constants folded from `Shape` with batch-dependent elements.
+    pub sym: &'a HashMap<String, SymDims>,
+    /// Value shapes known so far, with symbolic dims set to 1 and to 2.
+    pub shapes: &'a [HashMap<String, Vec<usize>>; 2],
 }
+
+/// For each element of an integer constant folded from `Shape`: `Some((value, dim))` when it
+/// stands for dim `dim` of `value`, which changes with the batch size (the constant holds its
+/// value at batch size 1); `None` when it is static.
+pub(super) type SymDims = Vec<Option<(String, usize)>>;
 
 /// What a builder makes of a node.
 pub(super) enum Built {
@@ -38,13 +47,16 @@ pub(super) enum Built {
     Const(Const),
     /// The first output is another name for this value (Identity).
     Alias(String),
+    /// The first output is an integer constant some of whose elements are batch-dependent dims
+    /// (a folded `Shape`, or a Gather/Unsqueeze/Squeeze/Concat of one).
+    SymConst(Const, SymDims),
 }
 
 /// A per-op builder.
 pub(super) type Builder = fn(&NodeCtx<'_>) -> Result<Built>;
 
 /// The registry, one entry per supported ONNX op type.
-const REGISTRY: [(&str, Builder); 33] = [
+const REGISTRY: [(&str, Builder); 35] = [
     ("Gemm", gemm),
     ("MatMul", matmul),
     ("Conv", conv),
@@ -78,6 +90,8 @@ const REGISTRY: [(&str, Builder); 33] = [
     ("GlobalMaxPool", global_max_pool),
     ("Pad", pad),
     ("LayerNormalization", layer_normalization),
+    ("Shape", shape),
+    ("Gather", gather),
 ];
 
 const fn names<const N: usize>(r: &[(&'static str, Builder); N]) -> [&'static str; N] {
@@ -224,6 +238,15 @@ impl NodeCtx<'_> {
         let Some(name) = self.input(i) else {
             return Ok(None);
         };
+        if self.sym.contains_key(name) {
+            return Err(self.bad(
+                what,
+                format!(
+                    "input `{name}` depends on the batch size; Lithe folds such shapes only into \
+                     the target of a Reshape"
+                ),
+            ));
+        }
         self.consts.get(name).map(Some).ok_or_else(|| {
             self.bad(
                 what,
@@ -614,6 +637,9 @@ fn flatten(c: &NodeCtx<'_>) -> Result<Built> {
 }
 
 fn reshape(c: &NodeCtx<'_>) -> Result<Built> {
+    if let Some(b) = reshape_symbolic(c)? {
+        return Ok(b);
+    }
     let k = c.const_input(1, "shape")?.ok_or_else(|| {
         Error::Graph(format!("node `{}` (Reshape) lacks its shape input", c.name))
     })?;
@@ -646,7 +672,45 @@ fn add(c: &NodeCtx<'_>) -> Result<Built> {
 
 fn concat(c: &NodeCtx<'_>) -> Result<Built> {
     let axis = axis_attr(c, None)?;
+    if let Some(b) = fold_concat(c, axis)? {
+        return Ok(b);
+    }
     c.op(Op::Concat { axis })
+}
+
+/// A Concat of 1-D integer constants (the shape vectors of exported `view`/`flatten` code) is
+/// folded, keeping which elements are batch-dependent dims.
+fn fold_concat(c: &NodeCtx<'_>, axis: i64) -> Result<Option<Built>> {
+    let names = c.all_inputs();
+    if names.is_empty() || !(axis == 0 || axis == -1) {
+        return Ok(None);
+    }
+    let mut data = Vec::new();
+    let mut dims: SymDims = Vec::new();
+    for n in &names {
+        match c.consts.get(n) {
+            Some(Const {
+                shape,
+                data: Data::I64(v),
+            }) if shape.len() == 1 => {
+                data.extend_from_slice(v);
+                match c.sym.get(n) {
+                    Some(d) => dims.extend(d.iter().cloned()),
+                    None => dims.extend(std::iter::repeat_n(None, v.len())),
+                }
+            }
+            _ => return Ok(None),
+        }
+    }
+    let k = Const {
+        shape: vec![data.len()],
+        data: Data::I64(data),
+    };
+    Ok(Some(if dims.iter().any(Option::is_some) {
+        Built::SymConst(k, dims)
+    } else {
+        Built::Const(k)
+    }))
 }
 
 fn dropout(c: &NodeCtx<'_>) -> Result<Built> {
@@ -851,10 +915,15 @@ fn fold_reshape(c: &NodeCtx<'_>, op: &Op) -> Result<Option<Built>> {
         .into_iter()
         .next()
         .unwrap_or_default();
-    Ok(Some(Built::Const(Const {
+    let c2 = Const {
         shape,
         data: k.data.clone(),
-    })))
+    };
+    // Same elements in the same order: batch-dependent entries keep their meaning.
+    Ok(Some(match c.input(0).and_then(|x| c.sym.get(x)) {
+        Some(dims) => Built::SymConst(c2, dims.clone()),
+        None => Built::Const(c2),
+    }))
 }
 
 fn squeeze(c: &NodeCtx<'_>) -> Result<Built> {
@@ -954,4 +1023,156 @@ fn layer_normalization(c: &NodeCtx<'_>) -> Result<Built> {
         return Err(c.bad("epsilon", format!("{epsilon} is negative")));
     }
     c.op(Op::LayerNorm { axis, epsilon })
+}
+
+/// Reshape to a target computed from `Shape` with batch-dependent elements: an element that is
+/// dim `i` of the data input at position `i` becomes `0` (copy), and a single other one
+/// becomes `-1` (inferred) when the target has no `-1` yet.
+fn reshape_symbolic(c: &NodeCtx<'_>) -> Result<Option<Built>> {
+    let Some(dims) = c.input(1).and_then(|n| c.sym.get(n)) else {
+        return Ok(None);
+    };
+    let x = c.required(0)?;
+    let Some(Const {
+        data: Data::I64(values),
+        ..
+    }) = c.input(1).and_then(|n| c.consts.get(n))
+    else {
+        return Ok(None);
+    };
+    let mut target = values.clone();
+    let mut pending = Vec::new();
+    for (i, d) in dims.iter().enumerate() {
+        match d {
+            Some((v, j)) if *v == x && *j == i => target[i] = 0,
+            Some(_) => pending.push(i),
+            None => {}
+        }
+    }
+    match pending.as_slice() {
+        [] => {}
+        [i] if !target.contains(&-1) => target[*i] = -1,
+        _ => {
+            return Err(c.bad(
+                "shape",
+                "the target uses batch-dependent dims Lithe cannot express with 0 or -1",
+            ));
+        }
+    }
+    check_reshape_target(c, &target, false)?;
+    c.op_on_first(Op::Reshape { shape: target }).map(Some)
+}
+
+/// `Shape` of a value whose shape is known at import: a constant, with batch-dependent dims
+/// marked (see [`SymDims`]).
+fn shape(c: &NodeCtx<'_>) -> Result<Built> {
+    let x = c.required(0)?;
+    let [s1, s2] = match c.consts.get(&x) {
+        Some(k) => [k.shape.clone(), k.shape.clone()],
+        None => match (c.shapes[0].get(&x), c.shapes[1].get(&x)) {
+            (Some(a), Some(b)) if a.len() == b.len() => [a.clone(), b.clone()],
+            _ => {
+                return Err(c.bad(
+                    "data",
+                    format!("the shape of `{x}` is not known at import; Lithe folds Shape only"),
+                ));
+            }
+        },
+    };
+    let r = s1.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let (start, end) = if c.opset >= 15 {
+        (
+            clamp(c.int("start")?.unwrap_or(0)),
+            clamp(c.int("end")?.unwrap_or(r)),
+        )
+    } else {
+        (0, s1.len())
+    };
+    let end = end.max(start);
+    let data: Vec<i64> = s1[start..end].iter().map(|&d| d as i64).collect();
+    let dims: SymDims = (start..end)
+        .map(|i| (s1[i] != s2[i]).then(|| (x.clone(), i)))
+        .collect();
+    let k = Const {
+        shape: vec![data.len()],
+        data: Data::I64(data),
+    };
+    Ok(if dims.iter().any(Option::is_some) {
+        Built::SymConst(k, dims)
+    } else {
+        Built::Const(k)
+    })
+}
+
+/// `Gather` on constants (indices into a shape vector, as exported `view` code does).
+fn gather(c: &NodeCtx<'_>) -> Result<Built> {
+    let axis = axis_attr(c, Some(0))?;
+    let name = c.required(0)?;
+    let data = c.consts.get(&name).ok_or_else(|| {
+        c.bad(
+            "data",
+            format!("input `{name}` must be a constant; Lithe folds Gather only"),
+        )
+    })?;
+    let sym = c.sym.get(&name);
+    let idx = c
+        .const_input(1, "indices")?
+        .ok_or_else(|| c.bad("indices", "is required"))?;
+    let ids = match &idx.data {
+        Data::I64(v) => v,
+        Data::F32(_) => return Err(c.bad("indices", "must be an integer tensor")),
+    };
+    let r = data.shape.len();
+    let a = usize::try_from(if axis < 0 { axis + r as i64 } else { axis })
+        .ok()
+        .filter(|&a| a < r)
+        .ok_or_else(|| c.bad("axis", format!("{axis} is out of range for rank {r}")))?;
+    let len = data.shape[a];
+    let at: Vec<usize> = ids
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + len as i64 } else { i };
+            usize::try_from(j)
+                .ok()
+                .filter(|&j| j < len)
+                .ok_or_else(|| c.bad("indices", format!("index {i} is out of range for {len}")))
+        })
+        .collect::<Result<_>>()?;
+    let outer: usize = data.shape[..a].iter().product();
+    let inner: usize = data.shape[a + 1..].iter().product();
+    let mut shape = data.shape[..a].to_vec();
+    shape.extend_from_slice(&idx.shape);
+    shape.extend_from_slice(&data.shape[a + 1..]);
+    let n = crate::tensor::checked_numel(&shape)?;
+    if n > LIMITS.max_tensor_elements {
+        return Err(Error::Limit {
+            what: "Gather output",
+            got: n as u64,
+            limit: LIMITS.max_tensor_elements as u64,
+        });
+    }
+    let order: Vec<usize> = (0..outer)
+        .flat_map(|o| {
+            at.iter()
+                .flat_map(move |&j| (0..inner).map(move |k| (o * len + j) * inner + k))
+        })
+        .collect();
+    // Every index is below outer·len·inner, the constant's element count.
+    let data2 = match &data.data {
+        Data::I64(v) => Data::I64(order.iter().map(|&i| v[i]).collect()),
+        Data::F32(v) => Data::F32(order.iter().map(|&i| v[i]).collect()),
+    };
+    let k = Const { shape, data: data2 };
+    Ok(match sym {
+        Some(d) => {
+            let dims: SymDims = order.iter().map(|&i| d.get(i).cloned().flatten()).collect();
+            if dims.iter().any(Option::is_some) {
+                Built::SymConst(k, dims)
+            } else {
+                Built::Const(k)
+            }
+        }
+        None => Built::Const(k),
+    })
 }
