@@ -92,8 +92,14 @@ fn source(mode: PadMode, o: usize, b: usize, d: usize) -> Option<usize> {
     Some(j as usize)
 }
 
-/// For every output element, the flat input index it copies (`None`: the fill value).
-fn gather_map(node: &Node, a: &PadAttrs, s: &[usize]) -> Result<(Vec<usize>, Vec<Option<usize>>)> {
+/// Calls `f` with the flat input index each output element copies (`None`: the fill value), in
+/// output order, without materialising the map. Returns the output shape.
+fn for_each_source(
+    node: &Node,
+    a: &PadAttrs,
+    s: &[usize],
+    mut f: impl FnMut(Option<usize>),
+) -> Result<Vec<usize>> {
     let out = pad_shape(node, a, s)?;
     let p = per_axis(node, a, s.len())?;
     let total = crate::tensor::checked_numel(&out)?;
@@ -101,7 +107,6 @@ fn gather_map(node: &Node, a: &PadAttrs, s: &[usize]) -> Result<(Vec<usize>, Vec
     for i in (0..s.len().saturating_sub(1)).rev() {
         in_strides[i] = in_strides[i + 1] * s[i + 1];
     }
-    let mut map = Vec::with_capacity(total);
     let mut idx = vec![0usize; out.len()];
     for _ in 0..total {
         let mut src = Some(0usize);
@@ -111,7 +116,7 @@ fn gather_map(node: &Node, a: &PadAttrs, s: &[usize]) -> Result<(Vec<usize>, Vec
                 _ => None,
             };
         }
-        map.push(src);
+        f(src);
         for ax in (0..out.len()).rev() {
             idx[ax] += 1;
             if idx[ax] < out[ax] {
@@ -120,28 +125,32 @@ fn gather_map(node: &Node, a: &PadAttrs, s: &[usize]) -> Result<(Vec<usize>, Vec
             idx[ax] = 0;
         }
     }
-    Ok((out, map))
+    Ok(out)
 }
 
 pub(super) fn pad(node: &Node, a: &PadAttrs, x: &Tensor) -> Result<Tensor> {
-    let (out, map) = gather_map(node, a, x.shape())?;
     let xs = crate::tensor::to_contiguous(x);
-    let y: Vec<f32> = map
-        .iter()
-        .map(|m| m.and_then(|i| xs.get(i).copied()).unwrap_or(a.value))
-        .collect();
+    let mut y = Vec::with_capacity(crate::tensor::checked_numel(&pad_shape(
+        node,
+        a,
+        x.shape(),
+    )?)?);
+    let out = for_each_source(node, a, x.shape(), |m| {
+        y.push(m.and_then(|i| xs.get(i).copied()).unwrap_or(a.value));
+    })?;
     Tensor::from_shape_vec(IxDyn(&out), y).map_err(|e| Error::Invalid(e.to_string()))
 }
 
 /// The gradient of Pad: each output gradient flows to the input element it copied.
 pub(super) fn pad_backward(node: &Node, a: &PadAttrs, x: &Tensor, dy: &Tensor) -> Result<Tensor> {
-    let (_, map) = gather_map(node, a, x.shape())?;
     let gs = crate::tensor::to_contiguous(dy);
     let mut dx = vec![0.0f32; x.len()];
-    for (g, m) in gs.iter().zip(&map) {
-        if let Some(d) = m.and_then(|i| dx.get_mut(i)) {
+    let mut k = 0;
+    for_each_source(node, a, x.shape(), |m| {
+        if let (Some(d), Some(g)) = (m.and_then(|i| dx.get_mut(i)), gs.get(k)) {
             *d += g;
         }
-    }
+        k += 1;
+    })?;
     Tensor::from_shape_vec(IxDyn(x.shape()), dx).map_err(|e| Error::Invalid(e.to_string()))
 }
