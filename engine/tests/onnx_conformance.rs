@@ -16,9 +16,9 @@
 //! - **failed** otherwise (any other import error, a run error, a shape or value mismatch).
 //!
 //! Two rewrites let more tests run: inputs that Lithe needs as constants (Clip bounds, Dropout
-//! ratio, Reshape shape) are frozen into initializers ([`freeze`]), and models stamped with
-//! opsets 22..=[`CHECKED_OPSET`] are imported as opset 21 (the newer versions of Lithe's ops only
-//! add element types).
+//! ratio, Reshape shape, Squeeze/Unsqueeze axes, Pad pads/value/axes, Gather indices) are frozen
+//! into initializers ([`freeze`]), and models stamped with opsets 22..=[`CHECKED_OPSET`] are
+//! imported as opset 21 (the newer versions of Lithe's ops only add element types).
 //!
 //! The test fails when a test fails that is not listed in [`EXCEPTIONS`]. The per-op report is
 //! printed and written to `target/onnx-conformance.json`. Without the data the test prints
@@ -45,8 +45,10 @@ const EXCEPTIONS: &[(&str, &str)] = &[];
 
 /// Newest default-domain opset whose versions of Lithe's ops were checked against opset 21
 /// (with `onnx.defs.get_schema` of onnx 1.22.0): Conv, MaxPool, AveragePool, GlobalAveragePool,
-/// Dropout (v22), Flatten, Reshape, Identity and Constant (v23–v25) only add element types
-/// (bfloat16, float8, float4, int2...); every other supported op has no version after 21. So a
+/// GlobalMaxPool, HardSigmoid, HardSwish, Dropout (v22), Flatten, Reshape, Identity, Constant,
+/// Transpose, Squeeze, Unsqueeze, Pad and Shape (v23–v25) only add element types (bfloat16,
+/// float8, float4, int2...), with the same attributes, inputs and outputs as at 21; every other
+/// supported op has no version after 21. So a
 /// node test at opset 22..=27 that uses only Lithe's ops is run with its opset rewritten to
 /// [`onnx::MAX_OPSET`] (the importer itself refuses newer opsets).
 const CHECKED_OPSET: i64 = 27;

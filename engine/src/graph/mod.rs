@@ -4,7 +4,7 @@ pub mod fold;
 mod op;
 pub mod shape;
 
-pub use op::{AutoPad, ConvAttrs, GemmAttrs, Op, PoolAttrs};
+pub use op::{AutoPad, ConvAttrs, GemmAttrs, Op, PadAttrs, PadMode, PoolAttrs};
 
 use crate::tensor::Tensor;
 use crate::{Error, Result};

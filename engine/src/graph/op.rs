@@ -81,6 +81,45 @@ impl PoolAttrs {
     }
 }
 
+/// How `Pad` fills the border.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum PadMode {
+    /// A constant value.
+    #[default]
+    Constant,
+    /// Mirror without repeating the edge (`[1, 2, 3] → 3 2 | 1 2 3 | 2 1`).
+    Reflect,
+    /// Repeat the edge value.
+    Edge,
+    /// Wrap around (opset 19).
+    Wrap,
+}
+
+impl PadMode {
+    /// The mode as ONNX spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PadMode::Constant => "constant",
+            PadMode::Reflect => "reflect",
+            PadMode::Edge => "edge",
+            PadMode::Wrap => "wrap",
+        }
+    }
+}
+
+/// Attributes of `Pad`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PadAttrs {
+    /// Padding in ONNX order: all begins, then all ends, one pair per entry of `axes`.
+    pub pads: Vec<usize>,
+    /// Padded axes (negative counts from the end); empty means every axis in order.
+    pub axes: Vec<i64>,
+    /// Border rule.
+    pub mode: PadMode,
+    /// Fill value of [`PadMode::Constant`].
+    pub value: f32,
+}
+
 /// Attributes of `Gemm`: `Y = alpha·op(A)·op(B) + beta·C`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GemmAttrs {
@@ -179,6 +218,58 @@ pub enum Op {
         /// Probability of dropping a unit.
         ratio: f32,
     },
+    /// `x` for `x ≥ 0`, `alpha·x` otherwise.
+    LeakyRelu {
+        /// Slope of the negative part.
+        alpha: f32,
+    },
+    /// `clamp(alpha·x + beta, 0, 1)`.
+    HardSigmoid {
+        /// Slope.
+        alpha: f32,
+        /// Offset.
+        beta: f32,
+    },
+    /// `x · clamp(x/6 + 1/2, 0, 1)`.
+    HardSwish,
+    /// Gaussian error linear unit `x·Φ(x)`.
+    Gelu {
+        /// Use the tanh approximation (`approximate = "tanh"`).
+        tanh: bool,
+    },
+    /// Elementwise product with broadcasting.
+    Mul,
+    /// Elementwise difference with broadcasting.
+    Sub,
+    /// Elementwise quotient with broadcasting (IEEE: `x/0` is ±inf or NaN).
+    Div,
+    /// Permutes the axes.
+    Transpose {
+        /// `perm[i]` is the input axis that becomes output axis `i`; empty reverses the axes.
+        perm: Vec<usize>,
+    },
+    /// Removes size-1 axes.
+    Squeeze {
+        /// Axes to remove (negative counts from the end); empty removes every size-1 axis.
+        axes: Vec<i64>,
+    },
+    /// Inserts size-1 axes.
+    Unsqueeze {
+        /// Positions of the new axes in the output (negative counts from the end).
+        axes: Vec<i64>,
+    },
+    /// Maximum over all spatial positions: `[N, C, H, W] → [N, C, 1, 1]`.
+    GlobalMaxPool,
+    /// Pads a tensor (any rank).
+    Pad(PadAttrs),
+    /// Layer normalisation over the axes from `axis` on; inputs `[X, scale, bias?]`. Optional
+    /// outputs `[Y, mean, inv_std_dev]`.
+    LayerNorm {
+        /// First normalised axis (negative counts from the end).
+        axis: i64,
+        /// Added to the variance before the square root.
+        epsilon: f32,
+    },
 }
 
 impl Op {
@@ -203,6 +294,19 @@ impl Op {
             Op::Add => "Add",
             Op::Concat { .. } => "Concat",
             Op::Dropout { .. } => "Dropout",
+            Op::LeakyRelu { .. } => "LeakyRelu",
+            Op::HardSigmoid { .. } => "HardSigmoid",
+            Op::HardSwish => "HardSwish",
+            Op::Gelu { .. } => "Gelu",
+            Op::Mul => "Mul",
+            Op::Sub => "Sub",
+            Op::Div => "Div",
+            Op::Transpose { .. } => "Transpose",
+            Op::Squeeze { .. } => "Squeeze",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::GlobalMaxPool => "GlobalMaxPool",
+            Op::Pad(_) => "Pad",
+            Op::LayerNorm { .. } => "LayerNormalization",
         }
     }
 
@@ -211,7 +315,7 @@ impl Op {
         match self {
             Op::Gemm(_) | Op::Conv(_) => &[1, 2],
             Op::MatMul => &[1],
-            Op::BatchNorm { .. } => &[1, 2],
+            Op::BatchNorm { .. } | Op::LayerNorm { .. } => &[1, 2],
             _ => &[],
         }
     }
@@ -220,10 +324,19 @@ impl Op {
     pub fn arity(&self) -> (usize, usize) {
         match self {
             Op::Gemm(_) | Op::Conv(_) => (2, 3),
-            Op::MatMul | Op::Add => (2, 2),
+            Op::MatMul | Op::Add | Op::Mul | Op::Sub | Op::Div => (2, 2),
+            Op::LayerNorm { .. } => (2, 3),
             Op::BatchNorm { .. } => (5, 5),
             Op::Concat { .. } => (1, usize::MAX),
             _ => (1, 1),
+        }
+    }
+
+    /// Most outputs the op computes (the first is the one training differentiates).
+    pub fn max_outputs(&self) -> usize {
+        match self {
+            Op::LayerNorm { .. } => 3,
+            _ => 1,
         }
     }
 }

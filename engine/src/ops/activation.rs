@@ -89,3 +89,61 @@ pub(super) fn softmax_backward(
     }
     Tensor::from_shape_vec(IxDyn(y.shape()), dx).map_err(|e| Error::Invalid(e.to_string()))
 }
+
+/// `x` for `x ≥ 0`, `alpha·x` otherwise, and its derivative.
+pub(super) fn leaky_relu(alpha: f32, v: f32) -> (f32, f32) {
+    if v >= 0.0 {
+        (v, 1.0)
+    } else {
+        (alpha * v, alpha)
+    }
+}
+
+/// `clamp(alpha·x + beta, 0, 1)` and its derivative (0 where clamped).
+pub(super) fn hard_sigmoid(alpha: f32, beta: f32, v: f32) -> (f32, f32) {
+    let z = alpha * v + beta;
+    if z <= 0.0 {
+        (0.0, 0.0)
+    } else if z >= 1.0 {
+        (1.0, 0.0)
+    } else {
+        (z, alpha)
+    }
+}
+
+/// `x · clamp(x/6 + 1/2, 0, 1)` and its derivative.
+pub(super) fn hard_swish(v: f32) -> (f32, f32) {
+    let (h, dh) = hard_sigmoid(1.0 / 6.0, 0.5, v);
+    (v * h, h + v * dh)
+}
+
+/// The error function, `|error| < 1.5e-7` (Abramowitz & Stegun 7.1.26, evaluated in f64).
+fn erf(x: f64) -> f64 {
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let e = 1.0 - poly * (-x * x).exp();
+    if x >= 0.0 { e } else { -e }
+}
+
+/// GELU and its derivative: exact `x·Φ(x)` or the tanh approximation.
+pub(super) fn gelu(tanh: bool, v: f32) -> (f32, f32) {
+    let x = f64::from(v);
+    let (y, d) = if tanh {
+        let k = (2.0 / std::f64::consts::PI).sqrt();
+        let u = k * (x + 0.044_715 * x * x * x);
+        let t = u.tanh();
+        let du = k * (1.0 + 3.0 * 0.044_715 * x * x);
+        (
+            0.5 * x * (1.0 + t),
+            0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du,
+        )
+    } else {
+        let cdf = 0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2));
+        let pdf = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        (x * cdf, cdf + x * pdf)
+    };
+    (y as f32, d as f32)
+}

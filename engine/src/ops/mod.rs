@@ -6,10 +6,13 @@ mod conv;
 mod elementwise;
 mod linear;
 mod norm;
+mod pad;
 mod pool;
 mod reshape;
 
 pub use elementwise::{broadcast_shape, reduce_to_shape};
+
+use elementwise::Arith;
 
 use crate::graph::{Node, Op};
 use crate::rng::Rng;
@@ -106,9 +109,15 @@ pub fn infer_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Vec<Vec<u
         Op::MaxPool(a) | Op::AvgPool(a) => pool::pool_shape(node, a, need(0)?)?,
         Op::GlobalAvgPool => pool::global_shape(node, need(0)?)?,
         Op::BatchNorm { .. } => norm::bn_shape(node, shapes)?,
-        Op::Relu | Op::Clip { .. } | Op::Sigmoid | Op::Tanh | Op::Dropout { .. } => {
-            need(0)?.to_vec()
-        }
+        Op::Relu
+        | Op::Clip { .. }
+        | Op::Sigmoid
+        | Op::Tanh
+        | Op::Dropout { .. }
+        | Op::LeakyRelu { .. }
+        | Op::HardSigmoid { .. }
+        | Op::HardSwish
+        | Op::Gelu { .. } => need(0)?.to_vec(),
         Op::Softmax { axis, .. } | Op::LogSoftmax { axis, .. } => {
             let s = need(0)?;
             norm_axis(node, *axis, s.len(), "axis")?;
@@ -116,11 +125,26 @@ pub fn infer_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Vec<Vec<u
         }
         Op::Flatten { axis } => reshape::flatten_shape(node, *axis, need(0)?)?,
         Op::Reshape { shape } => reshape::reshape_shape(node, shape, need(0)?)?,
-        Op::Add => {
+        Op::Add | Op::Sub | Op::Mul | Op::Div => {
             let (a, b) = (need(0)?, need(1)?);
             broadcast_shape(a, b).ok_or_else(|| {
-                Error::shape(&node.name, "Add", "shapes do not broadcast", &[a, b])
+                Error::shape(
+                    &node.name,
+                    node.op.name(),
+                    "shapes do not broadcast",
+                    &[a, b],
+                )
             })?
+        }
+        Op::Transpose { perm } => reshape::transpose_shape(node, perm, need(0)?)?,
+        Op::Squeeze { axes } => reshape::squeeze_shape(node, axes, need(0)?)?,
+        Op::Unsqueeze { axes } => reshape::unsqueeze_shape(node, axes, need(0)?)?,
+        Op::GlobalMaxPool => pool::global_shape(node, need(0)?)?,
+        Op::Pad(a) => pad::pad_shape(node, a, need(0)?)?,
+        Op::LayerNorm { axis, .. } => {
+            need(1)?;
+            // Three outputs: Y, Mean, InvStdDev.
+            return norm::ln_shape(node, *axis, shapes);
         }
         Op::Concat { axis } => {
             let all: Result<Vec<&[usize]>> = (0..node.inputs.len()).map(need).collect();
@@ -128,6 +152,26 @@ pub fn infer_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Vec<Vec<u
         }
     };
     Ok(vec![out])
+}
+
+fn unary(x: &Tensor, f: impl Fn(f32) -> (f32, f32)) -> Tensor {
+    x.mapv(|v| f(v).0)
+}
+
+fn unary_backward(x: &Tensor, dy: &Tensor, f: impl Fn(f32) -> (f32, f32)) -> Tensor {
+    ndarray::Zip::from(dy)
+        .and(x)
+        .map_collect(|&g, &v| g * f(v).1)
+}
+
+fn arith(op: &Op) -> Option<Arith> {
+    match op {
+        Op::Add => Some(Arith::Add),
+        Op::Sub => Some(Arith::Sub),
+        Op::Mul => Some(Arith::Mul),
+        Op::Div => Some(Arith::Div),
+        _ => None,
+    }
 }
 
 /// Runs one node. Returns its outputs and what the backward pass needs.
@@ -181,10 +225,46 @@ pub fn forward(
             reshape::reshape_to(node, x, &reshape::reshape_shape(node, shape, x.shape())?)?,
             Saved::None,
         ),
-        Op::Add => (
-            elementwise::add(node, x, get(node, inputs, 1)?)?,
+        Op::Add | Op::Sub | Op::Mul | Op::Div => {
+            let k = arith(&node.op).unwrap_or(Arith::Add);
+            (
+                elementwise::binary(node, k, x, get(node, inputs, 1)?)?,
+                Saved::None,
+            )
+        }
+        Op::LeakyRelu { alpha } => (unary(x, |v| activation::leaky_relu(*alpha, v)), Saved::None),
+        Op::HardSigmoid { alpha, beta } => (
+            unary(x, |v| activation::hard_sigmoid(*alpha, *beta, v)),
             Saved::None,
         ),
+        Op::HardSwish => (unary(x, activation::hard_swish), Saved::None),
+        Op::Gelu { tanh } => (unary(x, |v| activation::gelu(*tanh, v)), Saved::None),
+        Op::Transpose { perm } => (reshape::transpose(node, perm, x)?, Saved::None),
+        Op::Squeeze { axes } => (
+            reshape::reshape_to(node, x, &reshape::squeeze_shape(node, axes, x.shape())?)?,
+            Saved::None,
+        ),
+        Op::Unsqueeze { axes } => (
+            reshape::reshape_to(node, x, &reshape::unsqueeze_shape(node, axes, x.shape())?)?,
+            Saved::None,
+        ),
+        Op::GlobalMaxPool => {
+            let (y, idx) = pool::global_max_pool(node, x)?;
+            (y, Saved::ArgMax(idx))
+        }
+        Op::Pad(a) => (pad::pad(node, a, x)?, Saved::None),
+        Op::LayerNorm { axis, epsilon } => {
+            // Three outputs: Y, Mean, InvStdDev.
+            let outs = norm::layer_norm(
+                node,
+                *axis,
+                *epsilon,
+                x,
+                get(node, inputs, 1)?,
+                opt(inputs, 2),
+            )?;
+            return Ok((outs, Saved::None));
+        }
         Op::Concat { axis } => {
             let all: Result<Vec<&Tensor>> = (0..node.inputs.len())
                 .map(|i| get(node, inputs, i))
@@ -230,11 +310,12 @@ pub fn backward(
             opt(inputs, 2).is_some(),
             dy,
         )?,
-        Op::MaxPool(_) => match saved {
+        Op::MaxPool(_) | Op::GlobalMaxPool => match saved {
             Saved::ArgMax(idx) => vec![Some(pool::max_pool_backward(x, idx, dy))],
             _ => {
                 return Err(Error::Graph(format!(
-                    "MaxPool `{}`: backward without a forward",
+                    "{} `{}`: backward without a forward",
+                    node.op.name(),
                     node.name
                 )));
             }
@@ -282,6 +363,32 @@ pub fn backward(
                 Some(reduce_to_shape(dy, b.shape())),
             ]
         }
+        Op::Sub | Op::Mul | Op::Div => {
+            let k = arith(&node.op).unwrap_or(Arith::Add);
+            elementwise::binary_backward(node, k, x, get(node, inputs, 1)?, dy)?
+        }
+        Op::LeakyRelu { alpha } => vec![Some(unary_backward(x, dy, |v| {
+            activation::leaky_relu(*alpha, v)
+        }))],
+        Op::HardSigmoid { alpha, beta } => vec![Some(unary_backward(x, dy, |v| {
+            activation::hard_sigmoid(*alpha, *beta, v)
+        }))],
+        Op::HardSwish => vec![Some(unary_backward(x, dy, activation::hard_swish))],
+        Op::Gelu { tanh } => vec![Some(unary_backward(x, dy, |v| activation::gelu(*tanh, v)))],
+        Op::Transpose { perm } => vec![Some(reshape::transpose_backward(node, perm, dy)?)],
+        Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+            vec![Some(reshape::reshape_to(node, dy, x.shape())?)]
+        }
+        Op::Pad(a) => vec![Some(pad::pad_backward(node, a, x, dy)?)],
+        Op::LayerNorm { axis, epsilon } => norm::layer_norm_backward(
+            node,
+            *axis,
+            *epsilon,
+            x,
+            get(node, inputs, 1)?,
+            opt(inputs, 2),
+            dy,
+        )?,
         Op::Concat { axis } => {
             let all: Result<Vec<&Tensor>> = (0..node.inputs.len())
                 .map(|i| get(node, inputs, i))

@@ -215,3 +215,145 @@ pub(super) fn bn_backward(
         None,
     ])
 }
+
+/// `(outer, inner)` of a layer norm: rows before `axis`, normalised elements per row.
+fn ln_split(node: &Node, axis: i64, s: &[usize]) -> Result<(usize, usize, usize)> {
+    let a = super::norm_axis(node, axis, s.len(), "axis")?;
+    Ok((a, s[..a].iter().product(), s[a..].iter().product()))
+}
+
+/// Output shapes of a layer norm: `Y`, then `Mean` and `InvStdDev` (size 1 from `axis` on).
+pub(super) fn ln_shape(
+    node: &Node,
+    axis: i64,
+    shapes: &[Option<&[usize]>],
+) -> Result<Vec<Vec<usize>>> {
+    let x = shapes
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| Error::Graph(format!("node `{}` has no input", node.name)))?;
+    let (a, _, _) = ln_split(node, axis, x)?;
+    for p in shapes.iter().skip(1).flatten() {
+        if super::broadcast_shape(&x[a..], p).as_deref() != Some(&x[a..]) {
+            return Err(Error::shape(
+                &node.name,
+                "LayerNormalization",
+                format!(
+                    "scale and bias must broadcast to the normalised dims {:?}",
+                    &x[a..]
+                ),
+                &[x, p],
+            ));
+        }
+    }
+    let mut stat = x.to_vec();
+    stat[a..].iter_mut().for_each(|d| *d = 1);
+    Ok(vec![x.to_vec(), stat.clone(), stat])
+}
+
+/// A scale or bias broadcast to the normalised dims, flattened.
+fn ln_param(node: &Node, t: &Tensor, dims: &[usize]) -> Result<Vec<f32>> {
+    let b = t.broadcast(IxDyn(dims)).ok_or_else(|| {
+        Error::shape(
+            &node.name,
+            "LayerNormalization",
+            format!("scale and bias must broadcast to the normalised dims {dims:?}"),
+            &[t.shape()],
+        )
+    })?;
+    Ok(b.iter().copied().collect())
+}
+
+/// Normalised input and `1/σ` per row.
+fn ln_stats(x: &[f32], outer: usize, inner: usize, eps: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut xhat = vec![0.0f32; x.len()];
+    let mut mean = Vec::with_capacity(outer);
+    let mut inv = Vec::with_capacity(outer);
+    for r in 0..outer {
+        let row = &x[r * inner..(r + 1) * inner];
+        let m = row.iter().map(|&v| f64::from(v)).sum::<f64>() / inner.max(1) as f64;
+        let var =
+            row.iter().map(|&v| (f64::from(v) - m).powi(2)).sum::<f64>() / inner.max(1) as f64;
+        let is = 1.0 / (var + f64::from(eps)).sqrt();
+        for (o, &v) in xhat[r * inner..(r + 1) * inner].iter_mut().zip(row) {
+            *o = ((f64::from(v) - m) * is) as f32;
+        }
+        mean.push(m as f32);
+        inv.push(is as f32);
+    }
+    (xhat, mean, inv)
+}
+
+/// Layer normalisation: `Y`, `Mean`, `InvStdDev`.
+pub(super) fn layer_norm(
+    node: &Node,
+    axis: i64,
+    eps: f32,
+    x: &Tensor,
+    scale: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Vec<Tensor>> {
+    let s = x.shape();
+    let (a, outer, inner) = ln_split(node, axis, s)?;
+    let g = ln_param(node, scale, &s[a..])?;
+    let b = match bias {
+        Some(b) => ln_param(node, b, &s[a..])?,
+        None => vec![0.0; inner],
+    };
+    let xs = crate::tensor::to_contiguous(x);
+    let (mut y, mean, inv) = ln_stats(&xs, outer, inner, eps);
+    for row in y.chunks_mut(inner.max(1)) {
+        for ((v, &gi), &bi) in row.iter_mut().zip(&g).zip(&b) {
+            *v = *v * gi + bi;
+        }
+    }
+    let mut stat = s.to_vec();
+    stat[a..].iter_mut().for_each(|d| *d = 1);
+    let mk = |shape: &[usize], v: Vec<f32>| {
+        Tensor::from_shape_vec(IxDyn(shape), v).map_err(|e| Error::Invalid(e.to_string()))
+    };
+    Ok(vec![mk(s, y)?, mk(&stat, mean)?, mk(&stat, inv)?])
+}
+
+/// Gradients of `Y` for `[X, scale, bias?]` (statistics recomputed from `X`).
+pub(super) fn layer_norm_backward(
+    node: &Node,
+    axis: i64,
+    eps: f32,
+    x: &Tensor,
+    scale: &Tensor,
+    bias: Option<&Tensor>,
+    dy: &Tensor,
+) -> Result<Vec<Option<Tensor>>> {
+    let s = x.shape();
+    let (a, outer, inner) = ln_split(node, axis, s)?;
+    let g = ln_param(node, scale, &s[a..])?;
+    let xs = crate::tensor::to_contiguous(x);
+    let gs = crate::tensor::to_contiguous(dy);
+    let (xhat, _, inv) = ln_stats(&xs, outer, inner, eps);
+    let mut dx = vec![0.0f32; xs.len()];
+    let mut dxhat_x = vec![0.0f32; xs.len()];
+    for (r, &is) in inv.iter().enumerate() {
+        let span = r * inner..(r + 1) * inner;
+        let (mut m1, mut m2) = (0.0f64, 0.0f64);
+        for (k, i) in span.clone().enumerate() {
+            let d = f64::from(gs[i] * g[k]);
+            m1 += d;
+            m2 += d * f64::from(xhat[i]);
+        }
+        m1 /= inner.max(1) as f64;
+        m2 /= inner.max(1) as f64;
+        for (k, i) in span.enumerate() {
+            let d = f64::from(gs[i] * g[k]);
+            dx[i] = (f64::from(is) * (d - m1 - f64::from(xhat[i]) * m2)) as f32;
+            dxhat_x[i] = gs[i] * xhat[i];
+        }
+    }
+    let mk = |v: Vec<f32>| {
+        Tensor::from_shape_vec(IxDyn(s), v).map_err(|e| Error::Invalid(e.to_string()))
+    };
+    let dscale = super::reduce_to_shape(&mk(dxhat_x)?, scale.shape());
+    let dbias = bias.map(|b| super::reduce_to_shape(dy, b.shape()));
+    Ok(vec![Some(mk(dx)?), Some(dscale), dbias])
+}

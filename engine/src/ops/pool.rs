@@ -62,7 +62,7 @@ pub(super) fn global_shape(node: &Node, s: &[usize]) -> Result<Vec<usize>> {
     if s.len() < 3 {
         return Err(Error::shape(
             &node.name,
-            "GlobalAveragePool",
+            node.op.name(),
             "input must have spatial dims",
             &[s],
         ));
@@ -217,4 +217,28 @@ pub(super) fn global_avg_pool_backward(x: &Tensor, dy: &Tensor) -> Tensor {
         dx[i * hw..(i + 1) * hw].fill(g / hw.max(1) as f32);
     }
     Tensor::from_shape_vec(IxDyn(x.shape()), dx).unwrap_or_else(|_| crate::tensor::zeros(x.shape()))
+}
+
+/// Global max pooling; also returns the flat input index of each maximum (for the backward).
+pub(super) fn global_max_pool(node: &Node, x: &Tensor) -> Result<(Tensor, Vec<usize>)> {
+    let out = global_shape(node, x.shape())?;
+    let nc = x.shape()[0] * x.shape()[1];
+    let hw = x.len() / nc.max(1);
+    let xs = crate::tensor::to_contiguous(x);
+    let mut y = Vec::with_capacity(nc);
+    let mut idx = Vec::with_capacity(nc);
+    for i in 0..nc {
+        let (mut best, mut bi) = (f32::NEG_INFINITY, i * hw);
+        for (k, &v) in xs[i * hw..(i + 1) * hw].iter().enumerate() {
+            // NaN propagates, like NumPy's max.
+            if v > best || (v.is_nan() && !best.is_nan()) {
+                best = v;
+                bi = i * hw + k;
+            }
+        }
+        y.push(best);
+        idx.push(bi);
+    }
+    let y = Tensor::from_shape_vec(IxDyn(&out), y).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok((y, idx))
 }

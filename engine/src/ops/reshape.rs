@@ -133,3 +133,126 @@ pub(super) fn concat_backward(
     }
     Ok(out)
 }
+
+fn attr_err(node: &Node, attr: &'static str, detail: String) -> Error {
+    Error::Attribute {
+        node: node.name.clone(),
+        op: node.op.name(),
+        attr,
+        detail,
+    }
+}
+
+/// The permutation of a Transpose for a given rank (empty `perm` reverses the axes).
+pub(super) fn transpose_perm(node: &Node, perm: &[usize], rank: usize) -> Result<Vec<usize>> {
+    if perm.is_empty() {
+        return Ok((0..rank).rev().collect());
+    }
+    let mut seen = vec![false; rank];
+    for &p in perm {
+        match seen.get_mut(p) {
+            Some(s) if !*s => *s = true,
+            _ => {
+                return Err(attr_err(
+                    node,
+                    "perm",
+                    format!("{perm:?} is not a permutation of the {rank} axes"),
+                ));
+            }
+        }
+    }
+    if perm.len() != rank {
+        return Err(attr_err(
+            node,
+            "perm",
+            format!("{perm:?} is not a permutation of the {rank} axes"),
+        ));
+    }
+    Ok(perm.to_vec())
+}
+
+pub(super) fn transpose_shape(node: &Node, perm: &[usize], s: &[usize]) -> Result<Vec<usize>> {
+    Ok(transpose_perm(node, perm, s.len())?
+        .iter()
+        .map(|&p| s[p])
+        .collect())
+}
+
+pub(super) fn transpose(node: &Node, perm: &[usize], x: &Tensor) -> Result<Tensor> {
+    let p = transpose_perm(node, perm, x.ndim())?;
+    Ok(crate::tensor::into_standard(
+        x.clone().permuted_axes(IxDyn(&p)),
+    ))
+}
+
+/// The gradient of a Transpose: `dy` permuted back.
+pub(super) fn transpose_backward(node: &Node, perm: &[usize], dy: &Tensor) -> Result<Tensor> {
+    let p = transpose_perm(node, perm, dy.ndim())?;
+    let mut inv = vec![0; p.len()];
+    for (i, &q) in p.iter().enumerate() {
+        inv[q] = i;
+    }
+    Ok(crate::tensor::into_standard(
+        dy.clone().permuted_axes(IxDyn(&inv)),
+    ))
+}
+
+/// Normalises a list of axes against `rank`, refusing out-of-range and repeated ones.
+fn axes_set(node: &Node, axes: &[i64], rank: usize) -> Result<Vec<bool>> {
+    let mut set = vec![false; rank];
+    for &a in axes {
+        let i = norm_axis(node, a, rank, "axes")?;
+        if std::mem::replace(&mut set[i], true) {
+            return Err(attr_err(node, "axes", format!("axis {a} is repeated")));
+        }
+    }
+    Ok(set)
+}
+
+pub(super) fn squeeze_shape(node: &Node, axes: &[i64], s: &[usize]) -> Result<Vec<usize>> {
+    if axes.is_empty() {
+        return Ok(s.iter().copied().filter(|&d| d != 1).collect());
+    }
+    let set = axes_set(node, axes, s.len())?;
+    let mut out = Vec::with_capacity(s.len());
+    for (i, &d) in s.iter().enumerate() {
+        if !set[i] {
+            out.push(d);
+        } else if d != 1 {
+            return Err(Error::shape(
+                &node.name,
+                "Squeeze",
+                format!("axis {i} has size {d}, not 1"),
+                &[s],
+            ));
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn unsqueeze_shape(node: &Node, axes: &[i64], s: &[usize]) -> Result<Vec<usize>> {
+    let rank = s.len() + axes.len();
+    if rank > crate::graph::limits::MAX_RANK {
+        return Err(Error::shape(
+            &node.name,
+            "Unsqueeze",
+            format!(
+                "the output rank {rank} exceeds {}",
+                crate::graph::limits::MAX_RANK
+            ),
+            &[s],
+        ));
+    }
+    let set = axes_set(node, axes, rank)?;
+    let mut rest = s.iter();
+    Ok(set
+        .iter()
+        .map(|&new| {
+            if new {
+                1
+            } else {
+                rest.next().copied().unwrap_or(1)
+            }
+        })
+        .collect())
+}

@@ -1,7 +1,7 @@
 //! Hand-computed forwards and finite-difference gradient checks for every op.
 
 use super::*;
-use crate::graph::{AutoPad, ConvAttrs, GemmAttrs, PoolAttrs};
+use crate::graph::{AutoPad, ConvAttrs, GemmAttrs, PadAttrs, PadMode, PoolAttrs};
 use crate::tensor::from_vec;
 
 fn node(op: Op, n: usize) -> Node {
@@ -483,4 +483,316 @@ fn gradients_pool_norm_activations() {
         1e-2,
     );
     grad_check(Op::Dropout { ratio: 0.3 }, vec![a], &[0], true, 1e-2);
+}
+
+#[test]
+fn new_activations_by_hand() {
+    let a = t(&[4], &[-2., -0.5, 0.5, 8.]);
+    close(
+        &fwd(Op::LeakyRelu { alpha: 0.1 }, &[&a]),
+        &[-0.2, -0.05, 0.5, 8.],
+    );
+    let h = t(&[4], &[-5., 0., 1., 5.]);
+    close(
+        &fwd(
+            Op::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+            &[&h],
+        ),
+        &[0., 0.5, 0.7, 1.],
+    );
+    let s = t(&[5], &[-4., -1., 0., 1., 4.]);
+    close(&fwd(Op::HardSwish, &[&s]), &[0., -1. / 3., 0., 2. / 3., 4.]);
+    let g = t(&[4], &[-1., 0., 1., 2.]);
+    close(
+        &fwd(Op::Gelu { tanh: false }, &[&g]),
+        &[-0.158_655_25, 0., 0.841_344_8, 1.954_499_7],
+    );
+    close(
+        &fwd(Op::Gelu { tanh: true }, &[&g]),
+        &[-0.158_808, 0., 0.841_192, 1.954_597_7],
+    );
+}
+
+#[test]
+fn binary_ops_by_hand() {
+    let a = t(&[2, 2], &[1., 2., 3., 4.]);
+    let b = t(&[2], &[10., 20.]);
+    close(&fwd(Op::Mul, &[&a, &b]), &[10., 40., 30., 80.]);
+    close(&fwd(Op::Sub, &[&a, &b]), &[-9., -18., -7., -16.]);
+    close(&fwd(Op::Sub, &[&b, &a]), &[9., 18., 7., 16.]);
+    close(&fwd(Op::Div, &[&a, &b]), &[0.1, 0.1, 0.3, 0.2]);
+    // Both sides broadcast: [2, 1] ∘ [1, 3] → [2, 3].
+    let c = t(&[2, 1], &[1., 2.]);
+    let d = t(&[1, 3], &[1., 2., 4.]);
+    close(&fwd(Op::Div, &[&c, &d]), &[1., 0.5, 0.25, 2., 1., 0.5]);
+    // IEEE division by zero.
+    let y = fwd(Op::Div, &[&t(&[3], &[1., -1., 0.]), &t(&[1], &[0.])]);
+    let y: Vec<f32> = y.iter().copied().collect();
+    assert_eq!(y[0], f32::INFINITY);
+    assert_eq!(y[1], f32::NEG_INFINITY);
+    assert!(y[2].is_nan());
+    let n = node(Op::Mul, 2);
+    let e = infer_shape(&n, &[Some(&[2, 3]), Some(&[2])]).unwrap_err();
+    assert!(e.to_string().contains("Mul"), "{e}");
+}
+
+#[test]
+fn new_shape_ops_by_hand() {
+    let a = t(&[2, 3], &[1., 2., 3., 4., 5., 6.]);
+    let tr = fwd(Op::Transpose { perm: vec![1, 0] }, &[&a]);
+    assert_eq!(tr.shape(), &[3, 2]);
+    close(&tr, &[1., 4., 2., 5., 3., 6.]);
+    let x = rand(&[2, 3, 4], 3);
+    let y = fwd(Op::Transpose { perm: vec![] }, &[&x]);
+    assert_eq!(y.shape(), &[4, 3, 2]);
+    assert_eq!(y[[3, 1, 0]], x[[0, 1, 3]]);
+    let y = fwd(
+        Op::Transpose {
+            perm: vec![1, 2, 0],
+        },
+        &[&x],
+    );
+    assert_eq!(y.shape(), &[3, 4, 2]);
+    assert_eq!(y[[2, 3, 1]], x[[1, 2, 3]]);
+    let n = node(Op::Transpose { perm: vec![0, 0] }, 1);
+    let e = infer_shape(&n, &[Some(&[2, 2])]).unwrap_err();
+    assert!(matches!(e, Error::Attribute { attr: "perm", .. }), "{e}");
+    let n = node(Op::Transpose { perm: vec![1, 0] }, 1);
+    assert!(infer_shape(&n, &[Some(&[2, 2, 2])]).is_err());
+
+    let s = rand(&[1, 3, 1], 4);
+    assert_eq!(fwd(Op::Squeeze { axes: vec![] }, &[&s]).shape(), &[3]);
+    assert_eq!(fwd(Op::Squeeze { axes: vec![-1] }, &[&s]).shape(), &[1, 3]);
+    let n = node(Op::Squeeze { axes: vec![1] }, 1);
+    assert!(matches!(
+        infer_shape(&n, &[Some(&[1, 3, 1])]),
+        Err(Error::Shape { .. })
+    ));
+    let n = node(Op::Squeeze { axes: vec![5] }, 1);
+    assert!(matches!(
+        infer_shape(&n, &[Some(&[1, 3, 1])]),
+        Err(Error::Attribute { .. })
+    ));
+    let v = t(&[3], &[1., 2., 3.]);
+    let u = fwd(Op::Unsqueeze { axes: vec![0, -1] }, &[&v]);
+    assert_eq!(u.shape(), &[1, 3, 1]);
+    close(&u, &[1., 2., 3.]);
+    let n = node(Op::Unsqueeze { axes: vec![0, 0] }, 1);
+    assert!(infer_shape(&n, &[Some(&[3])]).is_err());
+    let n = node(Op::Unsqueeze { axes: vec![0; 8] }, 1);
+    assert!(infer_shape(&n, &[Some(&[3, 3])]).is_err());
+
+    let p = t(&[1, 2, 2, 2], &[1., 5., 3., 2., -1., -4., -3., -2.]);
+    let m = fwd(Op::GlobalMaxPool, &[&p]);
+    assert_eq!(m.shape(), &[1, 2, 1, 1]);
+    close(&m, &[5., -1.]);
+}
+
+fn pad_op(pads: &[usize], mode: PadMode, value: f32) -> Op {
+    Op::Pad(PadAttrs {
+        pads: pads.to_vec(),
+        axes: vec![],
+        mode,
+        value,
+    })
+}
+
+#[test]
+fn pad_by_hand() {
+    let x = t(&[1, 1, 2, 2], &[1., 2., 3., 4.]);
+    let y = fwd(
+        pad_op(&[0, 0, 1, 0, 0, 0, 0, 1], PadMode::Constant, 9.),
+        &[&x],
+    );
+    assert_eq!(y.shape(), &[1, 1, 3, 3]);
+    close(&y, &[9., 9., 9., 1., 2., 9., 3., 4., 9.]);
+    let v = t(&[3], &[1., 2., 3.]);
+    close(
+        &fwd(pad_op(&[2, 2], PadMode::Reflect, 0.), &[&v]),
+        &[3., 2., 1., 2., 3., 2., 1.],
+    );
+    // Reflection past the far edge folds back again, as NumPy does.
+    close(
+        &fwd(pad_op(&[0, 5], PadMode::Reflect, 0.), &[&v]),
+        &[1., 2., 3., 2., 1., 2., 3., 2.],
+    );
+    close(
+        &fwd(pad_op(&[1, 2], PadMode::Edge, 0.), &[&v]),
+        &[1., 1., 2., 3., 3., 3.],
+    );
+    close(
+        &fwd(pad_op(&[1, 4], PadMode::Wrap, 0.), &[&v]),
+        &[3., 1., 2., 3., 1., 2., 3., 1.],
+    );
+    // Only the last axis, through `axes`.
+    let a = Op::Pad(PadAttrs {
+        pads: vec![1, 0],
+        axes: vec![-1],
+        mode: PadMode::Constant,
+        value: 0.,
+    });
+    let y = fwd(a, &[&x]);
+    assert_eq!(y.shape(), &[1, 1, 2, 3]);
+    close(&y, &[0., 1., 2., 0., 3., 4.]);
+    let n = node(pad_op(&[1, 1], PadMode::Constant, 0.), 1);
+    let e = infer_shape(&n, &[Some(&[2, 2])]).unwrap_err();
+    assert!(matches!(e, Error::Attribute { attr: "pads", .. }), "{e}");
+    let n = node(pad_op(&[1 << 15; 4], PadMode::Constant, 0.), 1);
+    assert!(matches!(
+        infer_shape(&n, &[Some(&[1 << 10, 1 << 10])]).unwrap_err(),
+        Error::Limit { .. }
+    ));
+}
+
+#[test]
+fn layer_norm_by_hand() {
+    let x = t(&[2, 3], &[1., 2., 3., 0., 0., 3.]);
+    let scale = t(&[3], &[1., 2., 1.]);
+    let bias = t(&[3], &[0., 0., 1.]);
+    let n = node(
+        Op::LayerNorm {
+            axis: -1,
+            epsilon: 0.,
+        },
+        3,
+    );
+    let (outs, _) = forward(&n, &[Some(&x), Some(&scale), Some(&bias)], Mode::Eval).unwrap();
+    let r = 1.5f32.sqrt();
+    let q = 0.5f32.sqrt();
+    close(&outs[0], &[-r, 0., r + 1., -q, -2. * q, 2. * q + 1.]);
+    assert_eq!(outs[1].shape(), &[2, 1]);
+    close(&outs[1], &[2., 1.]);
+    close(&outs[2], &[r, q]);
+    let shapes = infer_shape(&n, &[Some(&[2, 3]), Some(&[3]), Some(&[3])]).unwrap();
+    assert_eq!(shapes, vec![vec![2, 3], vec![2, 1], vec![2, 1]]);
+    let e = infer_shape(&n, &[Some(&[2, 3]), Some(&[2]), None]).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    // Without bias, axis 1 of a 3-D input normalises the last two dims together.
+    let x3 = rand(&[2, 2, 3], 4);
+    let ones = t(&[2, 3], &[1.; 6]);
+    let y = fwd(
+        Op::LayerNorm {
+            axis: 1,
+            epsilon: 1e-5,
+        },
+        &[&x3, &ones],
+    );
+    for row in y.as_slice().unwrap().chunks(6) {
+        let m: f32 = row.iter().sum::<f32>() / 6.;
+        let v: f32 = row.iter().map(|z| (z - m) * (z - m)).sum::<f32>() / 6.;
+        assert!(m.abs() < 1e-5 && (v - 1.).abs() < 1e-3, "{m} {v}");
+    }
+}
+
+#[test]
+fn gradients_new_ops() {
+    let a = rand(&[3, 4], 8).mapv(|v| if v.abs() < 0.05 { 0.3 } else { v * 2.0 });
+    grad_check(
+        Op::LeakyRelu { alpha: 0.1 },
+        vec![a.clone()],
+        &[0],
+        false,
+        1e-2,
+    );
+    let away = |v: f32, k: f32| {
+        if (v.abs() - k).abs() < 0.05 {
+            v + 0.1
+        } else {
+            v
+        }
+    };
+    let h = rand(&[3, 4], 9).mapv(|v| away(v * 3.0, 2.5));
+    grad_check(
+        Op::HardSigmoid {
+            alpha: 0.2,
+            beta: 0.5,
+        },
+        vec![h],
+        &[0],
+        false,
+        1e-2,
+    );
+    let s = rand(&[3, 4], 10).mapv(|v| away(v * 3.0, 3.0));
+    grad_check(Op::HardSwish, vec![s], &[0], false, 1e-2);
+    grad_check(Op::Gelu { tanh: false }, vec![a.clone()], &[0], false, 1e-2);
+    grad_check(Op::Gelu { tanh: true }, vec![a.clone()], &[0], false, 1e-2);
+    for op in [Op::Sub, Op::Mul] {
+        grad_check(
+            op,
+            vec![rand(&[2, 3], 1), rand(&[3], 2)],
+            &[0, 1],
+            false,
+            1e-2,
+        );
+    }
+    let den = rand(&[2, 1], 3).mapv(|v| v.signum() * (v.abs() + 1.0));
+    grad_check(Op::Div, vec![rand(&[2, 3], 1), den], &[0, 1], false, 1e-2);
+    let x = rand(&[2, 3, 4], 5);
+    grad_check(
+        Op::Transpose {
+            perm: vec![2, 0, 1],
+        },
+        vec![x.clone()],
+        &[0],
+        false,
+        1e-2,
+    );
+    grad_check(
+        Op::Unsqueeze { axes: vec![1] },
+        vec![x.clone()],
+        &[0],
+        false,
+        1e-2,
+    );
+    grad_check(
+        Op::Squeeze { axes: vec![] },
+        vec![rand(&[2, 1, 3], 6)],
+        &[0],
+        false,
+        1e-2,
+    );
+    grad_check(
+        Op::GlobalMaxPool,
+        vec![rand(&[2, 2, 3, 3], 7)],
+        &[0],
+        false,
+        1e-2,
+    );
+    for mode in [
+        PadMode::Constant,
+        PadMode::Reflect,
+        PadMode::Edge,
+        PadMode::Wrap,
+    ] {
+        grad_check(
+            pad_op(&[0, 1, 2, 0, 2, 1], mode, 0.5),
+            vec![rand(&[2, 3, 3], 8)],
+            &[0],
+            false,
+            1e-2,
+        );
+    }
+    grad_check(
+        Op::LayerNorm {
+            axis: -1,
+            epsilon: 1e-5,
+        },
+        vec![rand(&[3, 4], 1), rand(&[4], 2), rand(&[4], 3)],
+        &[0, 1, 2],
+        false,
+        2e-2,
+    );
+    grad_check(
+        Op::LayerNorm {
+            axis: 1,
+            epsilon: 1e-5,
+        },
+        vec![rand(&[2, 2, 3], 4), rand(&[1, 3], 5)],
+        &[0, 1],
+        false,
+        2e-2,
+    );
 }

@@ -5,7 +5,7 @@ use super::LIMITS;
 use super::proto::attribute_proto::AttributeType;
 use super::proto::{AttributeProto, NodeProto, TensorProto};
 use super::tensor::{self, Const, Data};
-use crate::graph::{AutoPad, ConvAttrs, GemmAttrs, Op, PoolAttrs};
+use crate::graph::{AutoPad, ConvAttrs, GemmAttrs, Op, PadAttrs, PadMode, PoolAttrs};
 use crate::{Error, Result};
 use std::collections::HashMap;
 
@@ -23,7 +23,16 @@ pub(super) struct NodeCtx<'a> {
     pub inputs: &'a [String],
     /// Constants: initializers, `Constant` outputs and folded values.
     pub consts: &'a HashMap<String, Const>,
+    /// Integer constants folded from `Shape` with batch-dependent elements.
+    pub sym: &'a HashMap<String, SymDims>,
+    /// Value shapes known so far, with symbolic dims set to 1 and to 2.
+    pub shapes: &'a [HashMap<String, Vec<usize>>; 2],
 }
+
+/// For each element of an integer constant folded from `Shape`: `Some((value, dim))` when it
+/// stands for dim `dim` of `value`, which changes with the batch size (the constant holds its
+/// value at batch size 1); `None` when it is static.
+pub(super) type SymDims = Vec<Option<(String, usize)>>;
 
 /// What a builder makes of a node.
 pub(super) enum Built {
@@ -38,13 +47,16 @@ pub(super) enum Built {
     Const(Const),
     /// The first output is another name for this value (Identity).
     Alias(String),
+    /// The first output is an integer constant some of whose elements are batch-dependent dims
+    /// (a folded `Shape`, or a Gather/Unsqueeze/Squeeze/Concat of one).
+    SymConst(Const, SymDims),
 }
 
 /// A per-op builder.
 pub(super) type Builder = fn(&NodeCtx<'_>) -> Result<Built>;
 
 /// The registry, one entry per supported ONNX op type.
-const REGISTRY: [(&str, Builder); 20] = [
+const REGISTRY: [(&str, Builder); 35] = [
     ("Gemm", gemm),
     ("MatMul", matmul),
     ("Conv", conv),
@@ -65,6 +77,21 @@ const REGISTRY: [(&str, Builder); 20] = [
     ("Dropout", dropout),
     ("Constant", constant),
     ("Identity", identity),
+    ("LeakyRelu", leaky_relu),
+    ("HardSigmoid", hard_sigmoid),
+    ("HardSwish", hard_swish),
+    ("Gelu", gelu),
+    ("Mul", mul),
+    ("Sub", sub),
+    ("Div", div),
+    ("Transpose", transpose),
+    ("Squeeze", squeeze),
+    ("Unsqueeze", unsqueeze),
+    ("GlobalMaxPool", global_max_pool),
+    ("Pad", pad),
+    ("LayerNormalization", layer_normalization),
+    ("Shape", shape),
+    ("Gather", gather),
 ];
 
 const fn names<const N: usize>(r: &[(&'static str, Builder); N]) -> [&'static str; N] {
@@ -211,6 +238,15 @@ impl NodeCtx<'_> {
         let Some(name) = self.input(i) else {
             return Ok(None);
         };
+        if self.sym.contains_key(name) {
+            return Err(self.bad(
+                what,
+                format!(
+                    "input `{name}` depends on the batch size; Lithe folds such shapes only into \
+                     the target of a Reshape"
+                ),
+            ));
+        }
         self.consts.get(name).map(Some).ok_or_else(|| {
             self.bad(
                 what,
@@ -601,6 +637,9 @@ fn flatten(c: &NodeCtx<'_>) -> Result<Built> {
 }
 
 fn reshape(c: &NodeCtx<'_>) -> Result<Built> {
+    if let Some(b) = reshape_symbolic(c)? {
+        return Ok(b);
+    }
     let k = c.const_input(1, "shape")?.ok_or_else(|| {
         Error::Graph(format!("node `{}` (Reshape) lacks its shape input", c.name))
     })?;
@@ -633,7 +672,45 @@ fn add(c: &NodeCtx<'_>) -> Result<Built> {
 
 fn concat(c: &NodeCtx<'_>) -> Result<Built> {
     let axis = axis_attr(c, None)?;
+    if let Some(b) = fold_concat(c, axis)? {
+        return Ok(b);
+    }
     c.op(Op::Concat { axis })
+}
+
+/// A Concat of 1-D integer constants (the shape vectors of exported `view`/`flatten` code) is
+/// folded, keeping which elements are batch-dependent dims.
+fn fold_concat(c: &NodeCtx<'_>, axis: i64) -> Result<Option<Built>> {
+    let names = c.all_inputs();
+    if names.is_empty() || !(axis == 0 || axis == -1) {
+        return Ok(None);
+    }
+    let mut data = Vec::new();
+    let mut dims: SymDims = Vec::new();
+    for n in &names {
+        match c.consts.get(n) {
+            Some(Const {
+                shape,
+                data: Data::I64(v),
+            }) if shape.len() == 1 => {
+                data.extend_from_slice(v);
+                match c.sym.get(n) {
+                    Some(d) => dims.extend(d.iter().cloned()),
+                    None => dims.extend(std::iter::repeat_n(None, v.len())),
+                }
+            }
+            _ => return Ok(None),
+        }
+    }
+    let k = Const {
+        shape: vec![data.len()],
+        data: Data::I64(data),
+    };
+    Ok(Some(if dims.iter().any(Option::is_some) {
+        Built::SymConst(k, dims)
+    } else {
+        Built::Const(k)
+    }))
 }
 
 fn dropout(c: &NodeCtx<'_>) -> Result<Built> {
@@ -700,4 +777,402 @@ fn constant(c: &NodeCtx<'_>) -> Result<Built> {
 
 fn identity(c: &NodeCtx<'_>) -> Result<Built> {
     Ok(Built::Alias(c.required(0)?))
+}
+
+/// A finite float attribute with a default.
+fn finite(c: &NodeCtx<'_>, attr: &'static str, default: f32) -> Result<f32> {
+    let v = c.float(attr)?.unwrap_or(default);
+    if !v.is_finite() {
+        return Err(c.bad(attr, format!("{v} is not a finite number")));
+    }
+    Ok(v)
+}
+
+fn leaky_relu(c: &NodeCtx<'_>) -> Result<Built> {
+    let alpha = finite(c, "alpha", 0.01)?;
+    c.op(Op::LeakyRelu { alpha })
+}
+
+fn hard_sigmoid(c: &NodeCtx<'_>) -> Result<Built> {
+    let alpha = finite(c, "alpha", 0.2)?;
+    let beta = finite(c, "beta", 0.5)?;
+    c.op(Op::HardSigmoid { alpha, beta })
+}
+
+fn hard_swish(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::HardSwish)
+}
+
+fn gelu(c: &NodeCtx<'_>) -> Result<Built> {
+    let tanh = match c.string("approximate")?.unwrap_or("none") {
+        "none" => false,
+        "tanh" => true,
+        other => {
+            return Err(c.bad(
+                "approximate",
+                format!("unknown value `{other}` (none or tanh)"),
+            ));
+        }
+    };
+    c.op(Op::Gelu { tanh })
+}
+
+fn mul(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Mul)
+}
+
+fn sub(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Sub)
+}
+
+fn div(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Div)
+}
+
+fn transpose(c: &NodeCtx<'_>) -> Result<Built> {
+    let perm = match c.ints("perm")? {
+        None => Vec::new(),
+        Some(p) => {
+            if p.len() > LIMITS.max_rank {
+                return Err(c.bad(
+                    "perm",
+                    format!(
+                        "has {} entries; the rank limit is {}",
+                        p.len(),
+                        LIMITS.max_rank
+                    ),
+                ));
+            }
+            let perm: Vec<usize> = p
+                .iter()
+                .map(|&v| to_usize(c, "perm", v, 0, p.len().saturating_sub(1)))
+                .collect::<Result<_>>()?;
+            let mut sorted = perm.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != perm.len() {
+                return Err(c.bad("perm", format!("{p:?} is not a permutation")));
+            }
+            perm
+        }
+    };
+    c.op_on_first(Op::Transpose { perm })
+}
+
+/// A list of axes: bounded length, each in `-MAX_RANK..MAX_RANK`.
+fn check_axes(c: &NodeCtx<'_>, axes: &[i64]) -> Result<Vec<i64>> {
+    if axes.len() > LIMITS.max_rank {
+        return Err(c.bad(
+            "axes",
+            format!(
+                "has {} entries; the rank limit is {}",
+                axes.len(),
+                LIMITS.max_rank
+            ),
+        ));
+    }
+    if let Some(a) = axes
+        .iter()
+        .find(|a| a.unsigned_abs() >= LIMITS.max_rank as u64)
+    {
+        return Err(c.bad("axes", format!("axis {a} is out of range")));
+    }
+    Ok(axes.to_vec())
+}
+
+/// Squeeze/Unsqueeze axes: an attribute before opset 13, a constant input from 13 on.
+fn squeeze_axes(c: &NodeCtx<'_>) -> Result<Option<Vec<i64>>> {
+    if c.opset < 13 {
+        return c.ints("axes")?.map(|a| check_axes(c, a)).transpose();
+    }
+    match c.const_input(1, "axes")? {
+        None => Ok(None),
+        Some(k) => {
+            if k.shape.len() > 1 {
+                return Err(c.bad("axes", format!("must be 1-D, has shape {:?}", k.shape)));
+            }
+            let v = match &k.data {
+                Data::I64(v) => v,
+                Data::F32(_) => return Err(c.bad("axes", "must be an int64 tensor")),
+            };
+            check_axes(c, v).map(Some)
+        }
+    }
+}
+
+/// A Squeeze/Unsqueeze of a constant becomes a constant with the new shape.
+fn fold_reshape(c: &NodeCtx<'_>, op: &Op) -> Result<Option<Built>> {
+    let Some(k) = c.input(0).and_then(|x| c.consts.get(x)) else {
+        return Ok(None);
+    };
+    let node = crate::graph::Node {
+        name: c.name.to_string(),
+        op: op.clone(),
+        inputs: vec![String::new()],
+        outputs: vec![String::new()],
+    };
+    let shape = crate::ops::infer_shape(&node, &[Some(&k.shape)])?
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    let c2 = Const {
+        shape,
+        data: k.data.clone(),
+    };
+    // Same elements in the same order: batch-dependent entries keep their meaning.
+    Ok(Some(match c.input(0).and_then(|x| c.sym.get(x)) {
+        Some(dims) => Built::SymConst(c2, dims.clone()),
+        None => Built::Const(c2),
+    }))
+}
+
+fn squeeze(c: &NodeCtx<'_>) -> Result<Built> {
+    let op = Op::Squeeze {
+        axes: squeeze_axes(c)?.unwrap_or_default(),
+    };
+    if let Some(b) = fold_reshape(c, &op)? {
+        return Ok(b);
+    }
+    c.op_on_first(op)
+}
+
+fn unsqueeze(c: &NodeCtx<'_>) -> Result<Built> {
+    let axes = squeeze_axes(c)?.ok_or_else(|| c.bad("axes", "is required"))?;
+    if axes.is_empty() {
+        return Err(c.bad("axes", "must not be empty"));
+    }
+    let op = Op::Unsqueeze { axes };
+    if let Some(b) = fold_reshape(c, &op)? {
+        return Ok(b);
+    }
+    c.op_on_first(op)
+}
+
+fn global_max_pool(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::GlobalMaxPool)
+}
+
+fn pad(c: &NodeCtx<'_>) -> Result<Built> {
+    let mode = match c.string("mode")?.unwrap_or("constant") {
+        "constant" => PadMode::Constant,
+        "reflect" => PadMode::Reflect,
+        "edge" => PadMode::Edge,
+        "wrap" if c.opset >= 19 => PadMode::Wrap,
+        other => return Err(c.bad("mode", format!("unknown value `{other}`"))),
+    };
+    let (pads, value, axes) = if c.opset < 11 {
+        let pads = c
+            .ints("pads")?
+            .ok_or_else(|| c.bad("pads", "is required"))?
+            .to_vec();
+        (pads, finite(c, "value", 0.0)?, Vec::new())
+    } else {
+        let k = c
+            .const_input(1, "pads")?
+            .ok_or_else(|| c.bad("pads", "the pads input is required"))?;
+        let pads = match &k.data {
+            Data::I64(v) if k.shape.len() == 1 => v.clone(),
+            _ => return Err(c.bad("pads", "must be a 1-D int64 tensor")),
+        };
+        let value = match c.const_input(2, "constant_value")? {
+            None => 0.0,
+            Some(k) => k
+                .scalar_f32()
+                .ok_or_else(|| c.bad("constant_value", "must be a scalar"))?,
+        };
+        let axes = match c.const_input(3, "axes")? {
+            None => Vec::new(),
+            Some(k) => match &k.data {
+                Data::I64(v) if k.shape.len() == 1 => check_axes(c, v)?,
+                _ => return Err(c.bad("axes", "must be a 1-D int64 tensor")),
+            },
+        };
+        (pads, value, axes)
+    };
+    if pads.len() > 2 * LIMITS.max_rank {
+        return Err(c.bad("pads", format!("has {} values", pads.len())));
+    }
+    let pads: Vec<usize> = pads
+        .iter()
+        .map(|&p| {
+            if p < 0 {
+                Err(c.bad(
+                    "pads",
+                    format!("negative padding {p} (cropping) is not supported"),
+                ))
+            } else {
+                to_usize(c, "pads", p, 0, LIMITS.max_window)
+            }
+        })
+        .collect::<Result<_>>()?;
+    if value.is_nan() && mode == PadMode::Constant {
+        return Err(c.bad("constant_value", "must not be NaN"));
+    }
+    c.op_on_first(Op::Pad(PadAttrs {
+        pads,
+        axes,
+        mode,
+        value,
+    }))
+}
+
+fn layer_normalization(c: &NodeCtx<'_>) -> Result<Built> {
+    let axis = axis_attr(c, Some(-1))?;
+    let epsilon = finite(c, "epsilon", 1e-5)?;
+    if epsilon < 0.0 {
+        return Err(c.bad("epsilon", format!("{epsilon} is negative")));
+    }
+    c.op(Op::LayerNorm { axis, epsilon })
+}
+
+/// Reshape to a target computed from `Shape` with batch-dependent elements: an element that is
+/// dim `i` of the data input at position `i` becomes `0` (copy), and a single other one
+/// becomes `-1` (inferred) when the target has no `-1` yet.
+fn reshape_symbolic(c: &NodeCtx<'_>) -> Result<Option<Built>> {
+    let Some(dims) = c.input(1).and_then(|n| c.sym.get(n)) else {
+        return Ok(None);
+    };
+    let x = c.required(0)?;
+    let Some(Const {
+        data: Data::I64(values),
+        ..
+    }) = c.input(1).and_then(|n| c.consts.get(n))
+    else {
+        return Ok(None);
+    };
+    let mut target = values.clone();
+    let mut pending = Vec::new();
+    for (i, d) in dims.iter().enumerate() {
+        match d {
+            Some((v, j)) if *v == x && *j == i => target[i] = 0,
+            Some(_) => pending.push(i),
+            None => {}
+        }
+    }
+    match pending.as_slice() {
+        [] => {}
+        [i] if !target.contains(&-1) => target[*i] = -1,
+        _ => {
+            return Err(c.bad(
+                "shape",
+                "the target uses batch-dependent dims Lithe cannot express with 0 or -1",
+            ));
+        }
+    }
+    check_reshape_target(c, &target, false)?;
+    c.op_on_first(Op::Reshape { shape: target }).map(Some)
+}
+
+/// `Shape` of a value whose shape is known at import: a constant, with batch-dependent dims
+/// marked (see [`SymDims`]).
+fn shape(c: &NodeCtx<'_>) -> Result<Built> {
+    let x = c.required(0)?;
+    let [s1, s2] = match c.consts.get(&x) {
+        Some(k) => [k.shape.clone(), k.shape.clone()],
+        None => match (c.shapes[0].get(&x), c.shapes[1].get(&x)) {
+            (Some(a), Some(b)) if a.len() == b.len() => [a.clone(), b.clone()],
+            _ => {
+                return Err(c.bad(
+                    "data",
+                    format!("the shape of `{x}` is not known at import; Lithe folds Shape only"),
+                ));
+            }
+        },
+    };
+    let r = s1.len() as i64;
+    let clamp = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+    let (start, end) = if c.opset >= 15 {
+        (
+            clamp(c.int("start")?.unwrap_or(0)),
+            clamp(c.int("end")?.unwrap_or(r)),
+        )
+    } else {
+        (0, s1.len())
+    };
+    let end = end.max(start);
+    let data: Vec<i64> = s1[start..end].iter().map(|&d| d as i64).collect();
+    let dims: SymDims = (start..end)
+        .map(|i| (s1[i] != s2[i]).then(|| (x.clone(), i)))
+        .collect();
+    let k = Const {
+        shape: vec![data.len()],
+        data: Data::I64(data),
+    };
+    Ok(if dims.iter().any(Option::is_some) {
+        Built::SymConst(k, dims)
+    } else {
+        Built::Const(k)
+    })
+}
+
+/// `Gather` on constants (indices into a shape vector, as exported `view` code does).
+fn gather(c: &NodeCtx<'_>) -> Result<Built> {
+    let axis = axis_attr(c, Some(0))?;
+    let name = c.required(0)?;
+    let data = c.consts.get(&name).ok_or_else(|| {
+        c.bad(
+            "data",
+            format!("input `{name}` must be a constant; Lithe folds Gather only"),
+        )
+    })?;
+    let sym = c.sym.get(&name);
+    let idx = c
+        .const_input(1, "indices")?
+        .ok_or_else(|| c.bad("indices", "is required"))?;
+    let ids = match &idx.data {
+        Data::I64(v) => v,
+        Data::F32(_) => return Err(c.bad("indices", "must be an integer tensor")),
+    };
+    let r = data.shape.len();
+    let a = usize::try_from(if axis < 0 { axis + r as i64 } else { axis })
+        .ok()
+        .filter(|&a| a < r)
+        .ok_or_else(|| c.bad("axis", format!("{axis} is out of range for rank {r}")))?;
+    let len = data.shape[a];
+    let at: Vec<usize> = ids
+        .iter()
+        .map(|&i| {
+            let j = if i < 0 { i + len as i64 } else { i };
+            usize::try_from(j)
+                .ok()
+                .filter(|&j| j < len)
+                .ok_or_else(|| c.bad("indices", format!("index {i} is out of range for {len}")))
+        })
+        .collect::<Result<_>>()?;
+    let outer: usize = data.shape[..a].iter().product();
+    let inner: usize = data.shape[a + 1..].iter().product();
+    let mut shape = data.shape[..a].to_vec();
+    shape.extend_from_slice(&idx.shape);
+    shape.extend_from_slice(&data.shape[a + 1..]);
+    let n = crate::tensor::checked_numel(&shape)?;
+    if n > LIMITS.max_tensor_elements {
+        return Err(Error::Limit {
+            what: "Gather output",
+            got: n as u64,
+            limit: LIMITS.max_tensor_elements as u64,
+        });
+    }
+    let order: Vec<usize> = (0..outer)
+        .flat_map(|o| {
+            at.iter()
+                .flat_map(move |&j| (0..inner).map(move |k| (o * len + j) * inner + k))
+        })
+        .collect();
+    // Every index is below outer·len·inner, the constant's element count.
+    let data2 = match &data.data {
+        Data::I64(v) => Data::I64(order.iter().map(|&i| v[i]).collect()),
+        Data::F32(v) => Data::F32(order.iter().map(|&i| v[i]).collect()),
+    };
+    let k = Const { shape, data: data2 };
+    Ok(match sym {
+        Some(d) => {
+            let dims: SymDims = order.iter().map(|&i| d.get(i).cloned().flatten()).collect();
+            if dims.iter().any(Option::is_some) {
+                Built::SymConst(k, dims)
+            } else {
+                Built::Const(k)
+            }
+        }
+        None => Built::Const(k),
+    })
 }

@@ -1,4 +1,4 @@
-//! Graph → ModelProto (IR 8, opset 13).
+//! Graph → ModelProto (IR 8, opset 13, or the newest opset one of its ops needs).
 
 use super::proto::attribute_proto::AttributeType;
 use super::proto::tensor_proto::DataType;
@@ -10,7 +10,7 @@ use super::proto::{
 };
 use super::tensor::{encode_f32, encode_i64, encode_scalar};
 use super::{EXPORT_IR_VERSION, EXPORT_OPSET};
-use crate::graph::{AutoPad, Dim, Graph, Node, Op, PoolAttrs};
+use crate::graph::{AutoPad, Dim, Graph, Node, Op, PadMode, PoolAttrs};
 use crate::{Error, Result};
 use prost::Message;
 use std::collections::{HashMap, HashSet};
@@ -171,9 +171,98 @@ impl Writer {
                     int("transB", i64::from(a.trans_b)),
                 ],
             ),
-            Op::MatMul | Op::GlobalAvgPool | Op::Relu | Op::Sigmoid | Op::Tanh | Op::Add => {
-                self.push(&n.name, op_type, all, outs, vec![])
+            Op::MatMul
+            | Op::GlobalAvgPool
+            | Op::GlobalMaxPool
+            | Op::Relu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::Add
+            | Op::Sub
+            | Op::Mul
+            | Op::Div
+            | Op::HardSwish => self.push(&n.name, op_type, all, outs, vec![]),
+            Op::LeakyRelu { alpha } => {
+                self.push(&n.name, op_type, all, outs, vec![float("alpha", *alpha)])
             }
+            Op::HardSigmoid { alpha, beta } => self.push(
+                &n.name,
+                op_type,
+                all,
+                outs,
+                vec![float("alpha", *alpha), float("beta", *beta)],
+            ),
+            Op::Gelu { tanh } => self.push(
+                &n.name,
+                op_type,
+                all,
+                outs,
+                vec![string("approximate", if *tanh { "tanh" } else { "none" })],
+            ),
+            Op::Transpose { perm } => {
+                let attrs = if perm.is_empty() {
+                    vec![]
+                } else {
+                    vec![ints("perm", perm)]
+                };
+                self.push(&n.name, op_type, all, outs, attrs);
+            }
+            Op::Squeeze { axes } | Op::Unsqueeze { axes } => {
+                let mut inputs = Self::first_input(n);
+                if !axes.is_empty() {
+                    inputs.push(self.helper(format!("{}__axes", n.name), |k| encode_i64(k, axes)));
+                }
+                self.push(&n.name, op_type, inputs, outs, vec![]);
+            }
+            Op::Pad(a) => {
+                // Opset 13 has no `axes` input: spell out every axis.
+                let rank = n
+                    .inputs
+                    .first()
+                    .and_then(|x| self.shapes.get(x))
+                    .map_or(0, Vec::len);
+                let mut pads = vec![0i64; 2 * rank];
+                let axes: Vec<i64> = if a.axes.is_empty() {
+                    (0..rank as i64).collect()
+                } else {
+                    a.axes.clone()
+                };
+                for (k, &ax) in axes.iter().enumerate() {
+                    let i = if ax < 0 { ax + rank as i64 } else { ax };
+                    let (Ok(i), Some(&b), Some(&e)) = (
+                        usize::try_from(i),
+                        a.pads.get(k),
+                        a.pads.get(k + axes.len()),
+                    ) else {
+                        continue;
+                    };
+                    if i < rank {
+                        pads[i] = b as i64;
+                        pads[i + rank] = e as i64;
+                    }
+                }
+                let mut inputs = Self::first_input(n);
+                inputs.push(self.helper(format!("{}__pads", n.name), |k| encode_i64(k, &pads)));
+                if a.mode == PadMode::Constant && a.value != 0.0 {
+                    inputs.push(
+                        self.helper(format!("{}__value", n.name), |k| encode_scalar(k, a.value)),
+                    );
+                }
+                self.push(
+                    &n.name,
+                    op_type,
+                    inputs,
+                    outs,
+                    vec![string("mode", a.mode.name())],
+                );
+            }
+            Op::LayerNorm { axis, epsilon } => self.push(
+                &n.name,
+                op_type,
+                all,
+                outs,
+                vec![int("axis", *axis), float("epsilon", *epsilon)],
+            ),
             Op::Conv(a) => self.push(
                 &n.name,
                 op_type,
@@ -319,6 +408,21 @@ impl Writer {
     }
 }
 
+/// The default-domain opset the graph needs: [`EXPORT_OPSET`], or newer for HardSwish (14),
+/// LayerNormalization (17), Pad's wrap mode (19) and Gelu (20).
+pub(super) fn opset_for(g: &Graph) -> i64 {
+    g.nodes
+        .iter()
+        .map(|n| match &n.op {
+            Op::HardSwish => 14,
+            Op::LayerNorm { .. } => 17,
+            Op::Pad(a) if a.mode == PadMode::Wrap => 19,
+            Op::Gelu { .. } => 20,
+            _ => EXPORT_OPSET,
+        })
+        .fold(EXPORT_OPSET, i64::max)
+}
+
 pub(super) fn export(g: &Graph) -> Result<Vec<u8>> {
     let shapes = g.infer_shapes(1)?;
     // Dims that change with the batch size are symbolic in the declared outputs.
@@ -383,7 +487,7 @@ pub(super) fn export(g: &Graph) -> Result<Vec<u8>> {
         ir_version: Some(EXPORT_IR_VERSION),
         opset_import: vec![OperatorSetIdProto {
             domain: Some(String::new()),
-            version: Some(EXPORT_OPSET),
+            version: Some(opset_for(g)),
         }],
         producer_name: Some("lithe".to_string()),
         producer_version: Some(env!("CARGO_PKG_VERSION").to_string()),

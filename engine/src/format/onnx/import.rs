@@ -1,7 +1,7 @@
 //! ModelProto → Graph: checks, unsupported-op listing, constants, per-op builders, Identity
 //! folding, weights, validation.
 
-use super::builders::{self, Built, NodeCtx};
+use super::builders::{self, Built, NodeCtx, SymDims};
 use super::proto::tensor_shape_proto::dimension::Value as DimValue;
 use super::proto::type_proto::Value as TypeValue;
 use super::proto::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto};
@@ -64,6 +64,11 @@ pub(super) fn import(bytes: &[u8]) -> Result<Graph> {
     // Initializers are moved out, so each one's data exists once (decoded) at a time.
     b.initializers(std::mem::take(&mut graph.initializer))?;
     let inputs = b.inputs(&graph)?;
+    for v in &inputs {
+        for (k, shapes) in b.shapes.iter_mut().enumerate() {
+            shapes.insert(v.name.clone(), v.concrete(k + 1));
+        }
+    }
     b.nodes(&graph)?;
     let outputs = b.outputs(&graph)?;
     let weights = b.weights(&outputs)?;
@@ -251,6 +256,55 @@ struct Importer {
     node_names: HashSet<String>,
     /// The graph's nodes.
     built: Vec<Node>,
+    /// Value shapes inferred while building, with symbolic dims set to 1 and to 2 (a dim that
+    /// differs between the two depends on the batch size).
+    shapes: [HashMap<String, Vec<usize>>; 2],
+    /// Integer constants folded from `Shape` whose elements stand for batch-dependent dims.
+    sym: HashMap<String, SymDims>,
+}
+
+impl Importer {
+    /// The shape of a value at batch sizes 1 and 2, when known.
+    fn shape_of(&self, name: &str) -> Option<[Vec<usize>; 2]> {
+        if let Some(c) = self.consts.get(name) {
+            return Some([c.shape.clone(), c.shape.clone()]);
+        }
+        Some([
+            self.shapes[0].get(name)?.clone(),
+            self.shapes[1].get(name)?.clone(),
+        ])
+    }
+
+    /// Records the output shapes of a node just built, when they can be inferred (errors are
+    /// left to validation and execution).
+    fn record_shapes(&mut self, node: &Node) {
+        for k in 0..2 {
+            let ins: Option<Vec<Vec<usize>>> = node
+                .inputs
+                .iter()
+                .map(|i| {
+                    if i.is_empty() {
+                        Some(Vec::new())
+                    } else {
+                        self.shape_of(i).map(|[a, b]| if k == 0 { a } else { b })
+                    }
+                })
+                .collect();
+            let Some(ins) = ins else { return };
+            let refs: Vec<Option<&[usize]>> = node
+                .inputs
+                .iter()
+                .zip(&ins)
+                .map(|(n, s)| (!n.is_empty()).then_some(s.as_slice()))
+                .collect();
+            let Ok(outs) = crate::ops::infer_shape(node, &refs) else {
+                return;
+            };
+            for (o, s) in node.outputs.iter().zip(outs) {
+                self.shapes[k].insert(o.clone(), s);
+            }
+        }
+    }
 }
 
 impl Importer {
@@ -365,23 +419,43 @@ impl Importer {
                 opset: self.opset,
                 inputs: &inputs,
                 consts: &self.consts,
+                sym: &self.sym,
+                shapes: &self.shapes,
             };
             let built = build(&ctx)?;
-            for extra in n.output.iter().skip(1).filter(|s| !s.is_empty()) {
+            // Outputs Lithe computes: a prefix of named outputs, up to the op's count.
+            let kept = match &built {
+                Built::Op { op, .. } => n
+                    .output
+                    .iter()
+                    .take(op.max_outputs())
+                    .take_while(|s| !s.is_empty())
+                    .count(),
+                _ => 1,
+            };
+            for extra in n.output.iter().skip(kept).filter(|s| !s.is_empty()) {
                 self.dropped.insert(extra.clone(), (name.clone(), op_type));
             }
             if self.consts.contains_key(&first) || self.aliases.contains_key(&first) {
                 return Err(Error::Graph(format!("value `{first}` is produced twice")));
             }
             match built {
-                Built::Op { op, inputs } => self.built.push(Node {
-                    name,
-                    op,
-                    inputs,
-                    outputs: vec![first],
-                }),
+                Built::Op { op, inputs } => {
+                    let node = Node {
+                        name,
+                        op,
+                        inputs,
+                        outputs: n.output.iter().take(kept.max(1)).cloned().collect(),
+                    };
+                    self.record_shapes(&node);
+                    self.built.push(node);
+                }
                 Built::Const(c) => {
                     self.consts.insert(first, c);
+                }
+                Built::SymConst(c, dims) => {
+                    self.consts.insert(first.clone(), c);
+                    self.sym.insert(first, dims);
                 }
                 Built::Alias(src) => {
                     self.aliases.insert(first, src);

@@ -2,7 +2,8 @@
 //!
 //! [`import`] turns the bytes of an `.onnx` file into a validated [`Graph`]; [`export`] writes a
 //! [`Graph`] back as a self-contained ONNX model (IR 8, default-domain opset
-//! [`EXPORT_OPSET`]). The protobuf types in [`proto`] are generated ahead of time by
+//! [`EXPORT_OPSET`], or the newer one an op needs: HardSwish 14, LayerNormalization 17, wrap
+//! Pad 19, Gelu 20). The protobuf types in [`proto`] are generated ahead of time by
 //! `tools/onnx-protogen` and checked in, so the build needs no `protoc`.
 //!
 //! # What is imported
@@ -12,7 +13,15 @@
 //! weight) and `Identity` (folded away). Opset-specific forms are honoured: Clip bounds as
 //! attributes (opset < 11) or constant inputs, Reshape's shape as a constant input, Softmax's
 //! axis default and 2-D coercion before opset 13, Dropout's ratio as an attribute or constant
-//! input, BatchNormalization's `spatial` and extra training outputs. Graph inputs that have an
+//! input, BatchNormalization's `spatial` and extra training outputs, Squeeze/Unsqueeze axes as
+//! attributes (opset < 13) or constant inputs, Pad's pads and value as attributes (opset < 11)
+//! or constant inputs (with `axes` from 18, `wrap` from 19).
+//!
+//! `Shape` is folded at import when the shape of its input is known: fully static shapes become
+//! constants; a batch-dependent dim is tracked through `Gather`, `Unsqueeze`, `Squeeze` and
+//! `Concat` of such constants and, in a Reshape target, becomes `0` (the same dim of the
+//! reshaped input at the same position) or `-1` (one other dim), which covers the
+//! `x.view(x.size(0), -1)` pattern of PyTorch exports. `Gather` on runtime data is refused. Graph inputs that have an
 //! initializer (IR 3 style) are weights, not runtime inputs. Every unsupported op type is listed
 //! in one [`crate::Error::UnsupportedOps`] before anything is built.
 //!
@@ -83,7 +92,8 @@ pub fn import(bytes: &[u8]) -> Result<Graph> {
     import::import(bytes)
 }
 
-/// Encodes a graph as an ONNX model (IR 8, opset 13, weights as `raw_data` initializers).
+/// Encodes a graph as an ONNX model (IR 8, opset 13 or the newest an op needs, weights as
+/// `raw_data` initializers).
 /// The same graph always gives the same bytes.
 ///
 /// Errors: [`crate::Error::Graph`]/[`crate::Error::Shape`] when the graph's shapes cannot be
