@@ -23,6 +23,16 @@ use std::collections::HashMap;
 /// does 30 % of the multiply-adds but with gathered loads.
 pub const SPARSE_MAX_DENSITY: f32 = 0.3;
 
+/// The largest batch for which a planned sparse Gemm uses the CSR kernel; larger batches run the
+/// reference product on the (zero-filled) dense weight. Natively the reference product is
+/// `matrixmultiply` at near-peak speed, and measured break-even against the CSR kernel on
+/// LeNet-300-100 pruned to 8 % is about 16 images (docs/KERNELS.md), so the limit is 8; in a
+/// wasm `simd128` build the reference product has no SIMD and the CSR kernel is used at every
+/// batch. Pure.
+pub fn sparse_max_batch(features: Features) -> usize {
+    if features.simd128 { usize::MAX } else { 8 }
+}
+
 /// The form of a node's weight, as the plan sees it.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum WeightForm {
@@ -104,6 +114,7 @@ struct Step {
 pub struct Plan {
     graph: Graph,
     steps: Vec<Step>,
+    sparse_max_batch: usize,
 }
 
 fn form(g: &Graph, n: &Node) -> WeightForm {
@@ -175,7 +186,11 @@ impl Plan {
                 packed,
             });
         }
-        Ok(Plan { graph, steps })
+        Ok(Plan {
+            graph,
+            steps,
+            sparse_max_batch: sparse_max_batch(features),
+        })
     }
 
     /// `(node name, kernel name)` for every node, in order.
@@ -205,8 +220,16 @@ impl Plan {
                         .or_else(|| g.weights.get(i))
                         .or_else(|| inputs.iter().find(|(k, _)| *k == i).map(|(_, t)| *t))
                 });
+                let batch = ins
+                    .first()
+                    .copied()
+                    .flatten()
+                    .map_or(0, |t| t.shape().first().copied().unwrap_or(0));
                 match (&s.packed, &n.op) {
                     (Packed::None, _) => ops::forward(n, &ins, Mode::Eval)?.0,
+                    (Packed::Sparse(_), _) if batch > self.sparse_max_batch => {
+                        ops::forward(n, &ins, Mode::Eval)?.0
+                    }
                     (p, Op::Gemm(a)) => vec![gemm(n, a, p, &ins)?],
                     _ => ops::forward(n, &ins, Mode::Eval)?.0,
                 }
@@ -397,6 +420,32 @@ mod tests {
                         "{kind:?} {x} vs {y}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn large_batches_fall_back_to_the_reference_natively() {
+        assert_eq!(sparse_max_batch(Features::NONE), 8);
+        let wasm = Features {
+            simd128: true,
+            avx2_fma: false,
+        };
+        assert_eq!(sparse_max_batch(wasm), usize::MAX);
+        let mut g = build(Arch::TinyMlp, 1).unwrap();
+        let w = g.weights.get_mut("fc1.weight").unwrap();
+        w.iter_mut().enumerate().for_each(|(i, v)| {
+            if i % 10 != 0 {
+                *v = 0.0
+            }
+        });
+        let plan = Plan::for_features(&g, Features::NONE).unwrap();
+        for batch in [1, 8, 9, 20] {
+            let x = Tensor::from_elem(ndarray::IxDyn(&[batch, 1, 28, 28]), 0.3f32);
+            let want = crate::exec::run(&g, &[("input", &x)]).unwrap();
+            let got = plan.run(&[("input", &x)]).unwrap();
+            for (a, b) in want[0].iter().zip(got[0].iter()) {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + a.abs()));
             }
         }
     }

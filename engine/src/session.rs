@@ -7,12 +7,16 @@ use crate::tensor::Tensor;
 use crate::train::{Progress, TrainConfig, TrainSummary};
 use crate::{Error, Result};
 use std::ops::ControlFlow;
+use std::sync::OnceLock;
 
-/// A loaded model and how its inputs are prepared.
+/// A loaded model and how its inputs are prepared. Inference ([`Session::run`],
+/// [`Session::classify`]) goes through an execution [`crate::plan::Plan`], built on first use
+/// and rebuilt after training.
 #[derive(Clone, Debug)]
 pub struct Session {
     graph: Graph,
     preprocess: Preprocess,
+    plan: OnceLock<crate::plan::Plan>,
 }
 
 impl Session {
@@ -21,7 +25,11 @@ impl Session {
         graph.validate()?;
         graph.infer_shapes(1)?;
         let preprocess = Preprocess::from_metadata(&graph.metadata).unwrap_or_default();
-        Ok(Session { graph, preprocess })
+        Ok(Session {
+            graph,
+            preprocess,
+            plan: OnceLock::new(),
+        })
     }
 
     /// Imports an ONNX model from its bytes.
@@ -47,6 +55,20 @@ impl Session {
             .insert("lithe.preprocess".into(), p.to_metadata());
     }
 
+    /// The execution plan (built on first use).
+    pub fn plan(&self) -> Result<&crate::plan::Plan> {
+        if let Some(p) = self.plan.get() {
+            return Ok(p);
+        }
+        let p = crate::plan::Plan::new(&self.graph)?;
+        Ok(self.plan.get_or_init(|| p))
+    }
+
+    /// `(node, kernel)` for every node: which kernel each layer runs on.
+    pub fn kernels(&self) -> Result<Vec<(String, &'static str)>> {
+        Ok(self.plan()?.kernels())
+    }
+
     /// Layer table and totals.
     pub fn info(&self) -> Result<ModelInfo> {
         crate::metrics::model_info(&self.graph)
@@ -65,7 +87,7 @@ impl Session {
             .first()
             .map(|v| v.name.as_str())
             .ok_or_else(|| Error::Graph("the graph has no input".into()))?;
-        crate::exec::run(&self.graph, &[(name, x)])
+        self.plan()?.run(&[(name, x)])
     }
 
     /// Class probabilities for one grey image given as raw 0..255 pixels, row-major.
@@ -111,6 +133,7 @@ impl Session {
             preprocess: cfg.preprocess.or(Some(self.preprocess)),
             ..cfg.clone()
         };
+        self.plan = OnceLock::new();
         crate::train::train(&mut self.graph, data, val, &cfg, on_progress)
     }
 

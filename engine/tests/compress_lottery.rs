@@ -212,6 +212,7 @@ fn lottery_is_deterministic_and_runs_as_a_recipe_pass() {
 /// 11: ≤ 10 % of the weights left), each training `LITHE_EPOCHS` epochs (default 2) with the zoo
 /// config otherwise (Adam 1e-3, cosine, weight decay 1e-4, batch 64, seed 1) on the 55k split.
 /// `LITHE_SCOPE=global` ranks all layers together (the output-layer rate then does not apply).
+/// `LITHE_REWIND_STEP=k` rewinds to the weights after `k` training steps instead of the init.
 /// Round 0 is the dense model trained with the same budget from the same init. The control
 /// trains the final mask from a different random init (seed 2).
 /// Run: `nice -n 10 cargo test -p lithe --test compress_lottery -- --ignored --nocapture`.
@@ -235,7 +236,10 @@ fn measure_lenet_300_100_ticket() {
     let s = LotterySpec {
         rate: 0.2,
         rounds: env("LITHE_ROUNDS", 11),
-        rewind: Rewind::Init,
+        rewind: match env("LITHE_REWIND_STEP", 0) {
+            0 => Rewind::Init,
+            k => Rewind::Step(k),
+        },
         scope: match std::env::var("LITHE_SCOPE").as_deref() {
             Ok("global") => Scope::Global,
             _ => Scope::Layer,

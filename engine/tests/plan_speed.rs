@@ -65,3 +65,30 @@ fn pruned_lenet_runs_faster_than_dense() {
         }
     }
 }
+
+#[test]
+#[ignore = "speed probe"]
+fn csr_kernel_alone() {
+    use lithe::kernels::sparse::Csr;
+    let (n, k) = (300usize, 784usize);
+    let mut rng = lithe::rng::Rng::new(1);
+    let w: Vec<f32> = (0..n * k)
+        .map(|_| {
+            if rng.uniform() < 0.062 {
+                rng.normal()
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let csr = Csr::from_dense(n, k, &w).unwrap();
+    for m in [1usize, 16, 64, 256] {
+        let a: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+        let mut c = vec![0.0; m * n];
+        let t = median_ms(|| csr.matmul_t(m, &a, &mut c).unwrap());
+        eprintln!(
+            "m {m:>3}: {t:.3} ms, {:.2} GMAC/s",
+            (m * csr.nnz()) as f64 / t / 1e6
+        );
+    }
+}

@@ -132,8 +132,10 @@ impl Csr {
 }
 
 impl Csr {
-    /// Batched form: `Cᵀ = W · Aᵀ`, so each kept weight scales one contiguous row of `Aᵀ` (the
-    /// batch) into one contiguous row of `Cᵀ`; the inner loop vectorises over the batch.
+    /// Batched form: `Cᵀ = W · Aᵀ`. The batch is cut into tiles of [`TILE`] images; for each
+    /// output row the tile's sums stay in registers while the row's kept weights stream past,
+    /// each scaling one contiguous `TILE`-wide piece of `Aᵀ`. The tail tile is summed the
+    /// same way with a shorter width.
     fn matmul_t_batched(&self, m: usize, a: &[f32], c: &mut [f32]) {
         let (n, k) = (self.rows, self.cols);
         let mut at = vec![0.0f32; k * m];
@@ -142,24 +144,36 @@ impl Csr {
                 at[p * m + i] = a[i * k + p];
             }
         }
-        let mut ct = vec![0.0f32; n * m];
-        for r in 0..n {
-            let y = &mut ct[r * m..(r + 1) * m];
-            for p in self.row_ptr[r] as usize..self.row_ptr[r + 1] as usize {
-                let w = self.values[p];
-                let x = &at[self.col_idx[p] as usize * m..][..m];
-                for (yv, xv) in y.iter_mut().zip(x) {
-                    *yv += w * xv;
+        let mut i0 = 0;
+        while i0 < m {
+            let w = TILE.min(m - i0);
+            for r in 0..n {
+                let mut acc = [0.0f32; TILE];
+                let (lo, hi) = (self.row_ptr[r] as usize, self.row_ptr[r + 1] as usize);
+                for (&col, &v) in self.col_idx[lo..hi].iter().zip(&self.values[lo..hi]) {
+                    let x = &at[col as usize * m + i0..][..w];
+                    if let Ok(x) = <&[f32; TILE]>::try_from(x) {
+                        // Full tile: a fixed-length loop the compiler turns into SIMD.
+                        for j in 0..TILE {
+                            acc[j] += v * x[j];
+                        }
+                    } else {
+                        for (s, xv) in acc.iter_mut().zip(x) {
+                            *s += v * xv;
+                        }
+                    }
+                }
+                for (j, s) in acc[..w].iter().enumerate() {
+                    c[(i0 + j) * n + r] = *s;
                 }
             }
-        }
-        for r in 0..n {
-            for i in 0..m {
-                c[i * n + r] = ct[r * m + i];
-            }
+            i0 += w;
         }
     }
 }
+
+/// Images per register tile of the batched sparse product.
+const TILE: usize = 16;
 
 #[cfg(test)]
 mod tests {
