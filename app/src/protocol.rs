@@ -17,6 +17,10 @@
 //!    [`Response::TrainProgress`] and finishes with [`Response::TrainDone`] (which carries a
 //!    fresh test-set evaluation). [`Request::Cancel`] stops it early.
 //!
+//! 6. [`Request::Compress`] runs a compression recipe on the model as it was loaded (not on the
+//!    result of an earlier compression) and makes the result the current model; the worker
+//!    answers [`Response::Compressed`], and the page then asks for a fresh evaluation.
+//!
 //! The worker handles requests one at a time, in order (except [`Request::Cancel`], which acts
 //! on arrival). Every failure becomes a
 //! [`Response::Error`]; a panic is reported as one with code [`PANIC`] before the instance
@@ -83,6 +87,12 @@ pub enum Request {
         /// Adam's base learning rate (cosine decay over the run); positive and finite.
         lr: f32,
     },
+    /// Compress the model as it was loaded with a recipe (`lithe::compress::Recipe` JSON); the
+    /// result becomes the current model. An empty recipe restores the loaded model.
+    Compress {
+        /// The recipe as JSON, e.g. `{"passes": [{"pass": "prune", "by": "global", "ratio": 0.9}]}`.
+        recipe: String,
+    },
     /// Stop a running (or queued) fine-tuning after its current slice of steps; the weights
     /// trained so far are kept.
     Cancel,
@@ -103,6 +113,8 @@ pub enum Stage {
     FetchTrain,
     /// Fine-tuning (units are optimisation steps over all epochs).
     Train,
+    /// Running a compression recipe.
+    Compress,
 }
 
 impl Stage {
@@ -115,6 +127,7 @@ impl Stage {
             Stage::Evaluate => "Evaluating",
             Stage::FetchTrain => "Downloading the training images",
             Stage::Train => "Fine-tuning",
+            Stage::Compress => "Compressing",
         }
     }
 }
@@ -174,6 +187,8 @@ pub enum Response {
         /// Wall time of the evaluation, in milliseconds.
         eval_millis: f64,
     },
+    /// A [`Request::Compress`] finished; the compressed model is now the current one.
+    Compressed(Box<CompressSummary>),
     /// Probabilities for the digit of the last [`Request::Classify`].
     Classified {
         /// One probability per class, summing to 1.
@@ -187,6 +202,74 @@ pub enum Response {
         /// What went wrong, readable as it is.
         message: String,
     },
+}
+
+/// Weight formats the compression card offers, as `(value, label)`.
+pub const FORMATS: [(&str, &str); 8] = [
+    ("f32", "float32 (none)"),
+    ("int8", "int8, linear symmetric per channel"),
+    ("int4", "int4, linear symmetric per channel"),
+    ("int2", "int2, linear symmetric per channel"),
+    ("log2", "log2 (±2^k), 4 bits"),
+    ("ternary", "ternary {−α, 0, α}"),
+    ("binary", "binary ±α"),
+    ("kmeans4", "k-means 4-bit codebook + Huffman"),
+];
+
+/// The recipe JSON for a global prune ratio in percent and a weight format from [`FORMATS`].
+pub fn recipe_json(prune_percent: u32, format: &str) -> String {
+    let mut passes = Vec::new();
+    if prune_percent > 0 {
+        passes.push(format!(
+            r#"{{"pass": "prune", "by": "global", "ratio": {}}}"#,
+            f64::from(prune_percent.min(99)) / 100.0
+        ));
+    }
+    let quant = match format {
+        "int8" => {
+            Some(r#"{"pass": "quantize", "bits": 8, "symmetric": true, "per_channel": true}"#)
+        }
+        "int4" => {
+            Some(r#"{"pass": "quantize", "bits": 4, "symmetric": true, "per_channel": true}"#)
+        }
+        "int2" => {
+            Some(r#"{"pass": "quantize", "bits": 2, "symmetric": true, "per_channel": true}"#)
+        }
+        "log2" => Some(r#"{"pass": "lowbit", "scheme": "log2", "bits": 4}"#),
+        "ternary" => Some(r#"{"pass": "lowbit", "scheme": "ternary"}"#),
+        "binary" => Some(r#"{"pass": "lowbit", "scheme": "binary"}"#),
+        "kmeans4" => Some(r#"{"pass": "share", "bits": 4}"#),
+        _ => None,
+    };
+    passes.extend(quant.map(str::to_string));
+    format!(r#"{{"passes": [{}]}}"#, passes.join(", "))
+}
+
+/// What a compression did, for the metrics the page shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompressSummary {
+    /// Pass names, in order.
+    pub passes: Vec<String>,
+    /// Weight bytes of the loaded model (dense f32 with headers, as the reports count them).
+    pub bytes_before: u64,
+    /// Weight bytes after the recipe (lengths of the real encodings).
+    pub bytes_after: u64,
+    /// Multiply-accumulates per image before.
+    pub macs_before: u64,
+    /// Multiply-accumulates per image after (zero weights skipped).
+    pub macs_after: u64,
+    /// Fraction of prunable weights that are zero.
+    pub sparsity: f32,
+    /// Estimated energy per image of the loaded model, picojoules (45 nm table).
+    pub energy_before_pj: f64,
+    /// The same for the compressed model.
+    pub energy_after_pj: f64,
+    /// `(layer, kernel)` for every Gemm/Conv of the compressed model's execution plan.
+    pub kernels: Vec<(String, String)>,
+    /// Layer table of the compressed model.
+    pub info: ModelInfo,
+    /// Wall time of the recipe in milliseconds (the evaluation that follows is separate).
+    pub millis: f64,
 }
 
 impl Response {
@@ -218,5 +301,31 @@ mod tests {
         assert!(check_fine_tune(1, 0.0).is_err());
         assert!(check_fine_tune(1, f32::NAN).is_err());
         assert!(check_fine_tune(1, 2.0).is_err());
+    }
+
+    #[test]
+    fn recipes_parse_and_say_what_the_controls_say() {
+        for (pct, f) in [
+            (0, "f32"),
+            (90, "int8"),
+            (50, "binary"),
+            (95, "kmeans4"),
+            (99, "log2"),
+        ] {
+            let r = lithe::compress::Recipe::from_json(&recipe_json(pct, f)).unwrap();
+            let names: Vec<&str> = r.passes.iter().map(|p| p.name()).collect();
+            let mut want = Vec::new();
+            if pct > 0 {
+                want.push("prune");
+            }
+            match f {
+                "f32" => {}
+                "int8" => want.push("quantize"),
+                "kmeans4" => want.push("share"),
+                _ => want.push("lowbit"),
+            }
+            assert_eq!(names, want, "{pct} {f}");
+            assert!(!r.needs_data());
+        }
     }
 }

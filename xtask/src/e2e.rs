@@ -21,6 +21,8 @@ pub const ACCURACY_SELECTOR: &str = "#accuracy";
 pub const E2E_DIST: &str = "target/xtask/e2e-dist";
 /// Where the screenshot goes.
 pub const SCREENSHOT: &str = "docs/screenshots/playground.png";
+/// Where the screenshot after pruning 90 % goes.
+pub const SCREENSHOT_COMPRESSED: &str = "docs/screenshots/compressed.png";
 /// Default wait for the accuracy to appear; `LITHE_E2E_TIMEOUT_S` overrides.
 const DEFAULT_TIMEOUT_S: u64 = 300;
 /// How long a below-threshold accuracy must stay unchanged before it counts as final.
@@ -126,21 +128,70 @@ fn check_page(ctx: &Ctx, s: &Session, page: &str, timeout: Duration) -> Result<f
             "the playground shows {accuracy} % accuracy, below the required {MIN_ACCURACY_PERCENT} %"
         );
     }
+    check_compress(ctx, s, &last_text, timeout)?;
     Ok(accuracy)
 }
 
+/// Moves the prune slider to 90 % and waits until the compressed size and a new accuracy are
+/// shown; prints how long that took and saves a second screenshot.
+fn check_compress(ctx: &Ctx, s: &Session, accuracy_text: &str, timeout: Duration) -> Result<()> {
+    let script = "const e = document.getElementById('compress-prune'); e.value = '90'; \
+                  e.dispatchEvent(new Event('input', {bubbles: true})); \
+                  e.dispatchEvent(new Event('change', {bubbles: true})); return true;";
+    s.post("execute/sync", json!({ "script": script, "args": [] }))?;
+    let t = Instant::now();
+    loop {
+        let bytes = s.text_of("#compress-bytes")?;
+        let acc = s.text_of(ACCURACY_SELECTOR)?;
+        if let (Some(b), Some(a)) = (&bytes, &acc)
+            && a != accuracy_text
+            && parse_percent(a).is_some()
+        {
+            println!(
+                "e2e: prune 90 % → {ACCURACY_SELECTOR} {a:?}, weights {b:?}, after {:.2} s",
+                t.elapsed().as_secs_f64()
+            );
+            let ratio: f64 = b
+                .split('(')
+                .nth(1)
+                .and_then(|r| r.split('×').next())
+                .and_then(|r| r.trim().parse().ok())
+                .with_context(|| format!("no ratio in {b:?}"))?;
+            if ratio < 5.0 {
+                bail!("pruning 90 % gave only {ratio}× smaller weights ({b:?})");
+            }
+            break;
+        }
+        if t.elapsed() > timeout {
+            let _ = save_screenshot_to(ctx, s, SCREENSHOT_COMPRESSED);
+            bail!(
+                "after moving the prune slider to 90 %: weights {bytes:?}, accuracy {acc:?} \
+                 (was {accuracy_text:?}) after {} s\n--- browser console ---\n{}",
+                timeout.as_secs(),
+                s.browser_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    save_screenshot_to(ctx, s, SCREENSHOT_COMPRESSED)
+}
+
 fn save_screenshot(ctx: &Ctx, s: &Session) -> Result<()> {
+    save_screenshot_to(ctx, s, SCREENSHOT)
+}
+
+fn save_screenshot_to(ctx: &Ctx, s: &Session, rel: &str) -> Result<()> {
     let v = s.get("screenshot")?;
     let b64 = v.as_str().context("screenshot is not a string")?;
     let png = base64::engine::general_purpose::STANDARD
         .decode(b64)
         .context("screenshot base64")?;
-    let path = ctx.at(SCREENSHOT);
+    let path = ctx.at(rel);
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&path, png)?;
-    println!("e2e: screenshot saved to {SCREENSHOT}");
+    println!("e2e: screenshot saved to {rel}");
     Ok(())
 }
 

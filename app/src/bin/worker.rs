@@ -12,8 +12,8 @@ use lithe::data::Dataset;
 use lithe::metrics::EvalReport;
 use lithe::train::{Progress, Schedule, TrainConfig, TrainSummary};
 use lithe_app::protocol::{
-    MODELS_DIR, PANIC, PIXELS, Request, Response, Stage, TEST_SET_URL, TRAIN_SET_URL,
-    check_fine_tune,
+    CompressSummary, MODELS_DIR, PANIC, PIXELS, Request, Response, Stage, TEST_SET_URL,
+    TRAIN_SET_URL, check_fine_tune,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -34,6 +34,8 @@ const SLICE_STEPS: usize = 10;
 #[derive(Default)]
 struct State {
     session: Option<Session>,
+    /// The model as loaded, which every [`Request::Compress`] starts from.
+    original: Option<Session>,
     test_set: Option<Rc<Dataset>>,
     train_set: Option<Rc<Dataset>>,
 }
@@ -128,6 +130,7 @@ async fn handle(req: Request) -> Result<(), Response> {
             Ok(())
         }
         Request::FineTune { epochs, lr } => fine_tune(epochs, lr).await,
+        Request::Compress { recipe } => compress(&recipe).await,
         Request::Cancel => Ok(()),
         Request::Classify { pixels } => {
             if pixels.len() != PIXELS {
@@ -164,7 +167,10 @@ fn load(bytes: &[u8]) -> Result<(), Response> {
     progress(Stage::Import, 0, 1);
     let session = Session::from_onnx(bytes)?;
     let info = session.info()?;
-    STATE.with_borrow_mut(|s| s.session = Some(session));
+    STATE.with_borrow_mut(|s| {
+        s.original = Some(session.clone());
+        s.session = Some(session);
+    });
     post(&Response::Loaded {
         info,
         file_bytes: bytes.len() as u64,
@@ -300,6 +306,59 @@ async fn fine_tune(epochs: u32, lr: f32) -> Result<(), Response> {
         train_millis,
         eval_millis,
     });
+    Ok(())
+}
+
+/// Runs `recipe` on the model as loaded and makes the result the current model.
+async fn compress(recipe: &str) -> Result<(), Response> {
+    let recipe = lithe::compress::Recipe::from_json(recipe)?;
+    let Some(original) = STATE.with_borrow(|s| s.original.clone()) else {
+        return Err(no_model());
+    };
+    let train = if recipe.needs_data() {
+        Some(train_set().await?)
+    } else {
+        None
+    };
+    progress(Stage::Compress, 0, 1);
+    yield_now().await;
+    let t0 = now();
+    let c = recipe.apply(original.graph(), train.as_deref(), None, &mut |_| {
+        ControlFlow::Continue(())
+    })?;
+    let millis = now() - t0;
+    let table = lithe::compress::energy::EnergyTable::horowitz_45nm();
+    let energy_before = lithe::compress::energy::estimate_dense(original.graph(), &table)?;
+    let energy_after = c.energy(&table)?;
+    let mut session = Session::from_graph(c.graph.clone())?;
+    session.set_preprocess(original.preprocess());
+    let info = session.info()?;
+    let kernels = session
+        .kernels()?
+        .into_iter()
+        .filter(|(n, _)| {
+            info.layers
+                .iter()
+                .any(|l| &l.name == n && matches!(l.op.as_str(), "Gemm" | "Conv" | "MatMul"))
+        })
+        .map(|(n, k)| (n, k.to_string()))
+        .collect();
+    let dense = info.bytes as u64;
+    let summary = CompressSummary {
+        passes: c.reports.iter().map(|r| r.pass.clone()).collect(),
+        bytes_before: c.reports.first().map_or(dense, |r| r.bytes_before as u64),
+        bytes_after: c.reports.last().map_or(dense, |r| r.bytes_after as u64),
+        macs_before: c.reports.first().map_or(info.macs, |r| r.macs_before),
+        macs_after: c.reports.last().map_or(info.macs, |r| r.macs_after),
+        sparsity: c.reports.last().map_or(0.0, |r| r.sparsity),
+        energy_before_pj: energy_before.total_pj,
+        energy_after_pj: energy_after.total_pj,
+        kernels,
+        info,
+        millis,
+    };
+    STATE.with_borrow_mut(|s| s.session = Some(session));
+    post(&Response::Compressed(Box::new(summary)));
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The root component: owns the UI state and the link to the worker, and lays out the cards.
 
 use crate::bridge::{LinkEvent, WorkerLink, js_text};
+use crate::components::compress_panel::CompressPanel;
 use crate::components::draw_pad::DrawPad;
 use crate::components::error_banner::ErrorBanner;
 use crate::components::fine_tune_panel::FineTunePanel;
@@ -10,7 +11,9 @@ use crate::components::model_panel::ModelPanel;
 use crate::components::prediction::Prediction;
 use crate::state::{Evaluation, LoadedModel, Notice, Phase, TrainResult, TrainStep, Training};
 use leptos::prelude::*;
-use lithe_app::protocol::{DEFAULT_MODEL, PANIC, Request, Response, Stage, check_fine_tune};
+use lithe_app::protocol::{
+    CompressSummary, DEFAULT_MODEL, PANIC, Request, Response, Stage, check_fine_tune,
+};
 use wasm_bindgen_futures::JsFuture;
 
 /// Restarts allowed in a row (without a successful evaluation in between) before giving up.
@@ -42,6 +45,7 @@ pub fn App() -> impl IntoView {
     let probs = RwSignal::new(None::<Vec<f32>>);
     let notice = RwSignal::new(None::<Notice>);
     let training = RwSignal::new(Training::default());
+    let compressed = RwSignal::new(None::<CompressSummary>);
     // Test accuracy before the last finished fine-tuning of the current model.
     let before = RwSignal::new(None::<f32>);
     let ctl = StoredValue::new(Control::default());
@@ -100,6 +104,7 @@ pub fn App() -> impl IntoView {
             }));
             eval.set(None);
             before.set(None);
+            compressed.set(None);
             training.set(Training::default());
             // The drawing's answer is quick; the evaluation follows it.
             ctl.update_value(|c| c.classifying = false);
@@ -162,6 +167,22 @@ pub fn App() -> impl IntoView {
             phase.set(Phase::Idle);
             // The weights changed: classify the drawing again.
             classify();
+        }
+        Response::Compressed(summary) => {
+            // The change is shown against the model as loaded (the first compression's prior).
+            if before.get_untracked().is_none() {
+                before.set(eval.with_untracked(|e| e.as_ref().map(|e| e.report.accuracy)));
+            }
+            model.update(|m| {
+                if let Some(m) = m {
+                    m.info = summary.info.clone();
+                }
+            });
+            compressed.set(Some(*summary));
+            // The weights changed: evaluate and classify the drawing again.
+            ctl.update_value(|c| c.classifying = false);
+            classify();
+            send(Request::Evaluate);
         }
         Response::Classified { probs: p } => {
             let (has_digit, dirty) = ctl
@@ -247,6 +268,14 @@ pub fn App() -> impl IntoView {
         });
         send(Request::FineTune { epochs, lr });
     });
+    let on_compress = Callback::new(move |recipe: String| {
+        phase.set(Phase::Busy {
+            stage: Stage::Compress,
+            done: 0,
+            total: 1,
+        });
+        send(Request::Compress { recipe });
+    });
     let on_cancel = Callback::new(move |()| {
         training.update(|t| t.cancelling = true);
         send(Request::Cancel);
@@ -267,6 +296,7 @@ pub fn App() -> impl IntoView {
             <ErrorBanner notice=notice />
             <ModelPanel model=model on_file=on_file on_default=on_default />
             <MetricsPanel eval=eval phase=phase before=before />
+            <CompressPanel result=compressed phase=phase on_apply=on_compress />
             <FineTunePanel training=training phase=phase on_start=on_train on_cancel=on_cancel />
             <section class="card try" aria-labelledby="try-title">
                 <h2 id="try-title">"Try it"</h2>

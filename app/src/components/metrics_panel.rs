@@ -17,7 +17,8 @@ pub fn MetricsPanel(
     /// What the worker is doing; drives the progress bar.
     #[prop(into)]
     phase: Signal<Phase>,
-    /// The test accuracy before the last fine-tuning of this model, to show the change.
+    /// The test accuracy before the last fine-tuning or compression of this model, to show the
+    /// change.
     #[prop(into)]
     before: Signal<Option<f32>>,
 ) -> impl IntoView {
@@ -25,7 +26,7 @@ pub fn MetricsPanel(
         let after = eval.with(|e| e.as_ref().map(|e| e.report.accuracy))?;
         let b = before.get()?;
         Some(format!(
-            "{} vs {} before fine-tuning",
+            "{} vs {} before",
             format::points(b, after),
             format::percent(b)
         ))

@@ -2,6 +2,7 @@
 //! component) and reports user actions through callbacks; only [`app::App`] talks to the worker.
 
 pub mod app;
+pub mod compress_panel;
 pub mod draw_pad;
 pub mod error_banner;
 pub mod fine_tune_panel;
