@@ -6,6 +6,7 @@
 //! compare against it.
 
 use lithe::data::{Dataset, Preprocess};
+use lithe::plan::Plan;
 use lithe::rng::Rng;
 use lithe::train::{Optimizer, step_gradients};
 use lithe::zoo::{Arch, build};
@@ -113,6 +114,16 @@ pub struct Figures {
     pub forward_ms_b1: f64,
     /// Mean forward latency at batch 256, milliseconds.
     pub forward_ms_b256: f64,
+    /// Through the execution plan (`lithe::plan`), the trained model dense: batch 1 / 64, ms.
+    pub plan_dense_ms_b1: f64,
+    /// The same model pruned 92 % globally (CSR kernels where the plan picks them): batch 1, ms.
+    pub plan_pruned_ms_b1: f64,
+    /// Dense through the plan at batch 64, ms.
+    pub plan_dense_ms_b64: f64,
+    /// Pruned through the plan at batch 64, ms.
+    pub plan_pruned_ms_b64: f64,
+    /// Kernels the pruned plan runs for fc1, fc2, fc3.
+    pub plan_pruned_kernels: Vec<String>,
 }
 
 /// Trains LeNet-300-100 for one epoch on the shipped 6k subset and times forward passes.
@@ -142,7 +153,46 @@ pub fn figures(platform: &str, now: &dyn Fn() -> f64) -> Result<Figures, lithe::
         }
         Ok((now() - t) / reps as f64)
     };
+    let pruned = lithe::compress::Recipe::from_json(
+        r#"{"passes": [{"pass": "prune", "by": "global", "ratio": 0.92}]}"#,
+    )?
+    .apply(&g, None, None, &mut |_| std::ops::ControlFlow::Continue(()))?
+    .graph;
+    let (dense_plan, pruned_plan) = (Plan::new(&g)?, Plan::new(&pruned)?);
+    let time_plan = |plan: &Plan, reference: &lithe::graph::Graph, batch: usize, reps: usize| {
+        let idx: Vec<usize> = (0..batch).collect();
+        let (x, _) = test.batch(&idx, &Preprocess::default());
+        // The plan must agree with the reference interpreter on this platform.
+        let want = lithe::exec::run(reference, &[("input", &x)])?;
+        let got = plan.run(&[("input", &x)])?;
+        let diff = want[0]
+            .iter()
+            .zip(got[0].iter())
+            .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+            .fold(0.0f32, f32::max);
+        if diff > 1e-4 {
+            return Err(lithe::Error::Invalid(format!(
+                "plan and reference differ by {diff} at batch {batch}"
+            )));
+        }
+        let t = now();
+        for _ in 0..reps {
+            plan.run(&[("input", &x)])?;
+        }
+        Ok::<f64, lithe::Error>((now() - t) / reps as f64)
+    };
+    let plan_pruned_kernels = pruned_plan
+        .kernels()
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("fc"))
+        .map(|(n, k)| format!("{n}:{k}"))
+        .collect();
     Ok(Figures {
+        plan_dense_ms_b1: time_plan(&dense_plan, &g, 1, 200)?,
+        plan_pruned_ms_b1: time_plan(&pruned_plan, &pruned, 1, 200)?,
+        plan_dense_ms_b64: time_plan(&dense_plan, &g, 64, 20)?,
+        plan_pruned_ms_b64: time_plan(&pruned_plan, &pruned, 64, 20)?,
+        plan_pruned_kernels,
         platform: platform.into(),
         epoch_ms_6k,
         epoch_ms_55k_estimate: epoch_ms_6k * 55_000.0 / train_set.len() as f64,
