@@ -9,7 +9,7 @@ use crate::{Error, Result};
 use std::collections::HashMap;
 
 /// Checks runtime inputs against the graph's declared inputs.
-pub(crate) fn check_inputs(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<()> {
+fn check_inputs(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<()> {
     for v in &g.inputs {
         let Some((_, t)) = inputs.iter().find(|(n, _)| *n == v.name) else {
             return Err(Error::Input {
@@ -37,7 +37,7 @@ pub(crate) fn check_inputs(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<()> 
 }
 
 /// How many times each value is read (graph outputs count once more so they are never freed).
-pub(crate) fn use_counts(g: &Graph) -> HashMap<&str, usize> {
+fn use_counts(g: &Graph) -> HashMap<&str, usize> {
     let mut uses: HashMap<&str, usize> = HashMap::new();
     for n in &g.nodes {
         for i in n.inputs.iter().filter(|s| !s.is_empty()) {
@@ -51,7 +51,7 @@ pub(crate) fn use_counts(g: &Graph) -> HashMap<&str, usize> {
 }
 
 /// The tensors a node reads, looked up by name; an empty name (absent optional input) is `None`.
-pub(crate) fn gather<'a>(
+fn gather<'a>(
     n: &crate::graph::Node,
     lookup: impl Fn(&str) -> Option<&'a Tensor>,
 ) -> Vec<Option<&'a Tensor>> {
@@ -64,17 +64,30 @@ pub(crate) fn gather<'a>(
 /// Runs the graph in inference mode and returns its outputs in order. Intermediate values are
 /// dropped as soon as their last reader has run.
 pub fn run(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+    run_nodes(g, inputs, |_, n, ins| {
+        Ok(ops::forward(n, ins, Mode::Eval)?.0)
+    })
+}
+
+/// The inference loop shared by [`run`] and [`crate::plan::Plan::run`]: checks the inputs, calls
+/// `step(index, node, inputs)` for every node in order, frees each value after its last reader
+/// and returns the graph outputs.
+pub(crate) fn run_nodes(
+    g: &Graph,
+    inputs: &[(&str, &Tensor)],
+    mut step: impl FnMut(usize, &crate::graph::Node, &[Option<&Tensor>]) -> Result<Vec<Tensor>>,
+) -> Result<Vec<Tensor>> {
     check_inputs(g, inputs)?;
     let mut uses = use_counts(g);
     let mut vals: HashMap<&str, Tensor> = HashMap::new();
-    for n in &g.nodes {
+    for (idx, n) in g.nodes.iter().enumerate() {
         let outs = {
             let ins = gather(n, |i| {
                 vals.get(i)
                     .or_else(|| g.weights.get(i))
                     .or_else(|| inputs.iter().find(|(k, _)| *k == i).map(|(_, t)| *t))
             });
-            ops::forward(n, &ins, Mode::Eval)?.0
+            step(idx, n, &ins)?
         };
         for i in n.inputs.iter().filter(|s| !s.is_empty()) {
             if let Some(u) = uses.get_mut(i.as_str()) {

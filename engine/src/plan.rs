@@ -17,7 +17,6 @@ use crate::kernels::{self, Features, KernelKind};
 use crate::ops::{self, Mode};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
-use std::collections::HashMap;
 
 /// Above this fraction of non-zero weights a Gemm stays dense: at 30 % density the CSR kernel
 /// does 30 % of the multiply-adds but with gathered loads.
@@ -208,58 +207,22 @@ impl Plan {
 
     /// Runs the plan on `inputs` (checked like [`crate::exec::run`]) and returns the outputs.
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
-        let g = &self.graph;
-        crate::exec::check_inputs(g, inputs)?;
-        let mut uses = crate::exec::use_counts(g);
-        let mut vals: HashMap<&str, Tensor> = HashMap::new();
-        for s in &self.steps {
-            let n = &g.nodes[s.node];
-            let outs = {
-                let ins = crate::exec::gather(n, |i| {
-                    vals.get(i)
-                        .or_else(|| g.weights.get(i))
-                        .or_else(|| inputs.iter().find(|(k, _)| *k == i).map(|(_, t)| *t))
-                });
-                let batch = ins
-                    .first()
-                    .copied()
-                    .flatten()
-                    .map_or(0, |t| t.shape().first().copied().unwrap_or(0));
-                match (&s.packed, &n.op) {
-                    (Packed::None, _) => ops::forward(n, &ins, Mode::Eval)?.0,
-                    (Packed::Sparse(_), _) if batch > self.sparse_max_batch => {
-                        ops::forward(n, &ins, Mode::Eval)?.0
-                    }
-                    (p, Op::Gemm(a)) => vec![gemm(n, a, p, &ins)?],
-                    _ => ops::forward(n, &ins, Mode::Eval)?.0,
+        crate::exec::run_nodes(&self.graph, inputs, |idx, n, ins| {
+            let packed = self.steps.get(idx).map_or(&Packed::None, |s| &s.packed);
+            let batch = ins
+                .first()
+                .copied()
+                .flatten()
+                .map_or(0, |t| t.shape().first().copied().unwrap_or(0));
+            match (packed, &n.op) {
+                (Packed::None, _) => Ok(ops::forward(n, ins, Mode::Eval)?.0),
+                (Packed::Sparse(_), _) if batch > self.sparse_max_batch => {
+                    Ok(ops::forward(n, ins, Mode::Eval)?.0)
                 }
-            };
-            for i in n.inputs.iter().filter(|s| !s.is_empty()) {
-                if let Some(u) = uses.get_mut(i.as_str()) {
-                    *u -= 1;
-                    if *u == 0 {
-                        vals.remove(i.as_str());
-                    }
-                }
+                (p, Op::Gemm(a)) => Ok(vec![gemm(n, a, p, ins)?]),
+                _ => Ok(ops::forward(n, ins, Mode::Eval)?.0),
             }
-            for (name, t) in n.outputs.iter().zip(outs) {
-                vals.insert(name.as_str(), t);
-            }
-        }
-        g.outputs
-            .iter()
-            .map(|o| {
-                vals.remove(o.as_str())
-                    .or_else(|| g.weights.get(o).cloned())
-                    .or_else(|| {
-                        inputs
-                            .iter()
-                            .find(|(k, _)| k == o)
-                            .map(|(_, t)| (*t).clone())
-                    })
-                    .ok_or_else(|| Error::Graph(format!("output `{o}` was not computed")))
-            })
-            .collect()
+        })
     }
 }
 
