@@ -129,12 +129,25 @@ impl Session {
         cfg: &TrainConfig,
         on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<TrainSummary> {
+        self.train_masked(data, val, cfg, &crate::train::Masks::new(), on_progress)
+    }
+
+    /// Trains in place keeping the weights that `masks` mark as pruned at exactly zero (see
+    /// [`crate::train::train_masked`]); used to fine-tune a pruned model without regrowing it.
+    pub fn train_masked(
+        &mut self,
+        data: &Dataset,
+        val: Option<&Dataset>,
+        cfg: &TrainConfig,
+        masks: &crate::train::Masks,
+        on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<TrainSummary> {
         let cfg = TrainConfig {
             preprocess: cfg.preprocess.or(Some(self.preprocess)),
             ..cfg.clone()
         };
         self.plan = OnceLock::new();
-        crate::train::train(&mut self.graph, data, val, &cfg, on_progress)
+        crate::train::train_masked(&mut self.graph, data, val, &cfg, masks, on_progress)
     }
 
     /// The model as ONNX bytes.

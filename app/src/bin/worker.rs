@@ -36,6 +36,9 @@ struct State {
     session: Option<Session>,
     /// The model as loaded, which every [`Request::Compress`] starts from.
     original: Option<Session>,
+    /// Pruning masks of the current model (from its last compression): fine-tuning keeps the
+    /// pruned weights at zero.
+    masks: lithe::train::Masks,
     test_set: Option<Rc<Dataset>>,
     train_set: Option<Rc<Dataset>>,
 }
@@ -170,6 +173,7 @@ fn load(bytes: &[u8]) -> Result<(), Response> {
     STATE.with_borrow_mut(|s| {
         s.original = Some(session.clone());
         s.session = Some(session);
+        s.masks.clear();
     });
     post(&Response::Loaded {
         info,
@@ -287,7 +291,7 @@ async fn fine_tune(epochs: u32, lr: f32) -> Result<(), Response> {
             };
             let s = STATE.with_borrow_mut(|st| match &mut st.session {
                 Some(session) => session
-                    .train(&part, None, &cfg, &mut report)
+                    .train_masked(&part, None, &cfg, &st.masks, &mut report)
                     .map_err(Response::from),
                 None => Err(no_model()),
             })?;
@@ -357,7 +361,17 @@ async fn compress(recipe: &str) -> Result<(), Response> {
         info,
         millis,
     };
-    STATE.with_borrow_mut(|s| s.session = Some(session));
+    // Layers that are binary or otherwise coded have no zeros to keep; only prune masks
+    // constrain fine-tuning, and only while the weights they name still exist.
+    let masks = c
+        .masks
+        .into_iter()
+        .filter(|(k, m)| c.graph.weights.get(k).is_some_and(|w| w.len() == m.len()))
+        .collect();
+    STATE.with_borrow_mut(|s| {
+        s.session = Some(session);
+        s.masks = masks;
+    });
     post(&Response::Compressed(Box::new(summary)));
     Ok(())
 }
