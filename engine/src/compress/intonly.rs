@@ -1762,35 +1762,7 @@ impl QGraph {
                 }
             }
         }
-        let count = data.len();
-        let correct: u32 = (0..classes).map(|i| confusion[i][i]).sum();
-        let per_class = confusion
-            .iter()
-            .enumerate()
-            .map(|(i, row)| {
-                let n: u32 = row.iter().sum();
-                if n == 0 {
-                    0.0
-                } else {
-                    row[i] as f32 / n as f32
-                }
-            })
-            .collect();
-        Ok(EvalReport {
-            count,
-            accuracy: if count == 0 {
-                0.0
-            } else {
-                correct as f32 / count as f32
-            },
-            loss: if count == 0 {
-                0.0
-            } else {
-                (loss_sum / count as f64) as f32
-            },
-            per_class,
-            confusion,
-        })
+        Ok(EvalReport::from_confusion(confusion, loss_sum, data.len()))
     }
 }
 

@@ -68,35 +68,44 @@ pub fn evaluate_with(
         }
         eval_batch(g, data, &idx, pre, &mut confusion, &mut loss_sum)?;
     }
-    let count = data.len();
-    let correct: u32 = (0..classes).map(|i| confusion[i][i]).sum();
-    let per_class = confusion
-        .iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let n: u32 = row.iter().sum();
-            if n == 0 {
+    Ok(EvalReport::from_confusion(confusion, loss_sum, data.len()))
+}
+
+impl EvalReport {
+    /// The report of `count` images from their confusion matrix (`confusion[true][predicted]`)
+    /// and the sum of their cross-entropy losses.
+    pub fn from_confusion(confusion: Vec<Vec<u32>>, loss_sum: f64, count: usize) -> EvalReport {
+        let correct: u32 = (0..confusion.len())
+            .filter_map(|i| confusion[i].get(i))
+            .sum();
+        let per_class = confusion
+            .iter()
+            .enumerate()
+            .map(|(i, row)| {
+                let n: u32 = row.iter().sum();
+                if n == 0 {
+                    0.0
+                } else {
+                    row.get(i).copied().unwrap_or(0) as f32 / n as f32
+                }
+            })
+            .collect();
+        EvalReport {
+            count,
+            accuracy: if count == 0 {
                 0.0
             } else {
-                row[i] as f32 / n as f32
-            }
-        })
-        .collect();
-    Ok(EvalReport {
-        count,
-        accuracy: if count == 0 {
-            0.0
-        } else {
-            correct as f32 / count as f32
-        },
-        loss: if count == 0 {
-            0.0
-        } else {
-            (loss_sum / count as f64) as f32
-        },
-        per_class,
-        confusion,
-    })
+                correct as f32 / count as f32
+            },
+            loss: if count == 0 {
+                0.0
+            } else {
+                (loss_sum / count as f64) as f32
+            },
+            per_class,
+            confusion,
+        }
+    }
 }
 
 fn eval_batch(
