@@ -9,7 +9,7 @@
 //! two factors (biases excluded). A layer where `r·(N + M) ≥ N·M` gains nothing and is left as
 //! it is, and its report says so.
 
-use super::{PassCtx, PassReport, Target, sparse};
+use super::{PassCtx, PassReport, sparse};
 use crate::graph::{ConvAttrs, GemmAttrs, Graph, Node, Op};
 use crate::tensor::Tensor;
 use crate::{Error, Result};
@@ -413,7 +413,7 @@ pub(super) fn pass(
             }
         })
         .collect();
-    finish_report("low_rank", g, ctx, layers, bytes_before, macs_before)
+    super::pass_report("low_rank", g, ctx, layers, bytes_before, macs_before)
 }
 
 /// Knobs of the `separable` pass: rewrite standard convolutions as depthwise + pointwise
@@ -645,39 +645,7 @@ pub(super) fn separable_pass(
             }
         })
         .collect();
-    finish_report("separable", g, ctx, layers, bytes_before, macs_before)
-}
-
-fn finish_report(
-    pass: &str,
-    g: &Graph,
-    ctx: &PassCtx,
-    layers: Vec<super::LayerReport>,
-    bytes_before: usize,
-    macs_before: u64,
-) -> Result<PassReport> {
-    let tg: Vec<Target> = super::targets(g);
-    let (mut zeros, mut total) = (0usize, 0usize);
-    for t in &tg {
-        let w = &g.weights[&t.weight];
-        zeros += w.iter().filter(|v| **v == 0.0).count();
-        total += w.len();
-    }
-    Ok(PassReport {
-        pass: pass.into(),
-        layers,
-        bytes_before,
-        bytes_after: super::model_bytes(g, ctx)?,
-        macs_before,
-        macs_after: super::effective_macs(g, &tg)?,
-        sparsity: if total == 0 {
-            0.0
-        } else {
-            zeros as f32 / total as f32
-        },
-        accuracy_before: None,
-        accuracy_after: None,
-    })
+    super::pass_report("separable", g, ctx, layers, bytes_before, macs_before)
 }
 
 #[cfg(test)]

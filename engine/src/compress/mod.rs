@@ -279,6 +279,40 @@ fn effective_macs(g: &Graph, tg: &[Target]) -> Result<u64> {
         .sum())
 }
 
+/// A [`PassReport`] for a pass that rewrote the graph: model totals recomputed on `g`, sparsity
+/// over the current targets, accuracies left to [`Recipe::apply`].
+fn pass_report(
+    pass: &str,
+    g: &Graph,
+    ctx: &PassCtx,
+    layers: Vec<LayerReport>,
+    bytes_before: usize,
+    macs_before: u64,
+) -> Result<PassReport> {
+    let tg: Vec<Target> = targets(g);
+    let (mut zeros, mut total) = (0usize, 0usize);
+    for t in &tg {
+        let w = &g.weights[&t.weight];
+        zeros += w.iter().filter(|v| **v == 0.0).count();
+        total += w.len();
+    }
+    Ok(PassReport {
+        pass: pass.into(),
+        layers,
+        bytes_before,
+        bytes_after: model_bytes(g, ctx)?,
+        macs_before,
+        macs_after: effective_macs(g, &tg)?,
+        sparsity: if total == 0 {
+            0.0
+        } else {
+            zeros as f32 / total as f32
+        },
+        accuracy_before: None,
+        accuracy_after: None,
+    })
+}
+
 impl PassSpec {
     /// The pass's name.
     pub fn name(&self) -> &'static str {

@@ -667,12 +667,9 @@ fn report(
 ) -> Result<PassReport> {
     let tg: Vec<Target> = super::targets(g);
     let mut layers = Vec::with_capacity(tg.len());
-    let (mut zeros, mut total) = (0usize, 0usize);
     for t in &tg {
         let w = &g.weights[&t.weight];
         let nonzero = w.iter().filter(|v| **v != 0.0).count();
-        zeros += w.len() - nonzero;
-        total += w.len();
         let (enc, bits, bytes_after) = super::storage(&t.weight, g, ctx)?;
         let (shape0, bytes0) = before.get(&t.weight).cloned().unwrap_or((Vec::new(), 0));
         layers.push(super::LayerReport {
@@ -686,21 +683,7 @@ fn report(
             encoding: format!("{enc} {shape0:?} -> {:?}", w.shape()),
         });
     }
-    Ok(PassReport {
-        pass: pass.to_string(),
-        layers,
-        bytes_before,
-        bytes_after: super::model_bytes(g, ctx)?,
-        macs_before,
-        macs_after: super::effective_macs(g, &tg)?,
-        sparsity: if total == 0 {
-            0.0
-        } else {
-            zeros as f32 / total as f32
-        },
-        accuracy_before: None,
-        accuracy_after: None,
-    })
+    super::pass_report(pass, g, ctx, layers, bytes_before, macs_before)
 }
 
 /// Shapes and encoded sizes of the target weights, for [`report`].
