@@ -284,13 +284,13 @@ fn shipped_lottery_recipe_is_the_measured_setting() {
     };
     assert_eq!(
         (s.rate, s.rounds, s.rewind, s.scope),
-        (0.2, 11, Rewind::Init, Scope::Global)
+        (0.2, 11, Rewind::Step(200), Scope::Global)
     );
     assert!(0.8f64.powi(s.rounds as i32) <= 0.1);
     assert_eq!(
         s.train,
         TrainConfig {
-            epochs: 2,
+            epochs: 6,
             ..Arch::Lenet300100.train_config(1)
         }
     );
