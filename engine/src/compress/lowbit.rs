@@ -16,7 +16,7 @@
 //! weights and the gradient with respect to them is applied unchanged to the float ("shadow")
 //! weights (see [`crate::train::Hooks::forward_weights`]).
 
-use super::quantize::{QuantParams, QuantizedTensor};
+use super::quantize::{QuantParams, QuantizedTensor, pack, unpack};
 use super::{PassCtx, Target};
 use crate::data::{Dataset, Preprocess};
 use crate::graph::{Graph, Op};
@@ -604,34 +604,6 @@ impl LowBitTensor {
 /// DoReFa grid level of code `q`: `2q / (2^k − 1) − 1`, never zero.
 fn dorefa_level(q: u8, bits: u8) -> f32 {
     2.0 * q as f32 / ((1u32 << bits) - 1) as f32 - 1.0
-}
-
-/// Packs codes `bits` at a time, least significant bit first.
-fn pack(codes: &[u8], bits: u8) -> Vec<u8> {
-    let b = bits as usize;
-    let mut out = vec![0u8; (codes.len() * b).div_ceil(8)];
-    for (i, &q) in codes.iter().enumerate() {
-        for k in 0..b {
-            if q & (1 << k) != 0 {
-                let at = i * b + k;
-                out[at / 8] |= 1 << (at % 8);
-            }
-        }
-    }
-    out
-}
-
-/// Unpacks `n` codes of `bits` bits (`packed` holds at least `ceil(n · bits / 8)` bytes).
-fn unpack(packed: &[u8], n: usize, bits: u8) -> Vec<u8> {
-    let b = bits as usize;
-    (0..n)
-        .map(|i| {
-            (0..b).fold(0u8, |q, k| {
-                let p = i * b + k;
-                q | (((packed[p / 8] >> (p % 8)) & 1) << k)
-            })
-        })
-        .collect()
 }
 
 /// Stream label of target `i` for stochastic draws.

@@ -445,39 +445,21 @@ impl PassSpec {
             PassSpec::Lottery(spec) => lottery::pass(g, ctx, spec)?,
         }
         let mut layers = Vec::with_capacity(tg.len());
-        let (mut zeros, mut total) = (0usize, 0usize);
         for (t, b) in tg.iter().zip(before) {
             let w = &g.weights[&t.weight];
-            let nonzero = w.iter().filter(|v| **v != 0.0).count();
-            zeros += w.len() - nonzero;
-            total += w.len();
             let (encoding, bits, bytes_after) = storage(&t.weight, g, ctx)?;
             layers.push(LayerReport {
                 name: t.weight.clone(),
                 node: t.node.clone(),
                 params: w.len(),
-                nonzero,
+                nonzero: w.iter().filter(|v| **v != 0.0).count(),
                 bits,
                 bytes_before: b.2,
                 bytes_after,
                 encoding,
             });
         }
-        Ok(PassReport {
-            pass: self.name().to_string(),
-            layers,
-            bytes_before,
-            bytes_after: model_bytes(g, ctx)?,
-            macs_before,
-            macs_after: effective_macs(g, &tg)?,
-            sparsity: if total == 0 {
-                0.0
-            } else {
-                zeros as f32 / total as f32
-            },
-            accuracy_before: None,
-            accuracy_after: None,
-        })
+        pass_report(self.name(), g, ctx, layers, bytes_before, macs_before)
     }
 }
 

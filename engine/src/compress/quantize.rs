@@ -246,17 +246,7 @@ impl QuantizedTensor {
         if !self.symmetric {
             out.extend_from_slice(&self.zero_points);
         }
-        let bits = self.bits as usize;
-        let mut packed = vec![0u8; (self.codes.len() * bits).div_ceil(8)];
-        for (i, &q) in self.codes.iter().enumerate() {
-            for b in 0..bits {
-                if q & (1 << b) != 0 {
-                    let at = i * bits + b;
-                    packed[at / 8] |= 1 << (at % 8);
-                }
-            }
-        }
-        out.extend_from_slice(&packed);
+        out.extend_from_slice(&pack(&self.codes, self.bits));
         Ok(out)
     }
 
@@ -317,15 +307,7 @@ impl QuantizedTensor {
         if at + len != bytes.len() {
             return Err(bad(format!("{} trailing bytes", bytes.len() - at - len)));
         }
-        let packed = &bytes[at..];
-        let codes = (0..n)
-            .map(|i| {
-                (0..b).fold(0u8, |q, k| {
-                    let p = i * b + k;
-                    q | (((packed[p / 8] >> (p % 8)) & 1) << k)
-                })
-            })
-            .collect();
+        let codes = unpack(&bytes[at..], n, bits);
         let q = QuantizedTensor {
             shape,
             bits,
@@ -338,6 +320,35 @@ impl QuantizedTensor {
         q.check().map_err(|e| bad(e.to_string()))?;
         Ok(q)
     }
+}
+
+/// Packs `bits`-bit codes least significant bit first into `ceil(n·bits / 8)` bytes (the code
+/// layout of [`QuantizedTensor::encode`] and of the low-bit encodings).
+pub(crate) fn pack(codes: &[u8], bits: u8) -> Vec<u8> {
+    let b = bits as usize;
+    let mut out = vec![0u8; (codes.len() * b).div_ceil(8)];
+    for (i, &q) in codes.iter().enumerate() {
+        for k in 0..b {
+            if q & (1 << k) != 0 {
+                let at = i * b + k;
+                out[at / 8] |= 1 << (at % 8);
+            }
+        }
+    }
+    out
+}
+
+/// The `n` codes of [`pack`]; `packed` must hold at least `ceil(n·bits / 8)` bytes.
+pub(crate) fn unpack(packed: &[u8], n: usize, bits: u8) -> Vec<u8> {
+    let b = bits as usize;
+    (0..n)
+        .map(|i| {
+            (0..b).fold(0u8, |q, k| {
+                let p = i * b + k;
+                q | (((packed[p / 8] >> (p % 8)) & 1) << k)
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
