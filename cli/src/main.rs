@@ -84,7 +84,8 @@ enum Cmd {
         json: bool,
     },
     /// Compress a model with a recipe (JSON; see recipes/) and write .onnx (dense fallback) or
-    /// .lithe (entropy-coded, for recipes with a `share` pass).
+    /// .lithe (the compressed layers as they are encoded: codebooks with Huffman-coded indices,
+    /// packed quantized codes, sparse pruned layers).
     Compress {
         /// An .onnx file or a zoo name.
         model: String,
@@ -201,7 +202,7 @@ fn load_model(model: &str) -> Result<Session> {
         );
     };
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    Session::from_onnx(&bytes).with_context(|| format!("loading {}", path.display()))
+    Session::from_bytes(&bytes).with_context(|| format!("loading {}", path.display()))
 }
 
 /// The dataset at `explicit`, else the first of the full set in the data folder (`full`) and
@@ -528,11 +529,6 @@ fn compress(
     }
     let is_lithe = out.extension().is_some_and(|e| e == "lithe");
     let (bytes, sections) = if is_lithe {
-        if c.shared.is_empty() {
-            bail!(
-                "a .lithe file stores shared (k-means) layers: add a `share` pass to the recipe, or write .onnx"
-            );
-        }
         let (b, sec) =
             lithe::format::lithe::encode_compressed(&c, lithe::compress::kmeans::Coding::Huffman)?;
         (b, Some(sec))
@@ -597,8 +593,15 @@ fn compress(
     }
     if let Some(sec) = sections {
         println!(
-            "\n.lithe sections: headers {} + graph {} + codebooks {} + tables {} + indices {} + gaps {}",
-            sec.headers, sec.graph, sec.codebooks, sec.tables, sec.indices, sec.gaps
+            "\n.lithe sections: headers {} + graph {} + codebooks {} + tables {} + indices {} + gaps {} + codes {} + sparse {}",
+            sec.headers,
+            sec.graph,
+            sec.codebooks,
+            sec.tables,
+            sec.indices,
+            sec.gaps,
+            sec.codes,
+            sec.sparse
         );
     }
     let uj = |e: &lithe::compress::energy::EnergyReport| {
@@ -616,7 +619,7 @@ fn compress(
         uj(&energy_dense),
         uj(&energy)
     );
-    if !is_lithe && (!c.quantized.is_empty() || !c.shared.is_empty()) {
+    if !is_lithe && (!c.quantized.is_empty() || !c.shared.is_empty() || !c.lowbit.is_empty()) {
         println!(
             "note: .onnx holds the compressed weights decoded to dense f32 (the dense fallback); \
              the encoded size is the last pass's `bytes after` ({} bytes)",

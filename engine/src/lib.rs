@@ -26,6 +26,8 @@ mod error;
 pub mod exec;
 pub mod format;
 pub mod graph;
+#[cfg(feature = "js")]
+pub mod js;
 pub mod kernels;
 pub mod metrics;
 pub mod ops;

@@ -37,6 +37,16 @@ impl Session {
         Self::from_graph(crate::format::onnx::import(bytes)?)
     }
 
+    /// Imports a model from the bytes of an ONNX file or a `.lithe` container (recognised by
+    /// its magic), so every front end opens both.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if bytes.starts_with(crate::format::lithe::MAGIC) {
+            Self::from_graph(crate::format::lithe::decode(bytes)?)
+        } else {
+            Self::from_onnx(bytes)
+        }
+    }
+
     /// The model graph.
     pub fn graph(&self) -> &Graph {
         &self.graph

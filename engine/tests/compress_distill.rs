@@ -8,7 +8,7 @@ use lithe::graph::Graph;
 use lithe::rng::Rng;
 use lithe::tensor::{Tensor, from_vec};
 use lithe::train::distill::{
-    Distill, DistillParams, DistillPass, FeatureSpec, chain, distill, hinton, similarity,
+    Distill, DistillParams, DistillPass, FeatureSpec, chain, distill, hinton, similarity, soft_loss,
 };
 use lithe::train::{Hooks, Objective, TrainConfig, train, train_with};
 use lithe::zoo::{Arch, build};
@@ -95,6 +95,40 @@ fn hinton_gradient_matches_finite_differences() {
 }
 
 #[test]
+fn standardised_logits_gradient_matches_finite_differences() {
+    let zs = random(&[4, 10], 1, 2.0);
+    let zt = random(&[4, 10], 2, 3.0);
+    let y = [3u8, 0, 9, 3];
+    let p = |temperature, alpha| DistillParams {
+        temperature,
+        alpha,
+        feature: None,
+        standardize: true,
+    };
+    for (t, a) in [(1.0, 0.9), (2.0, 0.5), (4.0, 1.0)] {
+        let (_, g, _) = soft_loss(&zs, &zt, &y, &p(t, a)).unwrap();
+        check_grad(&zs, &g, 1e-2, 2e-3, |z| {
+            soft_loss(z, &zt, &y, &p(t, a)).unwrap().0
+        });
+    }
+    // Standardisation ignores the scale and offset of either side: a student whose logits are
+    // an affine copy of the teacher's has zero soft loss, which plain KD does not.
+    let copy = zt.mapv(|v| 0.25 * v - 3.0);
+    let (l, g, _) = soft_loss(&copy, &zt, &y, &p(2.0, 1.0)).unwrap();
+    assert!(l.abs() < 1e-5 && g.iter().all(|v| v.abs() < 1e-6), "{l}");
+    assert!(hinton(&copy, &zt, &y, 2.0, 1.0).unwrap().0 > 0.1);
+    // Off, it is exactly `hinton`.
+    let off = DistillParams {
+        standardize: false,
+        ..p(3.0, 0.7)
+    };
+    assert_eq!(
+        soft_loss(&zs, &zt, &y, &off).unwrap().1,
+        hinton(&zs, &zt, &y, 3.0, 0.7).unwrap().1
+    );
+}
+
+#[test]
 fn temperature_softens_the_targets_towards_logit_matching() {
     // Hinton §2.1: for large T the soft gradient α·T·(p_s − p_t)/n tends to
     // α·((z_s − z_t) − mean(z_s − z_t))/(C·n), independent of T.
@@ -178,6 +212,7 @@ fn distill_objective_with_feature_loss_backpropagates_exact_gradients() {
             teacher: "relu2".into(),
             beta: 50.0,
         }),
+        standardize: false,
     };
     let mut obj = Distill::new(&teacher, params.clone()).unwrap();
     let (_, grads) = objective_and_grads(&student, &mut obj, &x, &y);
@@ -278,6 +313,7 @@ fn cached_teacher_outputs_give_the_same_bytes_as_running_the_teacher() {
             teacher: "relu2".into(),
             beta: 1.0,
         }),
+        standardize: false,
     };
     let mut a = build(Arch::TinyMlp, 7).unwrap();
     let mut b = a.clone();
@@ -495,8 +531,10 @@ fn teaching_assistant_chain_trains_both_links() {
 /// The full-MNIST figures of docs/COMPRESSION.md ("Distillation and lottery tickets"):
 /// tiny-mlp (784-32-10) trained alone and distilled from the shipped LeNet-5, on the zoo's 55k
 /// split (seed 1), with `Arch::TinyMlp.train_config(1)` (10 epochs, Adam 1e-3, cosine), α 0.9.
-/// `LITHE_T` picks the temperatures (default 1,2,4,8,20; `T:α` sets α too), `LITHE_ALONE=0`
-/// skips the baseline, `LITHE_TEACHER` names another zoo teacher (default lenet-5).
+/// `LITHE_T` picks the temperatures (default 1,2,4,8,20; `T:α` sets α too, `T:α:z` also
+/// standardises the logits), `LITHE_EPOCHS` overrides the epochs, `LITHE_SEED` the student's
+/// init and shuffling seed (default 1), `LITHE_ALONE=0` skips the baseline, `LITHE_TEACHER`
+/// names another zoo teacher (default lenet-5).
 /// Run: `nice -n 10 cargo test -p lithe --test compress_distill -- --ignored --nocapture
 /// measure_temperatures`.
 #[test]
@@ -506,19 +544,25 @@ fn measure_temperatures() {
     let full = Dataset::load(format!("{root}/../.data/mnist/train.lmn.gz")).unwrap();
     let (train55, _) = full.split(full.len() / 12, 1);
     let test = mnist("mnist-test.lmn.gz");
-    let cfg = Arch::TinyMlp.train_config(1);
+    let seed: u64 = std::env::var("LITHE_SEED").map_or(1, |s| s.parse().unwrap());
+    let mut cfg = Arch::TinyMlp.train_config(seed);
+    if let Ok(e) = std::env::var("LITHE_EPOCHS") {
+        cfg.epochs = e.parse().unwrap();
+    }
     let acc = |g: &Graph| lithe::metrics::evaluate(g, &test, 256).unwrap().accuracy;
-    let temps: Vec<(f32, f32)> = std::env::var("LITHE_T")
+    let temps: Vec<(f32, f32, bool)> = std::env::var("LITHE_T")
         .unwrap_or_else(|_| "1,2,4,8,20".into())
         .split(',')
-        .map(|t| match t.split_once(':') {
-            Some((t, a)) => (t.trim().parse().unwrap(), a.trim().parse().unwrap()),
-            None => (t.trim().parse().unwrap(), 0.9),
+        .map(|t| {
+            let mut f = t.split(':').map(str::trim);
+            let t: f32 = f.next().unwrap().parse().unwrap();
+            let a: f32 = f.next().map_or(0.9, |a| a.parse().unwrap());
+            (t, a, f.next() == Some("z"))
         })
         .collect();
     if std::env::var("LITHE_ALONE").as_deref() != Ok("0") {
         let t0 = std::time::Instant::now();
-        let mut alone = build(Arch::TinyMlp, 1).unwrap();
+        let mut alone = build(Arch::TinyMlp, seed).unwrap();
         let sum = train(&mut alone, &train55, None, &cfg, &mut go).unwrap();
         println!(
             "alone: test {:.2} %, train (last epoch) {:.2} % ({:.0} s)",
@@ -537,17 +581,19 @@ fn measure_temperatures() {
         100.0 * acc(&teacher),
         t0.elapsed().as_secs_f32()
     );
-    for (t, a) in temps {
+    for (t, a, z) in temps {
         let t0 = std::time::Instant::now();
         obj.set_temperature_alpha(t, a).unwrap();
-        let mut s = build(Arch::TinyMlp, 1).unwrap();
+        obj.set_standardize(z);
+        let mut s = build(Arch::TinyMlp, seed).unwrap();
         let hooks = Hooks {
             objective: Some(&mut obj),
             ..Hooks::default()
         };
         let sum = train_with(&mut s, &train55, None, &cfg, hooks, &mut go).unwrap();
         println!(
-            "distilled T {t} α {a}: test {:.2} %, train (last epoch) {:.2} % ({:.0} s)",
+            "distilled T {t} α {a}{}: test {:.2} %, train (last epoch) {:.2} % ({:.0} s)",
+            if z { " standardised" } else { "" },
             100.0 * acc(&s),
             100.0 * sum.train_accuracy,
             t0.elapsed().as_secs_f32()
@@ -575,6 +621,7 @@ fn measure_ta_chain() {
         temperature: t,
         alpha: 0.9,
         feature: None,
+        standardize: false,
     };
     let t0 = std::time::Instant::now();
     let mut students = vec![
@@ -613,8 +660,13 @@ fn shipped_distill_recipe_is_the_measured_setting() {
     assert!(p.from_init);
     assert_eq!(p.teacher, "lenet-5");
     assert_eq!(
-        (p.params.temperature, p.params.alpha, &p.params.feature),
-        (1.0, 0.9, &None)
+        (
+            p.params.temperature,
+            p.params.alpha,
+            &p.params.feature,
+            p.params.standardize
+        ),
+        (4.0, 0.5, &None, true)
     );
     assert_eq!(p.train, Arch::TinyMlp.train_config(1));
 }

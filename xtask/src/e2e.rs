@@ -176,6 +176,80 @@ fn check_compress(ctx: &Ctx, s: &Session, accuracy_text: &str, timeout: Duration
     save_screenshot_to(ctx, s, SCREENSHOT_COMPRESSED)
 }
 
+/// Where the example page's screenshot goes.
+pub const SCREENSHOT_EXAMPLE: &str = "docs/screenshots/js-example.png";
+
+/// Serves the repository root and returns the URL of the plain-JS example page
+/// (`www/example/`, which imports `pkg/` built by `cargo xtask npm`).
+pub fn serve_example(ctx: &Ctx) -> Result<String> {
+    let server = StaticServer::start(ctx.root.clone(), "/".into())?;
+    Ok(format!("http://127.0.0.1:{}/www/example/", server.port))
+}
+
+/// Opens the example page in headless Chromium, draws a vertical stroke with pointer events and
+/// checks that the page predicts a 1; then compresses in the page and checks the size line.
+pub fn check_example(ctx: &Ctx) -> Result<()> {
+    let page = serve_example(ctx)?;
+    let driver = Driver::start()?;
+    let s = driver.new_session(ctx)?;
+    let r = (|| -> Result<()> {
+        s.post("url", json!({ "url": page }))?;
+        let t = Instant::now();
+        let wait = |css: &str, want: &dyn Fn(&str) -> bool, what: &str| -> Result<String> {
+            loop {
+                if let Some(text) = s.text_of(css)?
+                    && want(&text)
+                {
+                    return Ok(text);
+                }
+                if t.elapsed() > Duration::from_secs(120) {
+                    let status = s.text_of("#status").ok().flatten().unwrap_or_default();
+                    bail!(
+                        "example page: {what} did not happen (status {status:?})\n--- browser console ---\n{}",
+                        s.browser_log()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        };
+        wait(
+            "#status",
+            &|t| t.contains("Draw a digit"),
+            "loading the model",
+        )?;
+        let draw = "const pad = document.getElementById('pad'); const r = pad.getBoundingClientRect();             const ev = (type, y) => pad.dispatchEvent(new PointerEvent(type, {bubbles: true, pointerId: 1,               clientX: r.left + 0.5 * r.width, clientY: r.top + y * r.height}));             ev('pointerdown', 0.15); for (let i = 0; i <= 20; i++) ev('pointermove', 0.15 + 0.035 * i);             ev('pointerup', 0.85); return true;";
+        s.post("execute/sync", json!({ "script": draw, "args": [] }))?;
+        let digit = wait("#prediction", &|t| t.trim() != "–", "a prediction")?;
+        println!("example: a vertical stroke is classified as {digit:?}");
+        if digit.trim() != "1" {
+            bail!("the example page classified a vertical stroke as {digit:?}, not 1");
+        }
+        s.post(
+            "element",
+            json!({ "using": "css selector", "value": "#compress" }),
+        )
+        .and_then(|el| {
+            let id = el
+                .get(ELEMENT_KEY)
+                .and_then(Value::as_str)
+                .context("no #compress button")?
+                .to_string();
+            s.post(&format!("element/{id}/click"), json!({}))
+        })?;
+        let size = wait(
+            "#size",
+            &|t| t.contains(".lithe"),
+            "compressing in the page",
+        )?;
+        println!("example: {size}");
+        save_screenshot_to(ctx, &s, SCREENSHOT_EXAMPLE)
+    })();
+    if let Err(e) = s.delete() {
+        eprintln!("example: could not close the browser session: {e:#}");
+    }
+    r
+}
+
 fn save_screenshot(ctx: &Ctx, s: &Session) -> Result<()> {
     save_screenshot_to(ctx, s, SCREENSHOT)
 }

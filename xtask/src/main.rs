@@ -5,6 +5,7 @@
 
 mod data;
 mod e2e;
+mod npm;
 mod setup;
 mod test;
 mod util;
@@ -22,8 +23,11 @@ commands:
   data                  fetch MNIST and write www/data/*.lmn.gz and .data/mnist/*.lmn.gz
   serve [ARGS...]       setup, then `trunk serve --release` on http://127.0.0.1:8080
                         (extra ARGS go to trunk)
+  npm [--check|--serve] build the JS API's npm package into pkg/ (feature `js`); --check
+                        also runs tests/js/node.mjs in Node and the example page
+                        (www/example/) in headless Chromium; --serve serves that page
   test [STAGE...]       full setup, then every check; STAGE picks some of:
-                        fmt clippy native wasm-web wasm-engine e2e  (default: all)
+                        fmt clippy native wasm-web wasm-engine js e2e  (default: all)
   help                  this text
 
 options:
@@ -70,6 +74,25 @@ fn real_main() -> Result<()> {
                 setup::setup(&ctx, false)?;
             }
             e2e::trunk_serve(&ctx, &rest)
+        }
+        "npm" => {
+            let (check, serve) = match rest.as_slice() {
+                [] => (false, false),
+                [f] if f == "--check" => (true, false),
+                [f] if f == "--serve" => (false, true),
+                _ => bail!("unexpected arguments to npm: {rest:?}\n\n{USAGE}"),
+            };
+            if !no_setup {
+                setup::setup(&ctx, check)?;
+            }
+            npm::build(&ctx)?;
+            if check {
+                npm::check(&ctx)?;
+            }
+            if serve {
+                npm::serve(&ctx)?;
+            }
+            Ok(())
         }
         "test" => {
             let code = test::test(&ctx, &rest, !no_setup)?;

@@ -2,7 +2,7 @@
 //! when one fails; the exit code is non-zero when any failed.
 
 use crate::util::{Ctx, fmt_dur, run, run_tee, timed};
-use crate::{e2e, setup};
+use crate::{e2e, npm, setup};
 use anyhow::{Result, bail};
 use std::time::Duration;
 
@@ -22,6 +22,10 @@ pub const STAGES: &[(&str, &str)] = &[
         "lithe-web-tests on wasm32 in Node and headless Chromium",
     ),
     ("wasm-engine", "lithe's unit tests on wasm32 in Node"),
+    (
+        "js",
+        "the npm package (cargo xtask npm) used from Node: tests/js/node.mjs",
+    ),
     (
         "e2e",
         "the page built with trunk, checked in headless Chromium",
@@ -179,6 +183,11 @@ fn stage(ctx: &Ctx, name: &str) -> Result<Outcome> {
                 return Ok(Outcome::Skipped(NO_ENGINE_WASM_TESTS.into()));
             }
             ok(&count_tests(&out))
+        }
+        "js" => {
+            npm::build(ctx)?;
+            npm::check(ctx)?;
+            ok("")
         }
         "e2e" => {
             if !e2e::page_exists(ctx) {

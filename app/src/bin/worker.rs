@@ -168,7 +168,7 @@ fn progress(stage: Stage, done: usize, total: usize) {
 /// Imports a model; on success it replaces the current one.
 fn load(bytes: &[u8]) -> Result<(), Response> {
     progress(Stage::Import, 0, 1);
-    let session = Session::from_onnx(bytes)?;
+    let session = Session::from_bytes(bytes)?;
     let info = session.info()?;
     STATE.with_borrow_mut(|s| {
         s.original = Some(session.clone());

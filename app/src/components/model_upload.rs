@@ -1,4 +1,4 @@
-//! The button that opens a local `.onnx` file.
+//! The button that opens a local `.onnx` or `.lithe` file.
 
 use leptos::prelude::*;
 use web_sys::HtmlInputElement;
@@ -11,7 +11,7 @@ pub fn ModelUpload(
 ) -> impl IntoView {
     view! {
         <label class="button upload">
-            <input type="file" accept=".onnx" class="visually-hidden"
+            <input type="file" accept=".onnx,.lithe" class="visually-hidden"
                 on:change=move |ev| {
                     let input: HtmlInputElement = event_target(&ev);
                     if let Some(file) = input.files().and_then(|list| list.get(0)) {
@@ -20,7 +20,7 @@ pub fn ModelUpload(
                     // Picking the same file again must fire `change` again.
                     input.set_value("");
                 } />
-            "Open an .onnx model…"
+            "Open an .onnx or .lithe model…"
         </label>
     }
 }

@@ -197,6 +197,17 @@ pub fn decode(bytes: &[u8]) -> Result<(Encoding, Tensor)> {
         .map(|_| r.u32().map(|d| d as usize))
         .collect::<Result<_>>()?;
     let n = checked_numel(&shape)?;
+    if n > crate::graph::limits::MAX_TENSOR_ELEMENTS {
+        return Err(Error::Limit {
+            what: "sparse tensor elements",
+            got: n as u64,
+            limit: crate::graph::limits::MAX_TENSOR_ELEMENTS as u64,
+        });
+    }
+    // A dense record must hold its n values; check before allocating from the header.
+    if tag == 0 && r.b.len() - r.at < n.saturating_mul(4) {
+        return Err(truncated(r.at, n.saturating_mul(4)));
+    }
     let mut values = vec![0.0f32; n];
     let enc = match tag {
         0 => {

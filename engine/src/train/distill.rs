@@ -60,6 +60,12 @@ pub struct DistillParams {
     /// Optional feature loss on a layer pair.
     #[serde(default)]
     pub feature: Option<FeatureSpec>,
+    /// Standardise both rows of logits (subtract the mean, divide by the standard deviation)
+    /// before the tempered softmax of the soft term (logit standardisation, Sun et al. 2024):
+    /// the student then matches the teacher's relative logits, not their scale, which a much
+    /// smaller student cannot reach. Default off (plain Hinton KD).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub standardize: bool,
 }
 
 impl Default for DistillParams {
@@ -68,6 +74,7 @@ impl Default for DistillParams {
             temperature: default_temperature(),
             alpha: default_alpha(),
             feature: None,
+            standardize: false,
         }
     }
 }
@@ -133,10 +140,40 @@ pub fn hinton(
     temperature: f32,
     alpha: f32,
 ) -> Result<(f32, Tensor, usize)> {
+    soft_loss(
+        zs,
+        zt,
+        labels,
+        &DistillParams {
+            temperature,
+            alpha,
+            feature: None,
+            standardize: false,
+        },
+    )
+}
+
+/// Mean and standard deviation (population, plus 1e-7 under the root) of a row, in f64.
+fn row_stats(row: &[f32]) -> (f64, f64) {
+    let c = row.len().max(1) as f64;
+    let mean = row.iter().map(|&v| v as f64).sum::<f64>() / c;
+    let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / c;
+    (mean, (var + 1e-7).sqrt())
+}
+
+/// [`hinton`] with every knob of `p` (the feature term aside): with `p.standardize` each row of
+/// both logit matrices is z-scored before the tempered softmax, and the gradient goes back
+/// through the standardisation exactly: `dz = (g − mean(g) − ŷ·mean(g·ŷ)) / σ` for the gradient
+/// `g` w.r.t. the standardised row `ŷ`.
+pub fn soft_loss(
+    zs: &Tensor,
+    zt: &Tensor,
+    labels: &[u8],
+    p: &DistillParams,
+) -> Result<(f32, Tensor, usize)> {
     DistillParams {
-        temperature,
-        alpha,
         feature: None,
+        ..p.clone()
     }
     .check()?;
     if zs.shape() != zt.shape() {
@@ -147,24 +184,49 @@ pub fn hinton(
         )));
     }
     let (ce, ce_grad, correct) = super::loss::cross_entropy(zs, labels)?;
-    if alpha == 0.0 {
+    if p.alpha == 0.0 {
         return Ok((ce, ce_grad, correct));
     }
-    let (n, c, s) = as_matrix(zs, "student logits")?;
-    let (_, _, t) = as_matrix(zt, "teacher logits")?;
-    let temp = temperature as f64;
-    let a = alpha as f64;
+    let (n, c, mut s) = as_matrix(zs, "student logits")?;
+    let (_, _, mut t) = as_matrix(zt, "teacher logits")?;
+    let mut sigma = vec![1.0f64; n];
+    if p.standardize {
+        for i in 0..n {
+            let (m, sd) = row_stats(&s[i * c..(i + 1) * c]);
+            sigma[i] = sd;
+            s[i * c..(i + 1) * c]
+                .iter_mut()
+                .for_each(|v| *v = ((*v as f64 - m) / sd) as f32);
+            let (m, sd) = row_stats(&t[i * c..(i + 1) * c]);
+            t[i * c..(i + 1) * c]
+                .iter_mut()
+                .for_each(|v| *v = ((*v as f64 - m) / sd) as f32);
+        }
+    }
+    let temp = p.temperature as f64;
+    let a = p.alpha as f64;
     let mut kl = 0.0f64;
     let mut grad = vec![0.0f32; n * c];
     let ce_grad = crate::tensor::to_contiguous(&ce_grad).to_vec();
+    let mut soft = vec![0.0f64; c];
     for i in 0..n {
         let ls = log_softmax(&s[i * c..(i + 1) * c], temp);
         let lt = log_softmax(&t[i * c..(i + 1) * c], temp);
         for k in 0..c {
             let (ps, pt) = (ls[k].exp(), lt[k].exp());
             kl += pt * (lt[k] - ls[k]);
-            let soft = a * temp * (ps - pt) / n as f64;
-            grad[i * c + k] = (soft + (1.0 - a) * ce_grad[i * c + k] as f64) as f32;
+            soft[k] = a * temp * (ps - pt) / n as f64;
+        }
+        if p.standardize {
+            let y = &s[i * c..(i + 1) * c];
+            let mg = soft.iter().sum::<f64>() / c as f64;
+            let mgy = soft.iter().zip(y).map(|(g, &y)| g * y as f64).sum::<f64>() / c as f64;
+            for k in 0..c {
+                soft[k] = (soft[k] - mg - y[k] as f64 * mgy) / sigma[i];
+            }
+        }
+        for k in 0..c {
+            grad[i * c + k] = (soft[k] + (1.0 - a) * ce_grad[i * c + k] as f64) as f32;
         }
     }
     let loss = a * temp * temp * kl / n.max(1) as f64 + (1.0 - a) * ce as f64;
@@ -408,6 +470,11 @@ impl<'a> Distill<'a> {
         Ok(())
     }
 
+    /// Turns logit standardisation ([`DistillParams::standardize`]) on or off.
+    pub fn set_standardize(&mut self, on: bool) {
+        self.params.standardize = on;
+    }
+
     /// The teacher's outputs (logits, then the feature value if any) for the batch `x`, as
     /// `[n, k]` matrices.
     fn teacher_outputs(&self, x: &Tensor) -> Result<Vec<Tensor>> {
@@ -460,7 +527,7 @@ impl Objective for Distill<'_> {
             return Ok((loss, HashMap::from([(output.to_string(), dl)]), correct));
         }
         let t = self.teacher_outputs(x)?;
-        let (mut loss, dl, correct) = hinton(&zs, &t[0], y, p.temperature, p.alpha)?;
+        let (mut loss, dl, correct) = soft_loss(&zs, &t[0], y, p)?;
         let dl = dl
             .into_shape_with_order(logits.raw_dim())
             .map_err(|e| Error::Invalid(e.to_string()))?;

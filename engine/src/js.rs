@@ -1,0 +1,293 @@
+//! The JavaScript API (feature `js`): wasm-bindgen bindings shaped like onnxruntime-web's, for
+//! web apps that embed Lithe without Leptos. docs/JS_API.md describes it with examples;
+//! `cargo xtask npm` builds the npm package (`pkg/`).
+//!
+//! ```js
+//! import init, { Lithe } from "lithe";
+//! await init();
+//! const model = await Lithe.load(bytes);          // .onnx or .lithe
+//! const { data, shape } = await model.run(input, [1, 1, 28, 28]);
+//! const report = await model.compress(recipe, { train, onProgress });
+//! const onnx = model.exportOnnx();
+//! ```
+//!
+//! Every method catches the engine's errors and rejects (or throws) a JS `Error` whose `name` is
+//! `"LitheError"`, whose `code` is [`Error::code`] and whose `message` is the readable text. A
+//! panic is a bug; none crosses into the page from bad input (the engine returns errors).
+//! The work itself is synchronous inside the call (run it in a Web Worker for long jobs); the
+//! methods that may take long return promises so the API can move to a worker or WebGPU
+//! without changing its shape.
+
+use crate::compress::{Compressed, Recipe};
+use crate::data::Dataset;
+use crate::format::lithe as container;
+use crate::session::Session;
+use crate::{Error, Result};
+use js_sys::{Array, Float32Array, Function, Object, Promise, Reflect, Uint8Array};
+use serde::Serialize;
+use std::ops::ControlFlow;
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** What `Model.run` resolves to: the first output, row-major. */
+export interface RunOutput { data: Float32Array; shape: number[]; }
+/** Options of `Model.compress`. */
+export interface CompressOptions {
+  /** Training images for recipes that fine-tune, distill or train (a `.lmn`/`.lmn.gz` dataset). */
+  train?: Uint8Array;
+  /** Images to measure accuracy before and after each pass (a `.lmn`/`.lmn.gz` dataset). */
+  eval?: Uint8Array;
+  /** Called with `{ epoch, epochs, step, steps, loss, accuracy, lr }` during training passes;
+   *  return `false` to cancel. */
+  onProgress?: (p: any) => boolean | void;
+}
+"#;
+
+/// A JS `Error` named `LitheError` with the engine error's `code`.
+fn js_error(e: &Error) -> JsValue {
+    let err = js_sys::Error::new(&e.to_string());
+    err.set_name("LitheError");
+    // Setting a property on a fresh Error object cannot fail.
+    let _ = Reflect::set(&err, &"code".into(), &e.code().into());
+    err.into()
+}
+
+fn invalid(msg: impl Into<String>) -> JsValue {
+    js_error(&Error::Invalid(msg.into()))
+}
+
+fn to_js<T: Serialize>(v: &T) -> std::result::Result<JsValue, JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(|e| invalid(format!("cannot convert the result to JS: {e}")))
+}
+
+/// A promise settled with `f`'s outcome.
+fn promise(f: impl FnOnce() -> std::result::Result<JsValue, JsValue>) -> Promise {
+    match f() {
+        Ok(v) => Promise::resolve(&v),
+        Err(e) => Promise::reject(&e),
+    }
+}
+
+/// The entry point: `Lithe.load(bytes)` and the version.
+#[wasm_bindgen]
+pub struct Lithe;
+
+#[wasm_bindgen]
+impl Lithe {
+    /// Loads a model from the bytes of an `.onnx` file or a `.lithe` container. Resolves to a
+    /// [`Model`]; rejects with a `LitheError` (`code` `decode`, `unsupported_ops`, `limit`, …)
+    /// for a file Lithe cannot use.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Model>")]
+    pub fn load(bytes: &[u8]) -> Promise {
+        promise(|| Model::from_bytes(bytes).map(JsValue::from))
+    }
+
+    /// The package version.
+    #[wasm_bindgen(getter)]
+    pub fn version() -> String {
+        env!("CARGO_PKG_VERSION").to_string()
+    }
+}
+
+/// A loaded model. Compressing replaces it with the compressed model (the original is kept for
+/// `reset`).
+#[wasm_bindgen]
+pub struct Model {
+    session: Session,
+    original: Session,
+    compressed: Option<Compressed>,
+}
+
+impl Model {
+    fn from_bytes(bytes: &[u8]) -> std::result::Result<Model, JsValue> {
+        let session = Session::from_bytes(bytes).map_err(|e| js_error(&e))?;
+        Ok(Model {
+            original: session.clone(),
+            session,
+            compressed: None,
+        })
+    }
+}
+
+fn dataset(bytes: &JsValue, what: &str) -> std::result::Result<Option<Dataset>, JsValue> {
+    if bytes.is_undefined() || bytes.is_null() {
+        return Ok(None);
+    }
+    let arr = bytes
+        .dyn_ref::<Uint8Array>()
+        .ok_or_else(|| invalid(format!("`{what}` must be a Uint8Array holding a dataset")))?;
+    Dataset::decode(&arr.to_vec())
+        .map(Some)
+        .map_err(|e| js_error(&e))
+}
+
+#[wasm_bindgen]
+impl Model {
+    /// Inputs, outputs, layers (op, shape, params, bytes, sparsity), parameter count, bytes and
+    /// MACs.
+    pub fn info(&self) -> std::result::Result<JsValue, JsValue> {
+        to_js(&self.session.info().map_err(|e| js_error(&e))?)
+    }
+
+    /// Runs the model on `input` (row-major, `shape` its dimensions) and resolves to the first
+    /// output `{ data, shape }`. A wrong length or shape rejects with `code` `input` or
+    /// `shape`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<RunOutput>")]
+    pub fn run(&self, input: &[f32], shape: Vec<u32>) -> Promise {
+        promise(|| {
+            let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+            let n = crate::tensor::checked_numel(&shape).map_err(|e| js_error(&e))?;
+            if n != input.len() {
+                return Err(js_error(&Error::Input {
+                    name: "input".into(),
+                    detail: format!("shape {shape:?} needs {n} values, got {}", input.len()),
+                }));
+            }
+            let x = crate::tensor::from_vec(&shape, input.to_vec()).map_err(|e| js_error(&e))?;
+            let outs = self.session.run(&x).map_err(|e| js_error(&e))?;
+            let y = outs
+                .into_iter()
+                .next()
+                .ok_or_else(|| js_error(&Error::Graph("the model has no output".into())))?;
+            let o = Object::new();
+            let data = Float32Array::from(crate::tensor::to_contiguous(&y).as_ref());
+            let dims: Array = y.shape().iter().map(|&d| JsValue::from(d as u32)).collect();
+            Reflect::set(&o, &"data".into(), &data)?;
+            Reflect::set(&o, &"shape".into(), &dims)?;
+            Ok(o.into())
+        })
+    }
+
+    /// Class probabilities for one grey image of raw 0..255 pixels (the model's preprocessing
+    /// is applied).
+    pub fn classify(&self, pixels: &[u8]) -> std::result::Result<Vec<f32>, JsValue> {
+        self.session.classify(pixels).map_err(|e| js_error(&e))
+    }
+
+    /// Which kernel runs each node, as `[[node, kernel], …]`.
+    pub fn kernels(&self) -> std::result::Result<JsValue, JsValue> {
+        to_js(&self.session.kernels().map_err(|e| js_error(&e))?)
+    }
+
+    /// Accuracy, loss, per-class accuracy and confusion matrix on a dataset (`.lmn` or
+    /// `.lmn.gz` bytes, e.g. the MNIST test set the playground ships).
+    #[wasm_bindgen(unchecked_return_type = "Promise<any>")]
+    pub fn evaluate(&self, data: &[u8]) -> Promise {
+        promise(|| {
+            let d = Dataset::decode(data).map_err(|e| js_error(&e))?;
+            to_js(&self.session.evaluate(&d).map_err(|e| js_error(&e))?)
+        })
+    }
+
+    /// Applies a recipe (a JSON string or an object, as in `recipes/*.json`) and resolves to
+    /// `{ reports, finetune, lottery, bytes, sections }`: one report per pass (bytes, MACs,
+    /// sparsity, bits, accuracy before and after when `eval` is given) and the `.lithe` size.
+    /// The model becomes the compressed one. Recipes that train need `options.train`; a
+    /// missing set rejects with `code` `invalid`. `onProgress` returning `false` cancels
+    /// (`code` `cancelled`), leaving the model as it was.
+    #[wasm_bindgen(unchecked_return_type = "Promise<any>")]
+    pub fn compress(
+        &mut self,
+        recipe: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "CompressOptions | undefined")] options: JsValue,
+    ) -> Promise {
+        promise(|| {
+            let text = match recipe.as_string() {
+                Some(s) => s,
+                None => js_sys::JSON::stringify(&recipe)
+                    .map_err(|_| invalid("the recipe is neither JSON text nor an object"))?
+                    .as_string()
+                    .unwrap_or_default(),
+            };
+            let recipe = Recipe::from_json(&text).map_err(|e| js_error(&e))?;
+            let get = |k: &str| -> JsValue {
+                if options.is_object() {
+                    Reflect::get(&options, &k.into()).unwrap_or(JsValue::UNDEFINED)
+                } else {
+                    JsValue::UNDEFINED
+                }
+            };
+            let train = dataset(&get("train"), "train")?;
+            let eval = dataset(&get("eval"), "eval")?;
+            if recipe.needs_data() && train.is_none() {
+                return Err(invalid(
+                    "this recipe trains: pass the training images as options.train",
+                ));
+            }
+            let cb = get("onProgress").dyn_into::<Function>().ok();
+            let mut on_progress = |p: &crate::train::Progress| {
+                let Some(f) = &cb else {
+                    return ControlFlow::Continue(());
+                };
+                let arg = to_js(p).unwrap_or(JsValue::UNDEFINED);
+                match f.call1(&JsValue::NULL, &arg) {
+                    Ok(v) if v == JsValue::FALSE => ControlFlow::Break(()),
+                    // A callback that throws cancels the job.
+                    Err(_) => ControlFlow::Break(()),
+                    Ok(_) => ControlFlow::Continue(()),
+                }
+            };
+            let c = recipe
+                .apply(
+                    self.session.graph(),
+                    train.as_ref(),
+                    eval.as_ref(),
+                    &mut on_progress,
+                )
+                .map_err(|e| js_error(&e))?;
+            let (bytes, sections) =
+                container::encode_compressed(&c, crate::compress::kmeans::Coding::Huffman)
+                    .map_err(|e| js_error(&e))?;
+            let session = Session::from_graph(c.graph.clone()).map_err(|e| js_error(&e))?;
+            #[derive(Serialize)]
+            struct Summary<'a> {
+                reports: &'a [crate::compress::PassReport],
+                finetune: &'a [crate::train::TrainSummary],
+                lottery: &'a [crate::compress::lottery::Round],
+                lithe_bytes: usize,
+                sections: container::ContainerBytes,
+            }
+            let out = to_js(&Summary {
+                reports: &c.reports,
+                finetune: &c.finetune,
+                lottery: &c.lottery,
+                lithe_bytes: bytes.len(),
+                sections,
+            })?;
+            self.session = session;
+            self.compressed = Some(c);
+            Ok(out)
+        })
+    }
+
+    /// Goes back to the model as it was loaded.
+    pub fn reset(&mut self) {
+        self.session = self.original.clone();
+        self.compressed = None;
+    }
+
+    /// The current model as ONNX bytes (compressed layers decoded to dense f32).
+    #[wasm_bindgen(js_name = exportOnnx)]
+    pub fn export_onnx(&self) -> std::result::Result<Vec<u8>, JsValue> {
+        self.session.export_onnx().map_err(|e| js_error(&e))
+    }
+
+    /// The current model as a `.lithe` container: after `compress`, its layers as encoded
+    /// (codebooks and Huffman streams, packed codes, sparse layers); before, the plain graph.
+    #[wasm_bindgen(js_name = exportLithe)]
+    pub fn export_lithe(&self) -> std::result::Result<Vec<u8>, JsValue> {
+        let r: Result<Vec<u8>> = match &self.compressed {
+            Some(c) => container::encode_compressed(c, crate::compress::kmeans::Coding::Huffman)
+                .map(|(b, _)| b),
+            None => container::encode_layers(
+                self.session.graph(),
+                &container::Layers::default(),
+                crate::compress::kmeans::Coding::Huffman,
+            )
+            .map(|(b, _)| b),
+        };
+        r.map_err(|e| js_error(&e))
+    }
+}
