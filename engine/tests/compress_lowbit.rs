@@ -568,6 +568,85 @@ fn qat_beats_post_training_quantization_on_lenet_300_100() {
     }
 }
 
+#[test]
+fn qat_with_binary_and_dorefa_activations_trains_and_exports() {
+    let g = model("lenet-300-100");
+    let train = data("mnist-train-6k");
+    let test = data("mnist-test").take(2000);
+    let float = acc(&g, &test);
+    let ops = |g: &Graph, op: &str| g.nodes.iter().filter(|n| n.op.name() == op).count();
+    for (recipe, min_acc) in [
+        (
+            r#"{"pass": "qat", "scheme": "binary", "activations": {"scheme": "binary"},
+                "epochs": 1, "lr": 0.001, "seed": 3}"#,
+            0.86,
+        ),
+        (
+            r#"{"pass": "qat", "scheme": "dorefa", "bits": 2,
+                "activations": {"scheme": "dorefa", "bits": 2}, "epochs": 1, "lr": 0.0005, "seed": 3}"#,
+            0.88,
+        ),
+    ] {
+        let run = || {
+            Recipe::from_json(&format!(r#"{{"passes": [{recipe}]}}"#))
+                .unwrap()
+                .apply(&g, Some(&train), None, &mut go)
+                .unwrap()
+        };
+        let c = run();
+        let q = &c.graph;
+        let binary = recipe.contains(r#""activations": {"scheme": "binary"}"#);
+        if binary {
+            // Both hidden ReLUs became signs; the first layer still sees the image.
+            assert_eq!((ops(q, "Relu"), ops(q, "Sign")), (0, 2), "{recipe}");
+        } else {
+            assert_eq!((ops(q, "Relu"), ops(q, "Round"), ops(q, "Clip")), (2, 2, 2));
+        }
+        // The inputs of the hidden layers take only the quantized values.
+        let mut probe = q.clone();
+        probe.outputs = q
+            .nodes
+            .iter()
+            .filter(|n| n.op.name() == "Gemm")
+            .skip(1)
+            .map(|n| n.inputs[0].clone())
+            .collect();
+        let (x, _) = test
+            .take(64)
+            .batch(&(0..64).collect::<Vec<_>>(), &Preprocess::default());
+        for v in lithe::exec::run(&probe, &[(probe.inputs[0].name.as_str(), &x)]).unwrap() {
+            let mut levels: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+            levels.sort_unstable();
+            levels.dedup();
+            assert!(levels.len() <= if binary { 3 } else { 4 }, "{levels:?}");
+        }
+        let a = acc(q, &test);
+        eprintln!("{recipe}: {a:.4} (float {float:.4})");
+        assert!(a > min_acc, "{recipe}: {a}");
+        // Exports to ONNX with standard ops and comes back with the same outputs.
+        let back = onnx::import(&onnx::export(q).unwrap()).unwrap();
+        let name = q.inputs[0].name.as_str();
+        assert_eq!(
+            lithe::exec::run(q, &[(name, &x)]).unwrap(),
+            lithe::exec::run(&back, &[(name, &x)]).unwrap()
+        );
+        // Deterministic.
+        assert_eq!(run().graph.weights, c.graph.weights);
+    }
+    // Bad activation knobs are errors, not panics.
+    for bad in [
+        r#"{"scheme": "dorefa", "bits": 0}"#,
+        r#"{"scheme": "dorefa", "bits": 2, "range": -1}"#,
+        r#"{"scheme": "ternary"}"#,
+    ] {
+        let r = Recipe::from_json(&format!(
+            r#"{{"passes": [{{"pass": "qat", "scheme": "binary", "activations": {bad}}}]}}"#
+        ))
+        .and_then(|r| r.apply(&g, Some(&train.take(64)), None, &mut go));
+        assert!(r.is_err(), "{bad}");
+    }
+}
+
 /// The PTQ-vs-QAT table of docs/COMPRESSION.md: full 10k test set, QAT 1 epoch. Models from
 /// `LOWBIT_MODELS` (default `lenet-300-100,lenet-5`); training set from `LOWBIT_TRAIN`: `55k`
 /// (the zoo's split of `.data/mnist/train.lmn.gz`, seed 1) or `6k` (default). `LOWBIT_ROWS`
@@ -585,7 +664,7 @@ fn measure_table() {
     };
     let test = data("mnist-test");
     let lr = std::env::var("LOWBIT_LR").unwrap_or("0.0005".into());
-    let rows: [(&str, String, String); 7] = [
+    let rows: [(&str, String, String); 10] = [
         (
             "binary",
             r#"{"pass": "lowbit", "scheme": "binary"}"#.into(),
@@ -620,6 +699,28 @@ fn measure_table() {
             "linear 2-bit sym",
             r#"{"pass": "quantize", "bits": 2, "symmetric": true, "per_channel": true}"#.into(),
             format!(r#"{{"pass": "qat", "scheme": "linear", "bits": 2, "lr": {lr}, "seed": 1}}"#),
+        ),
+        // Weights and activations (the PTQ column is weights only).
+        (
+            "binary W+A",
+            r#"{"pass": "lowbit", "scheme": "binary"}"#.into(),
+            format!(
+                r#"{{"pass": "qat", "scheme": "binary", "activations": {{"scheme": "binary"}}, "lr": {lr}, "seed": 1}}"#
+            ),
+        ),
+        (
+            "DoReFa W2A2",
+            r#"{"pass": "lowbit", "scheme": "dorefa", "bits": 2}"#.into(),
+            format!(
+                r#"{{"pass": "qat", "scheme": "dorefa", "bits": 2, "activations": {{"scheme": "dorefa", "bits": 2}}, "lr": {lr}, "seed": 1}}"#
+            ),
+        ),
+        (
+            "DoReFa W4A4",
+            r#"{"pass": "lowbit", "scheme": "dorefa", "bits": 4}"#.into(),
+            format!(
+                r#"{{"pass": "qat", "scheme": "dorefa", "bits": 4, "activations": {{"scheme": "dorefa", "bits": 4}}, "lr": {lr}, "seed": 1}}"#
+            ),
         ),
     ];
     for name in models.split(',') {

@@ -668,6 +668,11 @@ pub struct QatSpec {
     /// `seed`); the final codes use the deterministic sign, BinaryConnect's test-time rule.
     #[serde(default)]
     pub stochastic: bool,
+    /// Also quantize the activations that feed hidden Gemm/Conv layers (BNN sign or DoReFa
+    /// k-bit; see [`super::actquant`]); written into the graph before training, so the model
+    /// trains and runs with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activations: Option<super::actquant::ActQuant>,
     /// The fine-tuning run.
     #[serde(flatten)]
     pub train: TrainConfig,
@@ -721,9 +726,15 @@ impl QatSpec {
 
     /// Checks the knobs.
     pub fn check(&self) -> Result<()> {
+        if let Some(a) = &self.activations {
+            a.check()?;
+        }
         self.quantizer(self.stochastic).map(|_| ())
     }
 }
+
+/// Images used to calibrate DoReFa activation ranges in the `qat` pass.
+pub const ACT_CALIBRATION_IMAGES: usize = 1000;
 
 /// The `qat` pass: fine-tunes `g` on `ctx.data` with the target weights fake-quantized in every
 /// forward pass (straight-through estimator; pruning masks kept), then quantizes them for real
@@ -739,6 +750,15 @@ pub(super) fn qat(g: &mut Graph, ctx: &mut PassCtx, tg: &[Target], spec: &QatSpe
         .data
         .ok_or_else(|| Error::Invalid("the qat pass needs training data".into()))?;
     let train_q = spec.quantizer(spec.stochastic)?;
+    if let Some(act) = &spec.activations {
+        let ranges = match act {
+            super::actquant::ActQuant::Dorefa { range: None, .. } => {
+                calibrate(g, data, ACT_CALIBRATION_IMAGES)?
+            }
+            _ => BTreeMap::new(),
+        };
+        super::actquant::apply(g, act, &ranges)?;
+    }
     let index: BTreeMap<&str, (usize, usize)> = tg
         .iter()
         .enumerate()

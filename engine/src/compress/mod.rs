@@ -19,6 +19,7 @@
 //! assert!(out.reports[1].bytes_after < out.reports[0].bytes_before);
 //! ```
 
+pub mod actquant;
 pub mod energy;
 pub mod huffman;
 pub mod intonly;

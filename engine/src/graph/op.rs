@@ -232,6 +232,13 @@ pub enum Op {
     },
     /// `x · clamp(x/6 + 1/2, 0, 1)`.
     HardSwish,
+    /// `sign(x)`: −1, 0 or +1 (ONNX `Sign`). Training differentiates it with the
+    /// straight-through estimator of binarized networks (Hubara et al. 2016): the gradient
+    /// passes where `|x| ≤ 1` and is 0 elsewhere.
+    Sign,
+    /// Rounds to the nearest integer, halves to even (ONNX `Round`). Training passes the
+    /// gradient straight through (identity), as quantization-aware training needs.
+    Round,
     /// Gaussian error linear unit `x·Φ(x)`.
     Gelu {
         /// Use the tanh approximation (`approximate = "tanh"`).
@@ -297,6 +304,8 @@ impl Op {
             Op::LeakyRelu { .. } => "LeakyRelu",
             Op::HardSigmoid { .. } => "HardSigmoid",
             Op::HardSwish => "HardSwish",
+            Op::Sign => "Sign",
+            Op::Round => "Round",
             Op::Gelu { .. } => "Gelu",
             Op::Mul => "Mul",
             Op::Sub => "Sub",

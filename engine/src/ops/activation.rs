@@ -117,6 +117,24 @@ pub(super) fn hard_swish(v: f32) -> (f32, f32) {
     (v * h, h + v * dh)
 }
 
+/// `sign(v)` (0 at 0, as ONNX `Sign`) and its straight-through derivative: 1 where `|v| ≤ 1`
+/// (the derivative of hardtanh), 0 elsewhere.
+pub(super) fn sign_ste(v: f32) -> (f32, f32) {
+    let s = if v > 0.0 {
+        1.0
+    } else if v < 0.0 {
+        -1.0
+    } else {
+        v
+    };
+    (s, if v.abs() <= 1.0 { 1.0 } else { 0.0 })
+}
+
+/// `v` rounded half to even (as ONNX `Round`) and the straight-through derivative 1.
+pub(super) fn round_ste(v: f32) -> (f32, f32) {
+    (v.round_ties_even(), 1.0)
+}
+
 /// The error function, `|error| < 1.5e-7` (Abramowitz & Stegun 7.1.26, evaluated in f64).
 fn erf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());

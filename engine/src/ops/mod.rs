@@ -117,6 +117,8 @@ pub fn infer_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Vec<Vec<u
         | Op::LeakyRelu { .. }
         | Op::HardSigmoid { .. }
         | Op::HardSwish
+        | Op::Sign
+        | Op::Round
         | Op::Gelu { .. } => need(0)?.to_vec(),
         Op::Softmax { axis, .. } | Op::LogSoftmax { axis, .. } => {
             let s = need(0)?;
@@ -238,6 +240,8 @@ pub fn forward(
             Saved::None,
         ),
         Op::HardSwish => (unary(x, activation::hard_swish), Saved::None),
+        Op::Sign => (unary(x, activation::sign_ste), Saved::None),
+        Op::Round => (unary(x, activation::round_ste), Saved::None),
         Op::Gelu { tanh } => (unary(x, |v| activation::gelu(*tanh, v)), Saved::None),
         Op::Transpose { perm } => (reshape::transpose(node, perm, x)?, Saved::None),
         Op::Squeeze { axes } => (
@@ -374,6 +378,8 @@ pub fn backward(
             activation::hard_sigmoid(*alpha, *beta, v)
         }))],
         Op::HardSwish => vec![Some(unary_backward(x, dy, activation::hard_swish))],
+        Op::Sign => vec![Some(unary_backward(x, dy, activation::sign_ste))],
+        Op::Round => vec![Some(unary_backward(x, dy, activation::round_ste))],
         Op::Gelu { tanh } => vec![Some(unary_backward(x, dy, |v| activation::gelu(*tanh, v)))],
         Op::Transpose { perm } => vec![Some(reshape::transpose_backward(node, perm, dy)?)],
         Op::Squeeze { .. } | Op::Unsqueeze { .. } => {

@@ -796,3 +796,23 @@ fn gradients_new_ops() {
         2e-2,
     );
 }
+
+#[test]
+fn sign_and_round_forward_and_straight_through_backward() {
+    let x = t(&[7], &[-2.5, -1.0, -0.5, 0.0, 0.5, 1.5, 2.5]);
+    close(&fwd(Op::Sign, &[&x]), &[-1., -1., -1., 0., 1., 1., 1.]);
+    // Halves go to the even neighbour, as ONNX Round.
+    close(&fwd(Op::Round, &[&x]), &[-2., -1., -0., 0., 0., 2., 2.]);
+    let dy = t(&[7], &[1., 2., 3., 4., 5., 6., 7.]);
+    let back = |op: Op| {
+        let n = node(op, 1);
+        let (y, saved) = forward(&n, &[Some(&x)], Mode::Eval).unwrap();
+        backward(&n, &[Some(&x)], &y[0], &saved, &dy).unwrap()[0]
+            .clone()
+            .unwrap()
+    };
+    // Sign: the hardtanh straight-through estimator (gradient where |x| ≤ 1).
+    close(&back(Op::Sign), &[0., 2., 3., 4., 5., 0., 0.]);
+    // Round: identity.
+    close(&back(Op::Round), &[1., 2., 3., 4., 5., 6., 7.]);
+}

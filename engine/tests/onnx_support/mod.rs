@@ -268,7 +268,45 @@ pub fn samples() -> Vec<(&'static str, Graph, bool)> {
         ("mlp", mlp(), true),
         ("convnet", convnet(), true),
         ("pools", pools(), false),
+        ("act_quant", act_quant(), true),
     ]
+}
+
+/// Quantized activations as the `qat` pass writes them: Gemm → Sign (binary) → Gemm →
+/// Clip → Mul → Round → Mul (2-bit DoReFa on `[0, 1.5]`) → Gemm.
+pub fn act_quant() -> Graph {
+    let mut g = Graph {
+        name: "act_quant".into(),
+        inputs: vec![input("x", &[12])],
+        ..Graph::default()
+    };
+    for (k, (i, o)) in [(12, 16), (16, 8), (8, 10)].into_iter().enumerate() {
+        g.weights
+            .insert(format!("fc{k}.w"), rand(&[i, o], 10 + k as u64, 0.8, 0.0));
+        g.weights
+            .insert(format!("fc{k}.b"), rand(&[o], 20 + k as u64, 0.4, 0.0));
+    }
+    g.weights.insert(
+        "up".into(),
+        Tensor::from_elem(ndarray::IxDyn(&[1]), 3.0 / 1.5),
+    );
+    g.weights.insert(
+        "down".into(),
+        Tensor::from_elem(ndarray::IxDyn(&[1]), 1.5 / 3.0),
+    );
+    let gemm = || Op::Gemm(GemmAttrs::default());
+    g.nodes = vec![
+        node("fc0", gemm(), &["x", "fc0.w", "fc0.b"]),
+        node("sign", Op::Sign, &["fc0"]),
+        node("fc1", gemm(), &["sign", "fc1.w", "fc1.b"]),
+        node("clip", Op::Clip { min: 0.0, max: 1.5 }, &["fc1"]),
+        node("scaled", Op::Mul, &["clip", "up"]),
+        node("round", Op::Round, &["scaled"]),
+        node("q", Op::Mul, &["round", "down"]),
+        node("fc2", gemm(), &["q", "fc2.w", "fc2.b"]),
+    ];
+    g.outputs = vec!["fc2".into()];
+    g
 }
 
 /// A batch of inputs for `g`'s only input.

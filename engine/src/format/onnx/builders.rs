@@ -56,7 +56,7 @@ pub(super) enum Built {
 pub(super) type Builder = fn(&NodeCtx<'_>) -> Result<Built>;
 
 /// The registry, one entry per supported ONNX op type.
-const REGISTRY: [(&str, Builder); 35] = [
+const REGISTRY: [(&str, Builder); 37] = [
     ("Gemm", gemm),
     ("MatMul", matmul),
     ("Conv", conv),
@@ -80,6 +80,8 @@ const REGISTRY: [(&str, Builder); 35] = [
     ("LeakyRelu", leaky_relu),
     ("HardSigmoid", hard_sigmoid),
     ("HardSwish", hard_swish),
+    ("Sign", sign),
+    ("Round", round),
     ("Gelu", gelu),
     ("Mul", mul),
     ("Sub", sub),
@@ -801,6 +803,14 @@ fn hard_sigmoid(c: &NodeCtx<'_>) -> Result<Built> {
 
 fn hard_swish(c: &NodeCtx<'_>) -> Result<Built> {
     c.op(Op::HardSwish)
+}
+
+fn sign(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Sign)
+}
+
+fn round(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::Round)
 }
 
 fn gelu(c: &NodeCtx<'_>) -> Result<Built> {

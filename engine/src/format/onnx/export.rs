@@ -181,6 +181,8 @@ impl Writer {
             | Op::Sub
             | Op::Mul
             | Op::Div
+            | Op::Sign
+            | Op::Round
             | Op::HardSwish => self.push(&n.name, op_type, all, outs, vec![]),
             Op::LeakyRelu { alpha } => {
                 self.push(&n.name, op_type, all, outs, vec![float("alpha", *alpha)])
