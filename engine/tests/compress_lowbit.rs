@@ -759,7 +759,9 @@ fn measure_table() {
                 b.reports[0].bytes_after,
                 t0.elapsed().as_secs_f32()
             );
-            assert_eq!(a.reports[0].bytes_after, b.reports[0].bytes_after);
+            if !qat.contains("activations") {
+                assert_eq!(a.reports[0].bytes_after, b.reports[0].bytes_after);
+            }
         }
     }
 }
