@@ -132,7 +132,7 @@ impl WorkerLink {
                 format!("unreadable message from the worker: {e}"),
             )
         });
-        if resp == Response::Ready {
+        if matches!(resp, Response::Ready) {
             let (worker, queued) = {
                 let mut st = self.inner.state.borrow_mut();
                 st.ready = true;

@@ -96,6 +96,72 @@ pub enum Request {
     /// Stop a running (or queued) fine-tuning after its current slice of steps; the weights
     /// trained so far are kept.
     Cancel,
+    /// Write the current model (or the report of its last compression) as a file to download.
+    Export {
+        /// What to write.
+        format: ExportFormat,
+    },
+}
+
+/// The files the page offers for download.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportFormat {
+    /// The current model as dense f32 ONNX (compressed weights decoded): runs anywhere.
+    Onnx,
+    /// The current model as a `.lithe` container: its layers as they are encoded.
+    Lithe,
+    /// A JSON report: the recipe, one report per pass, sizes, energy and the test accuracy.
+    Report,
+}
+
+impl ExportFormat {
+    /// Every format, in the order the page lists them.
+    pub const ALL: [ExportFormat; 3] = [
+        ExportFormat::Onnx,
+        ExportFormat::Lithe,
+        ExportFormat::Report,
+    ];
+
+    /// The file name for a model called `model`, e.g. `lenet-5.compressed.lithe`.
+    pub fn file_name(self, model: &str) -> String {
+        let stem: String = model
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let stem = if stem.is_empty() {
+            "model".into()
+        } else {
+            stem
+        };
+        match self {
+            ExportFormat::Onnx => format!("{stem}.compressed.onnx"),
+            ExportFormat::Lithe => format!("{stem}.compressed.lithe"),
+            ExportFormat::Report => format!("{stem}.report.json"),
+        }
+    }
+
+    /// The MIME type of the file.
+    pub fn mime(self) -> &'static str {
+        match self {
+            ExportFormat::Report => "application/json",
+            _ => "application/octet-stream",
+        }
+    }
+
+    /// Button label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ExportFormat::Onnx => "Download .onnx",
+            ExportFormat::Lithe => "Download .lithe",
+            ExportFormat::Report => "Download report",
+        }
+    }
 }
 
 /// Where a long job is.
@@ -133,7 +199,7 @@ impl Stage {
 }
 
 /// What the worker tells the page.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Response {
     /// The worker is running and listening.
     Ready,
@@ -201,6 +267,14 @@ pub enum Response {
         code: String,
         /// What went wrong, readable as it is.
         message: String,
+    },
+    /// The file asked for by [`Request::Export`].
+    Exported {
+        /// Which file.
+        format: ExportFormat,
+        /// Its bytes.
+        #[serde(with = "serde_wasm_bindgen::preserve")]
+        bytes: js_sys::Uint8Array,
     },
 }
 

@@ -129,7 +129,149 @@ fn check_page(ctx: &Ctx, s: &Session, page: &str, timeout: Duration) -> Result<f
         );
     }
     check_compress(ctx, s, &last_text, timeout)?;
+    check_files(ctx, s, timeout)?;
     Ok(accuracy)
+}
+
+/// Downloads the compressed model as `.lithe` (captured in the page), uploads it again through
+/// the file input and waits for its accuracy; feeds a corrupt file and checks the error while
+/// the page keeps its model; uploads the ONNX Model Zoo's mnist-8 from ../shared/models when it
+/// is there.
+fn check_files(ctx: &Ctx, s: &Session, timeout: Duration) -> Result<()> {
+    let dir = ctx.at("target/xtask/e2e-files");
+    std::fs::create_dir_all(&dir)?;
+    // Capture the download: the page clicks a temporary <a download> with a Blob URL.
+    let hook = "window.__lithe_dl = null; const orig = HTMLAnchorElement.prototype.click; \
+        HTMLAnchorElement.prototype.click = function () { \
+          if (this.download) { fetch(this.href).then(r => r.arrayBuffer()).then(b => { \
+            const u = new Uint8Array(b); let s = ''; \
+            for (let i = 0; i < u.length; i += 8192) s += String.fromCharCode(...u.subarray(i, i + 8192)); \
+            window.__lithe_dl = { name: this.download, b64: btoa(s) }; }); return; } \
+          return orig.call(this); }; \
+        document.getElementById('download-lithe').click(); return true;";
+    s.post("execute/sync", json!({ "script": hook, "args": [] }))?;
+    let t = Instant::now();
+    let (name, bytes) = loop {
+        let v = s.post(
+            "execute/sync",
+            json!({ "script": "return window.__lithe_dl;", "args": [] }),
+        )?;
+        if let (Some(n), Some(b)) = (
+            v.get("name").and_then(Value::as_str),
+            v.get("b64").and_then(Value::as_str),
+        ) {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .context("download base64")?;
+            break (n.to_string(), bytes);
+        }
+        if t.elapsed() > timeout {
+            bail!(
+                "the .lithe download never arrived\n--- browser console ---\n{}",
+                s.browser_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    if !bytes.starts_with(b"LITHE") {
+        bail!(
+            "the download {name} is not a .lithe file ({} bytes)",
+            bytes.len()
+        );
+    }
+    println!("e2e: downloaded {name}: {} bytes", bytes.len());
+    let lithe = dir.join(&name);
+    std::fs::write(&lithe, &bytes)?;
+    let acc_before = s.text_of(ACCURACY_SELECTOR)?.unwrap_or_default();
+    upload(s, &lithe)?;
+    let shown = wait_text(s, "#model-source", timeout, |t| t.contains(&name))?;
+    let acc = wait_text(s, ACCURACY_SELECTOR, timeout, |t| {
+        parse_percent(t).is_some()
+    })?;
+    println!(
+        "e2e: uploaded {name} again: {shown:?}, accuracy {acc:?} (compressed model showed {acc_before:?})"
+    );
+    if parse_percent(&acc) != parse_percent(&acc_before) {
+        bail!("the reloaded .lithe shows {acc}, the compressed model showed {acc_before}");
+    }
+    // A corrupt file: a readable error, and the page keeps the model it had.
+    let bad = dir.join("corrupt.onnx");
+    std::fs::write(&bad, b"\x08\x07\x12\xffnot really an onnx model")?;
+    upload(s, &bad)?;
+    let err = wait_text(s, "[role=alert]", timeout, |t| !t.trim().is_empty())?;
+    println!(
+        "e2e: corrupt file → {:?}",
+        err.lines().next().unwrap_or_default()
+    );
+    if !err.contains("code") {
+        bail!("the corrupt file's error does not name a code: {err:?}");
+    }
+    let still = s.text_of("#model-source")?.unwrap_or_default();
+    if !still.contains(&name) {
+        bail!("after the corrupt file the page shows {still:?} instead of the previous model");
+    }
+    let zoo8 = ctx.at("../shared/models/onnx-zoo-mnist-8.onnx");
+    if zoo8.exists() {
+        upload(s, &zoo8)?;
+        wait_text(s, "#model-source", timeout, |t| {
+            t.contains("onnx-zoo-mnist-8")
+        })?;
+        let acc = wait_text(s, ACCURACY_SELECTOR, timeout, |t| {
+            parse_percent(t).is_some_and(|p| p > 90.0)
+        })?;
+        println!("e2e: uploaded onnx-zoo-mnist-8.onnx: accuracy {acc:?}");
+    } else {
+        println!(
+            "e2e: skipped the onnx-zoo-mnist-8 upload: {} is absent",
+            zoo8.display()
+        );
+    }
+    Ok(())
+}
+
+/// Sends a file path to the page's file input (WebDriver file upload).
+fn upload(s: &Session, path: &Path) -> Result<()> {
+    let el = s.post(
+        "element",
+        json!({ "using": "css selector", "value": "input[type=file]" }),
+    )?;
+    let id = el
+        .get(ELEMENT_KEY)
+        .and_then(Value::as_str)
+        .context("no file input")?
+        .to_string();
+    let path = path.canonicalize()?;
+    s.post(
+        &format!("element/{id}/value"),
+        json!({ "text": path.display().to_string() }),
+    )?;
+    Ok(())
+}
+
+/// Waits until the text of `css` satisfies `ok`; returns it.
+fn wait_text(
+    s: &Session,
+    css: &str,
+    timeout: Duration,
+    ok: impl Fn(&str) -> bool,
+) -> Result<String> {
+    let t = Instant::now();
+    loop {
+        if let Some(text) = s.text_of(css)?
+            && ok(&text)
+        {
+            return Ok(text);
+        }
+        if t.elapsed() > timeout {
+            bail!(
+                "{css} did not show what was expected within {} s (now {:?})\n--- browser console ---\n{}",
+                timeout.as_secs(),
+                s.text_of(css).ok().flatten(),
+                s.browser_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Moves the prune slider to 90 % and waits until the compressed size and a new accuracy are

@@ -12,8 +12,8 @@ use lithe::data::Dataset;
 use lithe::metrics::EvalReport;
 use lithe::train::{Progress, Schedule, TrainConfig, TrainSummary};
 use lithe_app::protocol::{
-    CompressSummary, MODELS_DIR, PANIC, PIXELS, Request, Response, Stage, TEST_SET_URL,
-    TRAIN_SET_URL, check_fine_tune,
+    CompressSummary, ExportFormat, MODELS_DIR, PANIC, PIXELS, Request, Response, Stage,
+    TEST_SET_URL, TRAIN_SET_URL, check_fine_tune,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -39,6 +39,11 @@ struct State {
     /// Pruning masks of the current model (from its last compression): fine-tuning keeps the
     /// pruned weights at zero.
     masks: lithe::train::Masks,
+    /// The last compression's result and recipe, for `.lithe` and report downloads (cleared
+    /// when a model is loaded or fine-tuned, since the weights no longer match the codes).
+    compressed: Option<(lithe::compress::Compressed, String)>,
+    /// The last evaluation's accuracy, for the report.
+    accuracy: Option<f32>,
     test_set: Option<Rc<Dataset>>,
     train_set: Option<Rc<Dataset>>,
 }
@@ -135,6 +140,14 @@ async fn handle(req: Request) -> Result<(), Response> {
         Request::FineTune { epochs, lr } => fine_tune(epochs, lr).await,
         Request::Compress { recipe } => compress(&recipe).await,
         Request::Cancel => Ok(()),
+        Request::Export { format } => {
+            let bytes = export(format)?;
+            post(&Response::Exported {
+                format,
+                bytes: js_sys::Uint8Array::from(bytes.as_slice()),
+            });
+            Ok(())
+        }
         Request::Classify { pixels } => {
             if pixels.len() != PIXELS {
                 return Err(Response::error(
@@ -174,6 +187,8 @@ fn load(bytes: &[u8]) -> Result<(), Response> {
         s.original = Some(session.clone());
         s.session = Some(session);
         s.masks.clear();
+        s.compressed = None;
+        s.accuracy = None;
     });
     post(&Response::Loaded {
         info,
@@ -215,7 +230,9 @@ async fn evaluate() -> Result<(EvalReport, f64), Response> {
         total.add(&report);
         progress(Stage::Evaluate, start + idx.len(), n);
     }
-    Ok((total.finish(), now() - t0))
+    let report = total.finish();
+    STATE.with_borrow_mut(|s| s.accuracy = Some(report.accuracy));
+    Ok((report, now() - t0))
 }
 
 /// The training images, downloaded and decoded on first use.
@@ -313,8 +330,57 @@ async fn fine_tune(epochs: u32, lr: f32) -> Result<(), Response> {
     Ok(())
 }
 
+/// The bytes of a download: the current model as ONNX or `.lithe`, or the JSON report of its
+/// last compression.
+fn export(format: ExportFormat) -> Result<Vec<u8>, Response> {
+    use lithe::compress::kmeans::Coding;
+    use lithe::format::lithe as container;
+    STATE.with_borrow(|s| {
+        let session = s.session.as_ref().ok_or_else(no_model)?;
+        Ok(match format {
+            ExportFormat::Onnx => session.export_onnx()?,
+            ExportFormat::Lithe => match &s.compressed {
+                // The codes still describe the weights (no fine-tuning since).
+                Some((c, _)) if c.graph.weights == session.graph().weights => {
+                    container::encode_compressed(c, Coding::Huffman)?.0
+                }
+                _ => {
+                    let layers = container::Layers::sparse_of(session.graph())?;
+                    container::encode_layers(session.graph(), &layers, Coding::Huffman)?.0
+                }
+            },
+            ExportFormat::Report => {
+                let info = session.info()?;
+                let (recipe, reports, lithe_bytes) = match &s.compressed {
+                    Some((c, r)) => (
+                        serde_json::from_str::<serde_json::Value>(r).unwrap_or_default(),
+                        serde_json::to_value(&c.reports).unwrap_or_default(),
+                        container::encode_compressed(c, Coding::Huffman)?.0.len(),
+                    ),
+                    None => (serde_json::Value::Null, serde_json::Value::Null, 0),
+                };
+                let report = serde_json::json!({
+                    "tool": format!("Lithe {}", env!("CARGO_PKG_VERSION")),
+                    "model": info.name,
+                    "params": info.params,
+                    "macs": info.macs,
+                    "test_accuracy": s.accuracy,
+                    "recipe": recipe,
+                    "passes": reports,
+                    "onnx_bytes": session.export_onnx()?.len(),
+                    "lithe_bytes": lithe_bytes,
+                    "layers": info.layers,
+                });
+                serde_json::to_vec_pretty(&report)
+                    .map_err(|e| Response::error("report", e.to_string()))?
+            }
+        })
+    })
+}
+
 /// Runs `recipe` on the model as loaded and makes the result the current model.
 async fn compress(recipe: &str) -> Result<(), Response> {
+    let recipe_text = recipe.to_string();
     let recipe = lithe::compress::Recipe::from_json(recipe)?;
     let Some(original) = STATE.with_borrow(|s| s.original.clone()) else {
         return Err(no_model());
@@ -365,12 +431,14 @@ async fn compress(recipe: &str) -> Result<(), Response> {
     // constrain fine-tuning, and only while the weights they name still exist.
     let masks = c
         .masks
-        .into_iter()
-        .filter(|(k, m)| c.graph.weights.get(k).is_some_and(|w| w.len() == m.len()))
+        .iter()
+        .filter(|(k, m)| c.graph.weights.get(*k).is_some_and(|w| w.len() == m.len()))
+        .map(|(k, m)| (k.clone(), m.clone()))
         .collect();
     STATE.with_borrow_mut(|s| {
         s.session = Some(session);
         s.masks = masks;
+        s.compressed = Some((c, recipe_text));
     });
     post(&Response::Compressed(Box::new(summary)));
     Ok(())

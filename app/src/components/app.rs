@@ -12,7 +12,7 @@ use crate::components::prediction::Prediction;
 use crate::state::{Evaluation, LoadedModel, Notice, Phase, TrainResult, TrainStep, Training};
 use leptos::prelude::*;
 use lithe_app::protocol::{
-    CompressSummary, DEFAULT_MODEL, PANIC, Request, Response, Stage, check_fine_tune,
+    CompressSummary, DEFAULT_MODEL, ExportFormat, PANIC, Request, Response, Stage, check_fine_tune,
 };
 use wasm_bindgen_futures::JsFuture;
 
@@ -184,6 +184,16 @@ pub fn App() -> impl IntoView {
             classify();
             send(Request::Evaluate);
         }
+        Response::Exported { format, bytes } => {
+            let name = model.with_untracked(|m| {
+                m.as_ref()
+                    .map_or("model".to_string(), |m| m.info.name.clone())
+            });
+            if let Err(e) = save_file(&bytes, &format.file_name(&name), format.mime()) {
+                notice.set(Some(Notice::new("download", e)));
+            }
+            phase.set(Phase::Idle);
+        }
         Response::Classified { probs: p } => {
             let (has_digit, dirty) = ctl
                 .try_update_value(|c| {
@@ -276,6 +286,7 @@ pub fn App() -> impl IntoView {
         });
         send(Request::Compress { recipe });
     });
+    let on_download = Callback::new(move |format: ExportFormat| send(Request::Export { format }));
     let on_cancel = Callback::new(move |()| {
         training.update(|t| t.cancelling = true);
         send(Request::Cancel);
@@ -296,7 +307,7 @@ pub fn App() -> impl IntoView {
             <ErrorBanner notice=notice />
             <ModelPanel model=model on_file=on_file on_default=on_default />
             <MetricsPanel eval=eval phase=phase before=before />
-            <CompressPanel result=compressed phase=phase on_apply=on_compress />
+            <CompressPanel result=compressed phase=phase on_apply=on_compress on_download=on_download />
             <FineTunePanel training=training phase=phase on_start=on_train on_cancel=on_cancel />
             <section class="card try" aria-labelledby="try-title">
                 <h2 id="try-title">"Try it"</h2>
@@ -339,4 +350,27 @@ fn restart(
         }
     }
     notice.set(Some(why));
+}
+
+/// Offers `bytes` to the user as a download called `name` (a Blob URL on a temporary link).
+fn save_file(bytes: &js_sys::Uint8Array, name: &str, mime: &str) -> Result<(), String> {
+    use wasm_bindgen::JsCast;
+    let parts = js_sys::Array::of1(bytes);
+    let opts = web_sys::BlobPropertyBag::new();
+    opts.set_type(mime);
+    let blob = web_sys::Blob::new_with_u8_array_sequence_and_options(&parts, &opts)
+        .map_err(|e| js_text(&e))?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| js_text(&e))?;
+    let doc = document();
+    let a: web_sys::HtmlAnchorElement = doc
+        .create_element("a")
+        .map_err(|e| js_text(&e))?
+        .dyn_into()
+        .map_err(|_| "not an anchor".to_string())?;
+    a.set_href(&url);
+    a.set_download(name);
+    a.click();
+    // The click has started the download; the URL is no longer needed.
+    let _ = web_sys::Url::revoke_object_url(&url);
+    Ok(())
 }

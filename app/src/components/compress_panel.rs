@@ -5,7 +5,7 @@
 use crate::format;
 use crate::state::Phase;
 use leptos::prelude::*;
-use lithe_app::protocol::{CompressSummary, FORMATS, recipe_json};
+use lithe_app::protocol::{CompressSummary, ExportFormat, FORMATS, recipe_json};
 
 /// Compresses the loaded model without training; every change of a control runs the recipe.
 #[component]
@@ -18,6 +18,8 @@ pub fn CompressPanel(
     phase: Signal<Phase>,
     /// Called with the recipe JSON to run.
     on_apply: Callback<String>,
+    /// Called with the file the user wants to download.
+    on_download: Callback<ExportFormat>,
 ) -> impl IntoView {
     let prune = RwSignal::new(0u32);
     let fmt = RwSignal::new("f32".to_string());
@@ -67,6 +69,19 @@ pub fn CompressPanel(
                     }
                 >"Reset"</button>
             </div>
+            <div class="actions downloads" role="group" aria-label="Download the current model">
+                {ExportFormat::ALL.iter().map(|&f| {
+                    let id = match f {
+                        ExportFormat::Onnx => "download-onnx",
+                        ExportFormat::Lithe => "download-lithe",
+                        ExportFormat::Report => "download-report",
+                    };
+                    view! {
+                        <button id=id type="button" prop:disabled=busy on:click=move |_| on_download.run(f)>{f.label()}</button>
+                    }
+                }).collect_view()}
+            </div>
+            <p class="hint">".onnx runs in any ONNX runtime (compressed weights stored as f32); .lithe keeps the layers as they are encoded (codebooks, Huffman streams, packed bits, sparse rows) and opens here and in the JS API; the report lists every pass."</p>
             {move || result.get().map(|r| {
                 let ratio = r.bytes_before as f64 / r.bytes_after.max(1) as f64;
                 let kernels = r

@@ -13,13 +13,24 @@ pub fn ModelPanel(
     /// The model the worker holds, once one is loaded.
     #[prop(into)]
     model: Signal<Option<LoadedModel>>,
-    /// Called with an `.onnx` file the user picked.
+    /// Called with an `.onnx` or `.lithe` file the user picked or dropped on the card.
     on_file: Callback<web_sys::File>,
     /// Called when the user asks for the default zoo model again.
     on_default: Callback<()>,
 ) -> impl IntoView {
     view! {
-        <section class="card model" aria-labelledby="model-title">
+        <section
+            class="card model"
+            aria-labelledby="model-title"
+            // Dropping a file anywhere on the card opens it, like the button.
+            on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default()
+            on:drop=move |ev: web_sys::DragEvent| {
+                ev.prevent_default();
+                if let Some(f) = ev.data_transfer().and_then(|d| d.files()).and_then(|l| l.get(0)) {
+                    on_file.run(f);
+                }
+            }
+        >
             <div class="card-head">
                 <h2 id="model-title">"Model"</h2>
                 <div class="actions">
@@ -33,7 +44,7 @@ pub fn ModelPanel(
                 None => view! { <p class="placeholder">"Loading the model…"</p> }.into_any(),
                 Some(m) => view! {
                     <p class="model-meta">
-                        <strong>{m.source}</strong>
+                        <strong id="model-source">{m.source}</strong>
                         <span>{format!("file {}", format::bytes(m.file_bytes))}</span>
                         <span>{format!("{} params", format::int(m.info.params as u64))}</span>
                         <span>{format!("{} MACs / image", format::int(m.info.macs))}</span>

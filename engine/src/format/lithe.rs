@@ -127,7 +127,22 @@ impl Layers {
             lowbit: c.lowbit.clone(),
             sparse: BTreeMap::new(),
         };
-        for (name, w) in &c.graph.weights {
+        l.add_sparse(&c.graph)?;
+        Ok(l)
+    }
+
+    /// Only the pruned layers of `g` (every weight of rank ≥ 2 whose shortest [`sparse`]
+    /// encoding is not dense), e.g. for a model fine-tuned after compression, whose codes no
+    /// longer match its weights.
+    pub fn sparse_of(g: &Graph) -> Result<Layers> {
+        let mut l = Layers::default();
+        l.add_sparse(g)?;
+        Ok(l)
+    }
+
+    fn add_sparse(&mut self, g: &Graph) -> Result<()> {
+        let l = self;
+        for (name, w) in &g.weights {
             if w.ndim() < 2 || l.holds(name) || w.iter().any(|v| v.to_bits() == 0x8000_0000) {
                 continue;
             }
@@ -136,7 +151,7 @@ impl Layers {
                 l.sparse.insert(name.clone(), enc);
             }
         }
-        Ok(l)
+        Ok(())
     }
 
     fn holds(&self, name: &str) -> bool {
