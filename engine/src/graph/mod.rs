@@ -240,6 +240,11 @@ impl Graph {
         shape::infer(self, batch)
     }
 
+    /// The element type of every value (see [`shape::dtypes`]).
+    pub fn dtypes(&self) -> Result<HashMap<String, crate::tensor::DType>> {
+        shape::dtypes(self)
+    }
+
     /// Names of weights that training may update (weights feeding a parameter slot of some node).
     pub fn trainable(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
