@@ -196,3 +196,369 @@ fn qdq_int8_model_accuracy() -> anyhow::Result<()> {
 fn dynamic_int8_model_accuracy() -> anyhow::Result<()> {
     model_accuracy(DYNAMIC, 99.15)
 }
+
+/// Runs an ONNX model with onnxruntime (all graph optimizations off, after `onnx.checker`).
+/// `all MODEL OUT IN...`: feeds the `.npy` inputs in order and writes every output as raw
+/// little-endian f32 to `OUT.K.f32`. `argmax MODEL OUT IMAGES`: runs each image of `[N, ...]`
+/// alone and writes the top-1 classes as raw f32 to `OUT`.
+const ORT_SCRIPT: &str = r#"
+import sys
+import numpy as np
+import onnx
+import onnxruntime as ort
+mode, model, out = sys.argv[1:4]
+ins = sys.argv[4:]
+data = open(model, "rb").read()
+onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
+opts = ort.SessionOptions()
+opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+names = [i.name for i in sess.get_inputs()]
+if mode == "all":
+    feeds = {n: np.load(p) for n, p in zip(names, ins)}
+    for k, y in enumerate(sess.run(None, feeds)):
+        np.asarray(y).astype("<f4").tofile(f"{out}.{k}.f32")
+else:
+    x = np.load(ins[0])
+    preds = [sess.run(None, {names[0]: x[i:i + 1]})[0].reshape(-1).argmax() for i in range(len(x))]
+    np.asarray(preds, dtype="<f4").tofile(out)
+"#;
+
+fn read_f32(path: &Path) -> anyhow::Result<Vec<f32>> {
+    let bytes = std::fs::read(path)?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+fn run_ort(py: &Path, dir: &Path, args: &[&Path], mode: &str) -> anyhow::Result<()> {
+    let script = dir.join("ort_run.py");
+    std::fs::write(&script, ORT_SCRIPT)?;
+    let out = Command::new(py)
+        .arg(&script)
+        .arg(mode)
+        .args(args)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "onnxruntime failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+fn t(shape: &[usize], v: Vec<f32>) -> Tensor {
+    Tensor::from_shape_vec(ndarray::IxDyn(shape), v).expect("shape")
+}
+
+fn pattern(n: usize, f: impl Fn(usize) -> f32) -> Vec<f32> {
+    (0..n).map(f).collect()
+}
+
+/// A graph using every quantization op: QuantizeLinear (uint8 per-tensor, int8 per-axis),
+/// QLinearConv with an int32 bias and per-channel weight scales, DequantizeLinear (per-tensor
+/// and per-axis), DynamicQuantizeLinear, MatMulInteger, ConvInteger, QLinearMatMul with
+/// per-column scales, and Cast.
+fn quant_sample() -> (Graph, Vec<(String, Tensor)>) {
+    let mut g = Graph {
+        name: "quant_sample".into(),
+        ..Graph::default()
+    };
+    let input = |name: &str, shape: &[usize]| ValueInfo {
+        name: name.into(),
+        shape: shape.iter().map(|&d| Dim::Fixed(d)).collect(),
+    };
+    g.inputs = vec![input("x", &[1, 2, 5, 5]), input("x2", &[4, 6])];
+    let w = &mut g.weights;
+    w.insert("xs".into(), t(&[], vec![0.02]));
+    w.insert("xzp".into(), t(&[], vec![128.0]));
+    w.insert(
+        "w".into(),
+        t(&[3, 2, 3, 3], pattern(54, |i| ((i * 7) % 11) as f32 - 5.0)),
+    );
+    w.insert("ws".into(), t(&[3], vec![0.01, 0.02, 0.015]));
+    w.insert("wzp".into(), t(&[], vec![0.0]));
+    w.insert("wzp3".into(), t(&[3], vec![0.0, 0.0, 0.0]));
+    w.insert("ys".into(), t(&[], vec![0.05]));
+    w.insert("yzp".into(), t(&[], vec![100.0]));
+    w.insert("bias".into(), t(&[3], vec![10.0, -20.0, 30.0]));
+    w.insert(
+        "b".into(),
+        t(&[6, 3], pattern(18, |i| ((i * 5) % 13) as f32 - 6.0)),
+    );
+    w.insert("bzp".into(), t(&[], vec![1.0]));
+    w.insert("bzp0".into(), t(&[], vec![0.0]));
+    w.insert(
+        "w2".into(),
+        t(&[2, 2, 2, 2], pattern(16, |i| ((i * 3) % 7) as f32 + 1.0)),
+    );
+    w.insert("w2zp".into(), t(&[], vec![3.0]));
+    w.insert("s2".into(), t(&[], vec![0.03]));
+    w.insert("zp2".into(), t(&[], vec![120.0]));
+    w.insert("bs".into(), t(&[3], vec![0.02, 0.01, 0.03]));
+    w.insert("ys2".into(), t(&[], vec![0.1]));
+    w.insert("yzp2".into(), t(&[], vec![128.0]));
+    w.insert("sq".into(), t(&[2], vec![0.01, 0.02]));
+    w.insert("zq".into(), t(&[2], vec![-3.0, 5.0]));
+    let mut conv = ConvAttrs::new([3, 3]);
+    conv.pads = [1, 1, 1, 1];
+    let nodes = vec![
+        Node::new(
+            "q",
+            Op::QuantizeLinear {
+                axis: 1,
+                to: DType::U8,
+            },
+            &["x", "xs", "xzp"],
+        ),
+        Node::new(
+            "qc",
+            Op::QLinearConv {
+                conv,
+                x: DType::U8,
+                w: DType::I8,
+                y: DType::U8,
+            },
+            &["q", "xs", "xzp", "w", "ws", "wzp", "ys", "yzp", "bias"],
+        ),
+        Node::new(
+            "dq",
+            Op::DequantizeLinear {
+                axis: 1,
+                from: DType::U8,
+            },
+            &["qc", "ys", "yzp"],
+        ),
+        Node::new(
+            "dqw",
+            Op::DequantizeLinear {
+                axis: 0,
+                from: DType::I8,
+            },
+            &["w", "ws", "wzp3"],
+        ),
+        Node {
+            name: "dyn".into(),
+            op: Op::DynamicQuantizeLinear,
+            inputs: vec!["x2".into()],
+            outputs: vec!["d_y".into(), "d_s".into(), "d_zp".into()],
+        },
+        Node::new(
+            "mi",
+            Op::MatMulInteger {
+                a: DType::U8,
+                b: DType::I8,
+            },
+            &["d_y", "b", "d_zp", "bzp"],
+        ),
+        Node::new(
+            "mi_f",
+            Op::Cast {
+                from: DType::I32,
+                to: DType::F32,
+            },
+            &["mi"],
+        ),
+        Node::new(
+            "ci",
+            Op::ConvInteger {
+                conv: ConvAttrs::new([2, 2]),
+                x: DType::U8,
+                w: DType::U8,
+            },
+            &["q", "w2", "xzp", "w2zp"],
+        ),
+        Node::new(
+            "ci_f",
+            Op::Cast {
+                from: DType::I32,
+                to: DType::F32,
+            },
+            &["ci"],
+        ),
+        Node::new(
+            "qa",
+            Op::QuantizeLinear {
+                axis: 1,
+                to: DType::U8,
+            },
+            &["x2", "s2", "zp2"],
+        ),
+        Node::new(
+            "qmm",
+            Op::QLinearMatMul {
+                a: DType::U8,
+                b: DType::I8,
+                y: DType::U8,
+            },
+            &["qa", "s2", "zp2", "b", "bs", "bzp0", "ys2", "yzp2"],
+        ),
+        Node::new(
+            "q8",
+            Op::QuantizeLinear {
+                axis: 1,
+                to: DType::I8,
+            },
+            &["x", "sq", "zq"],
+        ),
+    ];
+    g.nodes = nodes;
+    g.outputs = ["dq", "dqw", "d_y", "d_s", "d_zp", "mi_f", "ci_f", "qmm", "q8"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    g.validate().expect("valid sample");
+    let x = t(
+        &[1, 2, 5, 5],
+        pattern(50, |i| ((i as f32) * 0.37).sin() * 2.5),
+    );
+    let x2 = t(&[4, 6], pattern(24, |i| ((i as f32) * 0.61).cos() * 1.7 - 0.3));
+    (g, vec![("x".into(), x), ("x2".into(), x2)])
+}
+
+#[test]
+fn quant_sample_runs_in_integers_and_round_trips() -> anyhow::Result<()> {
+    let (g, inputs) = quant_sample();
+    let feeds: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let outs = exec::run(&g, &feeds)?;
+    let types = g.dtypes()?;
+    assert_eq!(types["q"], DType::U8);
+    assert_eq!(types["w"], DType::I8);
+    assert_eq!(types["bias"], DType::I32);
+    assert_eq!(types["mi"], DType::I32);
+    assert_eq!(types["q8"], DType::I8);
+    // Every integer-typed output holds integers in its type's range.
+    for (name, y) in g.outputs.iter().zip(&outs) {
+        if let Some((lo, hi)) = types[name].range() {
+            assert!(
+                y.iter()
+                    .all(|v| v.fract() == 0.0 && (lo as f32..=hi as f32).contains(v)),
+                "{name}: {y}"
+            );
+        }
+    }
+    // Export and re-import give the same graph semantics.
+    let bytes = onnx::export(&g)?;
+    let back = onnx::import(&bytes)?;
+    assert_eq!(back.dtypes()?["q8"], DType::I8);
+    let again = exec::run(&back, &feeds)?;
+    assert_eq!(outs, again);
+    // Training through them is refused with an error, not a panic.
+    let mut rng = lithe::rng::Rng::new(1);
+    let trace = exec::forward_train(&g, &feeds, &mut rng);
+    if let Ok(trace) = trace {
+        let seed = trace.get("dq")?.mapv(|_| 1.0);
+        let e = exec::backward(&g, &trace, [("dq".to_string(), seed)].into())
+            .expect_err("no training through quantization ops");
+        assert!(e.to_string().contains("not supported"), "{e}");
+    }
+    Ok(())
+}
+
+#[test]
+fn quant_sample_agrees_with_onnxruntime() -> anyhow::Result<()> {
+    let Some(py) = python()? else { return Ok(()) };
+    let (g, inputs) = quant_sample();
+    let feeds: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let outs = exec::run(&g, &feeds)?;
+    let dir = temp_dir("sample")?;
+    let model = dir.join("quant_sample.onnx");
+    std::fs::write(&model, onnx::export(&g)?)?;
+    let mut paths = vec![model.clone(), dir.join("out")];
+    for (name, x) in &inputs {
+        let p = dir.join(format!("{name}.npy"));
+        write_npy(&p, x)?;
+        paths.push(p);
+    }
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    run_ort(&py, &dir, &refs, "all")?;
+    let types = g.dtypes()?;
+    let mut failures = Vec::new();
+    for (k, (name, y)) in g.outputs.iter().zip(&outs).enumerate() {
+        let want = read_f32(&dir.join(format!("out.{k}.f32")))?;
+        let got: Vec<f32> = y.iter().copied().collect();
+        let exact = types[name].is_int();
+        let bad = got
+            .iter()
+            .zip(&want)
+            .filter(|(g, w)| {
+                if exact {
+                    g != w
+                } else {
+                    (*g - *w).abs() > 1e-5 + 1e-5 * w.abs()
+                }
+            })
+            .count();
+        eprintln!(
+            "{name} ({}): {} values, {bad} differ",
+            types[name],
+            want.len()
+        );
+        if want.len() != got.len() || bad > 0 {
+            failures.push(format!("{name}: got {got:?}\nwant {want:?}"));
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+/// Top-1 agreement between Lithe (on the imported model) and onnxruntime (on Lithe's
+/// re-export of it) on the first `limit` test images.
+fn export_agreement(file: &str, limit: usize) -> anyhow::Result<()> {
+    let Some(py) = python()? else { return Ok(()) };
+    let Some(bytes) = model(file)? else {
+        return Ok(());
+    };
+    let Some(data) = mnist_test()? else {
+        return Ok(());
+    };
+    let g = onnx::import(&bytes)?;
+    let dir = temp_dir(file.trim_end_matches(".onnx"))?;
+    let exported = dir.join(file);
+    std::fs::write(&exported, onnx::export(&g)?)?;
+    let mut run_g = g.clone();
+    let batch = batch_for(file, &mut run_g);
+    let (pred, labels) = predict(&run_g, &data, limit, batch)?;
+    let idx: Vec<usize> = (0..pred.len()).collect();
+    let (x, _) = data.batch(&idx, &Preprocess::MNIST_NORM);
+    let images = dir.join("images.npy");
+    write_npy(&images, &x)?;
+    let out = dir.join("ort_pred.f32");
+    let t = Instant::now();
+    run_ort(&py, &dir, &[&exported, &out, &images], "argmax")?;
+    let ort_secs = t.elapsed().as_secs_f64();
+    let ort: Vec<usize> = read_f32(&out)?.iter().map(|&v| v as usize).collect();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(ort.len(), pred.len());
+    let agree = pred.iter().zip(&ort).filter(|(a, b)| a == b).count();
+    let pct = 100.0 * agree as f64 / pred.len() as f64;
+    eprintln!(
+        "{file}: re-exported, onnxruntime agrees with Lithe on {agree}/{} images ({pct:.2} %); \
+         Lithe accuracy {:.2} %, onnxruntime accuracy {:.2} % ({ort_secs:.1} s)",
+        pred.len(),
+        accuracy(&pred, &labels),
+        accuracy(&ort, &labels)
+    );
+    assert!(pct >= 99.5, "{file}: top-1 agreement {pct:.2} % < 99.5 %");
+    Ok(())
+}
+
+#[test]
+fn qdq_int8_model_exports_and_agrees_with_onnxruntime() -> anyhow::Result<()> {
+    export_agreement(QDQ, ORT_IMAGES)
+}
+
+#[test]
+fn dynamic_int8_model_exports_and_agrees_with_onnxruntime() -> anyhow::Result<()> {
+    export_agreement(DYNAMIC, ORT_IMAGES)
+}
+
+#[test]
+#[ignore = "10k images through onnxruntime and Lithe; run with --ignored"]
+fn int8_models_agree_with_onnxruntime_on_10k() -> anyhow::Result<()> {
+    export_agreement(QDQ, usize::MAX)?;
+    export_agreement(DYNAMIC, usize::MAX)
+}
