@@ -146,7 +146,12 @@ fn tiny_qmatmul() -> ModelProto {
     g.initializer = vec![
         f32_values("xs", &[], &[0.02]),
         byte_tensor("xzp", UINT8, &[], &[128]),
-        byte_tensor("W", INT8, &[4, 3], &[1, 2, 3, 4, 5, 6, 250, 251, 252, 253, 254, 255]),
+        byte_tensor(
+            "W",
+            INT8,
+            &[4, 3],
+            &[1, 2, 3, 4, 5, 6, 250, 251, 252, 253, 254, 255],
+        ),
         f32_values("ws", &[], &[0.01]),
         byte_tensor("wzp", INT8, &[], &[0]),
         f32_values("ys", &[], &[0.05]),
@@ -533,12 +538,21 @@ fn quantized_runtime_values_are_checked() {
     // QuantizeLinear saturates (NaN gives the zero point), so this runs.
     lithe::exec::run(&g, &[("X", &nan)]).unwrap();
     let mut g2 = g.clone();
-    g2.weights.insert("W".into(), lithe::tensor::from_vec(&[4, 3], vec![0.5; 12]).unwrap());
+    g2.weights.insert(
+        "W".into(),
+        lithe::tensor::from_vec(&[4, 3], vec![0.5; 12]).unwrap(),
+    );
     let x = lithe::tensor::zeros(&[1, 4]);
     let e = lithe::exec::run(&g2, &[("X", &x)]).unwrap_err();
-    assert!(e.to_string().contains("must hold int8 values, found 0.5"), "{e}");
+    assert!(
+        e.to_string().contains("must hold int8 values, found 0.5"),
+        "{e}"
+    );
     let mut g3 = g.clone();
-    g3.weights.insert("ys".into(), lithe::tensor::from_vec(&[], vec![0.0]).unwrap());
+    g3.weights.insert(
+        "ys".into(),
+        lithe::tensor::from_vec(&[], vec![0.0]).unwrap(),
+    );
     let e = lithe::exec::run(&g3, &[("X", &x)]).unwrap_err();
     assert!(e.to_string().contains("must be positive and finite"), "{e}");
 }

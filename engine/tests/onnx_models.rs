@@ -148,7 +148,12 @@ fn quantized_variants_import() -> anyhow::Result<()> {
         ),
         (
             "burn-mnist-cnn-dynamic-int8.onnx",
-            &["ConvInteger", "DynamicQuantizeLinear", "MatMulInteger", "Cast"][..],
+            &[
+                "ConvInteger",
+                "DynamicQuantizeLinear",
+                "MatMulInteger",
+                "Cast",
+            ][..],
         ),
     ] {
         let Some(bytes) = model(file)? else {

@@ -405,16 +405,21 @@ fn quant_sample() -> (Graph, Vec<(String, Tensor)>) {
         ),
     ];
     g.nodes = nodes;
-    g.outputs = ["dq", "dqw", "d_y", "d_s", "d_zp", "mi_f", "ci_f", "qmm", "q8"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    g.outputs = [
+        "dq", "dqw", "d_y", "d_s", "d_zp", "mi_f", "ci_f", "qmm", "q8",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     g.validate().expect("valid sample");
     let x = t(
         &[1, 2, 5, 5],
         pattern(50, |i| ((i as f32) * 0.37).sin() * 2.5),
     );
-    let x2 = t(&[4, 6], pattern(24, |i| ((i as f32) * 0.61).cos() * 1.7 - 0.3));
+    let x2 = t(
+        &[4, 6],
+        pattern(24, |i| ((i as f32) * 0.61).cos() * 1.7 - 0.3),
+    );
     (g, vec![("x".into(), x), ("x2".into(), x2)])
 }
 
@@ -439,6 +444,9 @@ fn quant_sample_runs_in_integers_and_round_trips() -> anyhow::Result<()> {
             );
         }
     }
+    // The planned executor routes these ops to the reference interpreter: same outputs.
+    let plan = lithe::plan::Plan::new(&g)?;
+    assert_eq!(plan.run(&feeds)?, outs);
     // Export and re-import give the same graph semantics.
     let bytes = onnx::export(&g)?;
     let back = onnx::import(&bytes)?;

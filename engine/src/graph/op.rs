@@ -417,11 +417,7 @@ impl Op {
                 _ => DType::F32,
             },
             Op::MatMulInteger { a: x, b: w } | Op::ConvInteger { x, w, .. } => {
-                if i % 2 == 0 {
-                    *x
-                } else {
-                    *w
-                }
+                if i.is_multiple_of(2) { *x } else { *w }
             }
             Op::Cast { from, .. } => *from,
             _ => DType::F32,

@@ -222,7 +222,7 @@ pub(super) fn quant_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Ve
         Op::QLinearMatMul { .. } => {
             let b = need(3)?;
             let out = linear::matmul_shape(node, x, b)?;
-            let n = b.last().copied().unwrap_or(1);
+            let n = cols(b);
             check_scalar(node, "a_scale", need(1)?)?;
             check_vec(node, "b_scale", need(4)?, n, b)?;
             check_scalar(node, "y_scale", need(6)?)?;
@@ -244,7 +244,7 @@ pub(super) fn quant_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Ve
                 check_vec(node, "a_zero_point", s, rows, x)?;
             }
             if let Some(s) = maybe(3) {
-                check_vec(node, "b_zero_point", s, b.last().copied().unwrap_or(1), b)?;
+                check_vec(node, "b_zero_point", s, cols(b), b)?;
             }
             vec![out]
         }
@@ -357,7 +357,7 @@ pub(super) fn forward(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
             y: ty,
         } => {
             let b = get(node, inputs, 3)?;
-            let n = b.shape().last().copied().unwrap_or(1);
+            let n = cols(b.shape());
             let azp = scalar_zp(node, opt(inputs, 2), *ta, "a_zero_point")?;
             let bzp = vec_zp(node, opt(inputs, 5), *tb, "b_zero_point", n)?;
             let (shape, acc) = matmul_i32(node, x, b, *ta, *tb, &[azp], &bzp)?;
@@ -383,7 +383,7 @@ pub(super) fn forward(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
             } else {
                 1
             };
-            let n = b.shape().last().copied().unwrap_or(1);
+            let n = cols(b.shape());
             let azp = vec_zp(node, opt(inputs, 2), *ta, "a_zero_point", rows)?;
             let bzp = vec_zp(node, opt(inputs, 3), *tb, "b_zero_point", n)?;
             let (shape, acc) = matmul_i32(node, x, b, *ta, *tb, &azp, &bzp)?;
@@ -395,6 +395,15 @@ pub(super) fn forward(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
             node.name,
             node.op.name()
         ))),
+    }
+}
+
+/// Columns of a matmul's right operand (a 1-D operand is one column).
+fn cols(b: &[usize]) -> usize {
+    if b.len() >= 2 {
+        b[b.len() - 1]
+    } else {
+        1
     }
 }
 
@@ -481,9 +490,9 @@ fn conv_i32(
                             let hi = (g.w + g.pl)
                                 .checked_sub(off + 1)
                                 .map_or(0, |v| (v / g.sw + 1).min(g.ow));
-                            for ox in lo..hi {
+                            for (ox, a) in arow.iter_mut().enumerate().take(hi).skip(lo) {
                                 let ix = ox * g.sw + off - g.pl;
-                                arow[ox] = arow[ox].wrapping_add(wv.wrapping_mul(row[ix]));
+                                *a = a.wrapping_add(wv.wrapping_mul(row[ix]));
                             }
                         }
                     }
