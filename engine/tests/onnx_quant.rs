@@ -403,10 +403,26 @@ fn quant_sample() -> (Graph, Vec<(String, Tensor)>) {
             },
             &["x", "sq", "zq"],
         ),
+        Node::new(
+            "c8",
+            Op::Cast {
+                from: DType::F32,
+                to: DType::I8,
+            },
+            &["x"],
+        ),
+        Node::new(
+            "c32",
+            Op::Cast {
+                from: DType::U8,
+                to: DType::I32,
+            },
+            &["q"],
+        ),
     ];
     g.nodes = nodes;
     g.outputs = [
-        "dq", "dqw", "d_y", "d_s", "d_zp", "mi_f", "ci_f", "qmm", "q8",
+        "dq", "dqw", "d_y", "d_s", "d_zp", "mi_f", "ci_f", "qmm", "q8", "c8", "c32",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -569,4 +585,158 @@ fn dynamic_int8_model_exports_and_agrees_with_onnxruntime() -> anyhow::Result<()
 fn int8_models_agree_with_onnxruntime_on_10k() -> anyhow::Result<()> {
     export_agreement(QDQ, usize::MAX)?;
     export_agreement(DYNAMIC, usize::MAX)
+}
+
+/// A one-node model `Y = QuantizeLinear(X[1,2,2], scale, zero_point)` at `opset`, with
+/// optional extra attributes.
+fn quantize_model(
+    opset: i64,
+    scale: &[f32],
+    zp: Option<(i32, &[u8])>,
+    attrs: Vec<onnx::proto::AttributeProto>,
+) -> Vec<u8> {
+    use onnx::proto::{
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+        TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+    };
+    use prost::Message;
+    let vi = |name: &str, elem: i32| ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(elem),
+                shape: Some(TensorShapeProto {
+                    dim: [1, 2, 2]
+                        .iter()
+                        .map(|&d| tensor_shape_proto::Dimension {
+                            value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let dims = |n: usize| if n == 1 { vec![] } else { vec![n as i64] };
+    let mut init = vec![TensorProto {
+        name: Some("s".into()),
+        dims: dims(scale.len()),
+        data_type: Some(1),
+        float_data: scale.to_vec(),
+        ..Default::default()
+    }];
+    let mut inputs = vec!["X".to_string(), "s".to_string()];
+    if let Some((dt, v)) = zp {
+        init.push(TensorProto {
+            name: Some("z".into()),
+            dims: dims(v.len()),
+            data_type: Some(dt),
+            raw_data: Some(v.to_vec()),
+            ..Default::default()
+        });
+        inputs.push("z".into());
+    }
+    ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(opset),
+        }],
+        graph: Some(GraphProto {
+            node: vec![NodeProto {
+                op_type: Some("QuantizeLinear".into()),
+                name: Some("q".into()),
+                input: inputs,
+                output: vec!["Y".into()],
+                attribute: attrs,
+                ..Default::default()
+            }],
+            initializer: init,
+            input: vec![vi("X", 1)],
+            output: vec![vi("Y", 3)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+fn int_attr(name: &str, v: i64) -> onnx::proto::AttributeProto {
+    onnx::proto::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(onnx::proto::attribute_proto::AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn quantize_linear_opset_forms() -> anyhow::Result<()> {
+    const INT8: i32 = 3;
+    const UINT8: i32 = 2;
+    let x = t(&[1, 2, 2], vec![0.5, 1.5, 2.5, -300.0]);
+    let run = |bytes: &[u8]| -> anyhow::Result<(Op, Vec<f32>)> {
+        let g = onnx::import(bytes)?;
+        let y = exec::run(&g, &[("X", &x)])?;
+        Ok((g.nodes[0].op.clone(), y[0].iter().copied().collect()))
+    };
+    let q = |axis, to| Op::QuantizeLinear { axis, to };
+    // Opset 10: per-tensor; no zero point means uint8 (saturating at 0); halves round to even.
+    let (op, y) = run(&quantize_model(10, &[1.0], None, vec![]))?;
+    assert_eq!(op, q(1, DType::U8));
+    assert_eq!(y, vec![0.0, 2.0, 2.0, 0.0]);
+    // Opset 10 has no per-axis form.
+    let e = onnx::import(&quantize_model(
+        10,
+        &[1.0, 2.0],
+        Some((INT8, &[0, 0])),
+        vec![],
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("per-axis needs opset 13"), "{e}");
+    // Opset 13: per-axis along `axis` (default 1) with an int8 zero point per channel.
+    let (op, y) = run(&quantize_model(
+        13,
+        &[1.0, 0.5],
+        Some((INT8, &[1, 0xff])),
+        vec![],
+    ))?;
+    assert_eq!(op, q(1, DType::I8));
+    assert_eq!(y, vec![1.0, 3.0, 4.0, -128.0]);
+    // Per-axis along the last axis.
+    let (_, y) = run(&quantize_model(
+        13,
+        &[1.0, 0.5],
+        Some((UINT8, &[10, 20])),
+        vec![int_attr("axis", -1)],
+    ))?;
+    assert_eq!(y, vec![10.0, 23.0, 12.0, 0.0]);
+    // Opset 21: `output_dtype` without a zero point; a conflicting one and `block_size` are
+    // refused.
+    let (op, _) = run(&quantize_model(
+        21,
+        &[1.0],
+        None,
+        vec![int_attr("output_dtype", 3)],
+    ))?;
+    assert_eq!(op, q(1, DType::I8));
+    let e = onnx::import(&quantize_model(
+        21,
+        &[1.0],
+        Some((UINT8, &[0])),
+        vec![int_attr("output_dtype", 3)],
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("differs from the zero point"), "{e}");
+    let e = onnx::import(&quantize_model(
+        21,
+        &[1.0],
+        None,
+        vec![int_attr("block_size", 2)],
+    ))
+    .unwrap_err();
+    assert!(matches!(e, lithe::Error::Attribute { .. }), "{e}");
+    Ok(())
 }

@@ -400,11 +400,7 @@ pub(super) fn forward(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
 
 /// Columns of a matmul's right operand (a 1-D operand is one column).
 fn cols(b: &[usize]) -> usize {
-    if b.len() >= 2 {
-        b[b.len() - 1]
-    } else {
-        1
-    }
+    if b.len() >= 2 { b[b.len() - 1] } else { 1 }
 }
 
 fn scalar_scale(node: &Node, t: &Tensor, what: &str) -> Result<f32> {
