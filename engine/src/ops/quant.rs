@@ -632,3 +632,146 @@ pub(super) fn backward(node: &Node) -> Error {
         node.op.name()
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{AutoPad, ConvAttrs};
+    use crate::rng::Rng;
+
+    fn node(op: Op, inputs: usize) -> Node {
+        Node {
+            name: "n".into(),
+            op,
+            inputs: (0..inputs).map(|i| format!("i{i}")).collect(),
+            outputs: vec!["y".into()],
+        }
+    }
+
+    fn ints_tensor(rng: &mut Rng, shape: &[usize], lo: i64, hi: i64) -> Tensor {
+        let n = shape.iter().product();
+        let span = (hi - lo + 1) as usize;
+        let v = (0..n)
+            .map(|_| (lo + rng.below(span) as i64) as f32)
+            .collect();
+        tensor::from_vec(shape, v).unwrap()
+    }
+
+    /// ConvInteger equals the f32 reference convolution of the zero-point-shifted values
+    /// (exact: small integers) across strides, padding, dilation, groups and auto_pad.
+    #[test]
+    fn conv_integer_matches_float_conv() {
+        let mut rng = Rng::new(7);
+        for (groups, strides, dil, pads, auto) in [
+            (1, [1, 1], [1, 1], [0, 0, 0, 0], AutoPad::NotSet),
+            (1, [2, 1], [1, 2], [1, 2, 0, 1], AutoPad::NotSet),
+            (2, [1, 2], [1, 1], [1, 1, 1, 1], AutoPad::NotSet),
+            (4, [2, 2], [1, 1], [0; 4], AutoPad::SameUpper),
+            (1, [1, 1], [2, 2], [0; 4], AutoPad::SameLower),
+        ] {
+            let conv = ConvAttrs {
+                kernel: [3, 2],
+                strides,
+                pads,
+                dilations: dil,
+                groups,
+                auto_pad: auto,
+            };
+            let x = ints_tensor(&mut rng, &[2, 4, 7, 6], 0, 255);
+            let w = ints_tensor(&mut rng, &[4, 4 / groups, 3, 2], -128, 127);
+            let wzp = ints_tensor(&mut rng, &[4], -3, 3);
+            let xzp = tensor::from_vec(&[], vec![17.0]).unwrap();
+            let n = node(
+                Op::ConvInteger {
+                    conv: conv.clone(),
+                    x: DType::U8,
+                    w: DType::I8,
+                },
+                4,
+            );
+            let y = forward(&n, &[Some(&x), Some(&w), Some(&xzp), Some(&wzp)]).unwrap();
+            let xs = x.mapv(|v| v - 17.0);
+            let mut ws = w.clone();
+            for (m, mut f) in ws.outer_iter_mut().enumerate() {
+                f.mapv_inplace(|v| v - wzp[[m]]);
+            }
+            let fnode = node(Op::Conv(conv.clone()), 2);
+            let want = super::conv::conv(&fnode, &conv, &xs, &ws, None).unwrap();
+            assert_eq!(
+                y[0], want,
+                "groups {groups} strides {strides:?} pads {pads:?}"
+            );
+        }
+    }
+
+    /// MatMulInteger with batching and per-row/per-column zero points equals the f32 product.
+    #[test]
+    fn matmul_integer_matches_float_matmul() {
+        let mut rng = Rng::new(9);
+        let a = ints_tensor(&mut rng, &[2, 1, 3, 5], -128, 127);
+        let b = ints_tensor(&mut rng, &[3, 5, 4], 0, 255);
+        let azp = tensor::from_vec(&[], vec![-2.0]).unwrap();
+        let bzp = ints_tensor(&mut rng, &[4], 0, 9);
+        let n = node(
+            Op::MatMulInteger {
+                a: DType::I8,
+                b: DType::U8,
+            },
+            4,
+        );
+        let y = forward(&n, &[Some(&a), Some(&b), Some(&azp), Some(&bzp)]).unwrap();
+        let a2 = a.mapv(|v| v + 2.0);
+        let mut b2 = b.clone();
+        for mut row in b2.rows_mut() {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v -= bzp[[j]];
+            }
+        }
+        let want = super::linear::matmul(&node(Op::MatMul, 2), &a2, &b2).unwrap();
+        assert_eq!(y[0], want);
+        assert_eq!(y[0].shape(), &[2, 3, 3, 4]);
+    }
+
+    #[test]
+    fn requantization_rounds_half_to_even_and_saturates() {
+        assert_eq!(round_sat(2.5, DType::U8), 2.0);
+        assert_eq!(round_sat(3.5, DType::U8), 4.0);
+        assert_eq!(round_sat(-2.5, DType::I8), -2.0);
+        assert_eq!(round_sat(300.0, DType::U8), 255.0);
+        assert_eq!(round_sat(-300.0, DType::I8), -128.0);
+        assert_eq!(round_sat(f64::NAN, DType::I8), 0.0);
+    }
+
+    #[test]
+    fn dynamic_quantize_follows_onnx() {
+        let n = node(Op::DynamicQuantizeLinear, 1);
+        let x = tensor::from_vec(&[4], vec![0.0, 2.0, -3.0, 0.5]).unwrap();
+        let y = forward(&n, &[Some(&x)]).unwrap();
+        let scale = 5.0f32 / 255.0;
+        assert_eq!(y[1][[]], scale);
+        let zp = (3.0f32 / scale).round_ties_even();
+        assert_eq!(y[2][[]], zp);
+        assert_eq!(y[0][[2]], 0.0);
+        assert_eq!(
+            y[0][[1]],
+            ((2.0f32 / scale).round_ties_even() + zp).min(255.0)
+        );
+        let inf = tensor::from_vec(&[1], vec![f32::INFINITY]).unwrap();
+        assert!(forward(&n, &[Some(&inf)]).is_err());
+    }
+
+    #[test]
+    fn backward_is_an_error() {
+        let n = node(
+            Op::DequantizeLinear {
+                axis: 1,
+                from: DType::I8,
+            },
+            2,
+        );
+        let x = tensor::from_vec(&[1], vec![1.0]).unwrap();
+        let e = crate::ops::backward(&n, &[Some(&x), Some(&x)], &x, &Default::default(), &x)
+            .unwrap_err();
+        assert!(e.to_string().contains("not supported"), "{e}");
+    }
+}
