@@ -45,9 +45,9 @@ fn invalid(node: &Node, detail: impl std::fmt::Display) -> Error {
 /// The values of an integer-typed input as `i32`, checking that each is an integer of `dt`.
 fn ints(node: &Node, t: &Tensor, dt: DType, what: &str) -> Result<Vec<i32>> {
     let (lo, hi) = match dt {
-        DType::I8 => (-128.0, 127.0),
-        DType::U8 => (0.0, 255.0),
-        DType::I32 => (-2_147_483_648.0, 2_147_483_647.0),
+        DType::I8 => (-128, 127),
+        DType::U8 => (0, 255),
+        DType::I32 => (i64::from(i32::MIN), i64::from(i32::MAX)),
         other => {
             return Err(invalid(
                 node,
@@ -58,14 +58,15 @@ fn ints(node: &Node, t: &Tensor, dt: DType, what: &str) -> Result<Vec<i32>> {
     let data = tensor::to_contiguous(t);
     let mut out = Vec::with_capacity(data.len());
     for &v in data.iter() {
-        let f = f64::from(v);
-        if !(f.fract() == 0.0 && (lo..=hi).contains(&f)) {
+        // `as` saturates (NaN gives 0), so a value that survives the round trip is an integer.
+        let iv = v as i64;
+        if !(iv as f32 == v && (lo..=hi).contains(&iv)) {
             return Err(invalid(
                 node,
                 format!("{what} must hold {dt} values, found {v}"),
             ));
         }
-        out.push(f as i32);
+        out.push(iv as i32);
     }
     Ok(out)
 }
@@ -473,22 +474,35 @@ fn conv_i32(
                         if wv == 0 {
                             continue;
                         }
+                        // Output columns whose input column lies inside the row.
+                        let off = kx * g.dw;
+                        let lo = g.pl.saturating_sub(off).div_ceil(g.sw);
+                        let hi = (g.w + g.pl)
+                            .checked_sub(off + 1)
+                            .map_or(0, |v| (v / g.sw + 1).min(g.ow));
+                        if lo >= hi {
+                            continue;
+                        }
+                        // Input column of output column `lo` (non-negative by the choice of lo).
+                        let first = lo * g.sw + off - g.pl;
                         for oy in 0..g.oh {
                             let iy = (oy * g.sh + ky * g.dh) as isize - g.pt as isize;
                             if iy < 0 || iy >= g.h as isize {
                                 continue;
                             }
                             let row = &xc[iy as usize * g.w..(iy as usize + 1) * g.w];
-                            let arow = &mut acc[oy * g.ow..(oy + 1) * g.ow];
-                            // Output columns whose input column lies inside the row.
-                            let off = kx * g.dw;
-                            let lo = g.pl.saturating_sub(off).div_ceil(g.sw);
-                            let hi = (g.w + g.pl)
-                                .checked_sub(off + 1)
-                                .map_or(0, |v| (v / g.sw + 1).min(g.ow));
-                            for (ox, a) in arow.iter_mut().enumerate().take(hi).skip(lo) {
-                                let ix = ox * g.sw + off - g.pl;
-                                *a = a.wrapping_add(wv.wrapping_mul(row[ix]));
+                            let arow = &mut acc[oy * g.ow + lo..oy * g.ow + hi];
+                            if g.sw == 1 {
+                                // Contiguous: lets the compiler vectorize.
+                                let src = &row[first..first + arow.len()];
+                                for (a, &xv) in arow.iter_mut().zip(src) {
+                                    *a = a.wrapping_add(wv.wrapping_mul(xv));
+                                }
+                            } else {
+                                let src = row[first..].iter().step_by(g.sw);
+                                for (a, &xv) in arow.iter_mut().zip(src) {
+                                    *a = a.wrapping_add(wv.wrapping_mul(xv));
+                                }
                             }
                         }
                     }
