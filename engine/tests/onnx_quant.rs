@@ -404,6 +404,14 @@ fn quant_sample() -> (Graph, Vec<(String, Tensor)>) {
             &["x", "sq", "zq"],
         ),
         Node::new(
+            "q8b",
+            Op::QuantizeLinear {
+                axis: 1,
+                to: DType::I8,
+            },
+            &["x", "xs"],
+        ),
+        Node::new(
             "c8",
             Op::Cast {
                 from: DType::F32,
@@ -422,7 +430,7 @@ fn quant_sample() -> (Graph, Vec<(String, Tensor)>) {
     ];
     g.nodes = nodes;
     g.outputs = [
-        "dq", "dqw", "d_y", "d_s", "d_zp", "mi_f", "ci_f", "qmm", "q8", "c8", "c32",
+        "dq", "dqw", "d_y", "d_s", "d_zp", "mi_f", "ci_f", "qmm", "q8", "q8b", "c8", "c32",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -276,6 +276,18 @@ impl Writer {
             Op::Conv(a) | Op::QLinearConv { conv: a, .. } | Op::ConvInteger { conv: a, .. } => {
                 self.push(&n.name, op_type, all, outs, conv_attrs(a))
             }
+            Op::QuantizeLinear { axis, to }
+                if *to != DType::U8 && n.inputs.get(2).is_none_or(|z| z.is_empty()) =>
+            {
+                // ONNX's default output type is uint8: spell out a zero point of the type.
+                let mut inputs = all;
+                inputs.truncate(2);
+                let zero = crate::tensor::zeros(&[]);
+                inputs.push(self.helper(format!("{}__zero_point", n.name), |k| {
+                    encode_typed(k, &zero, *to)
+                }));
+                self.push(&n.name, op_type, inputs, outs, vec![int("axis", *axis)])
+            }
             Op::QuantizeLinear { axis, .. } | Op::DequantizeLinear { axis, .. } => {
                 self.push(&n.name, op_type, all, outs, vec![int("axis", *axis)])
             }
