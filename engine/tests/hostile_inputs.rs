@@ -699,3 +699,40 @@ fn huge_attribute_repetition_is_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn mutated_quantized_models_never_panic() {
+    // Seeded byte flips of the valid quantized models: import must answer with a model or an
+    // error, and a model that imports must run (or fail) without panicking.
+    let mut rng = Rng::new(0x0_9a17);
+    let mut imported = 0;
+    for base in [tiny_qmatmul(), tiny_qconv()] {
+        let bytes = base.encode_to_vec();
+        for round in 0..400 {
+            let mut b = bytes.clone();
+            for _ in 0..1 + rng.below(3) {
+                let i = rng.below(b.len());
+                b[i] ^= 1 << rng.below(8);
+            }
+            let outcome = std::panic::catch_unwind(|| {
+                let Ok(g) = lithe::format::onnx::import(&b) else {
+                    return false;
+                };
+                if let Some(v) = g.inputs.first()
+                    && let Ok(shape) = g.infer_shapes(1).map(|_| v.concrete(1))
+                    && shape.iter().product::<usize>() <= 1 << 16
+                {
+                    let x = lithe::tensor::zeros(&shape);
+                    let _ = lithe::exec::run(&g, &[(v.name.as_str(), &x)]);
+                    let _ = lithe::format::onnx::export(&g);
+                }
+                true
+            });
+            match outcome {
+                Ok(ok) => imported += usize::from(ok),
+                Err(_) => panic!("round {round}: panicked on a mutated quantized model"),
+            }
+        }
+    }
+    assert!(imported > 0, "some mutations keep the model valid");
+}

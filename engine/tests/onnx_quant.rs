@@ -477,6 +477,16 @@ fn quant_sample_runs_in_integers_and_round_trips() -> anyhow::Result<()> {
     assert_eq!(back.dtypes()?["q8"], DType::I8);
     let again = exec::run(&back, &feeds)?;
     assert_eq!(outs, again);
+    // Extreme runtime values saturate or give an error, never a panic.
+    for v in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30] {
+        let x = inputs[0].1.mapv(|_| v);
+        let x2 = inputs[1].1.mapv(|_| v);
+        let r = exec::run(&g, &[("x", &x), ("x2", &x2)]);
+        assert!(
+            r.is_ok() || r.as_ref().is_err_and(|e| e.to_string().contains("range")),
+            "{v}: {r:?}"
+        );
+    }
     // Training through them is refused with an error, not a panic.
     let mut rng = lithe::rng::Rng::new(1);
     let trace = exec::forward_train(&g, &feeds, &mut rng);
