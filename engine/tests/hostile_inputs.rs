@@ -16,6 +16,9 @@ use prost::Message;
 use std::path::PathBuf;
 
 const FLOAT: i32 = 1;
+const UINT8: i32 = 2;
+const INT8: i32 = 3;
+const INT32: i32 = 6;
 const INT64: i32 = 7;
 const STRING: i32 = 8;
 
@@ -103,6 +106,79 @@ fn graph_mut(m: &mut ModelProto) -> &mut GraphProto {
     m.graph.as_mut().unwrap()
 }
 
+/// A float tensor with the given values (a scale).
+fn f32_values(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(FLOAT),
+        float_data: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// An int8 or uint8 tensor (`raw_data`, one byte per element).
+fn byte_tensor(name: &str, dtype: i32, dims: &[i64], v: &[u8]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.to_vec(),
+        data_type: Some(dtype),
+        raw_data: Some(v.to_vec()),
+        ..Default::default()
+    }
+}
+
+/// A valid quantized model: `Y = DequantizeLinear(QLinearMatMul(QuantizeLinear(X[1,4])),
+/// W int8 [4,3]))`, per-tensor uint8 activations.
+fn tiny_qmatmul() -> ModelProto {
+    let mut m = tiny();
+    let g = graph_mut(&mut m);
+    g.name = Some("tiny_qmatmul".into());
+    g.node = vec![
+        node("QuantizeLinear", &["X", "xs", "xzp"], &["Xq"]),
+        node(
+            "QLinearMatMul",
+            &["Xq", "xs", "xzp", "W", "ws", "wzp", "ys", "yzp"],
+            &["Yq"],
+        ),
+        node("DequantizeLinear", &["Yq", "ys", "yzp"], &["Y"]),
+    ];
+    g.initializer = vec![
+        f32_values("xs", &[], &[0.02]),
+        byte_tensor("xzp", UINT8, &[], &[128]),
+        byte_tensor(
+            "W",
+            INT8,
+            &[4, 3],
+            &[1, 2, 3, 4, 5, 6, 250, 251, 252, 253, 254, 255],
+        ),
+        f32_values("ws", &[], &[0.01]),
+        byte_tensor("wzp", INT8, &[], &[0]),
+        f32_values("ys", &[], &[0.05]),
+        byte_tensor("yzp", UINT8, &[], &[100]),
+    ];
+    m
+}
+
+/// A valid quantized convolution: `Y = DequantizeLinear(QLinearConv(QuantizeLinear(X[1,1,3,3]),
+/// W int8 [2,1,2,2] with per-channel scales and zero points))`.
+fn tiny_qconv() -> ModelProto {
+    let mut m = tiny_qmatmul();
+    let g = graph_mut(&mut m);
+    g.name = Some("tiny_qconv".into());
+    g.input[0] = value_info("X", &[1, 1, 3, 3]);
+    g.output[0] = value_info("Y", &[1, 2, 2, 2]);
+    g.node[1] = node(
+        "QLinearConv",
+        &["Xq", "xs", "xzp", "W", "ws", "wzp", "ys", "yzp"],
+        &["Yq"],
+    );
+    g.initializer[2] = byte_tensor("W", INT8, &[2, 1, 2, 2], &[1, 2, 3, 4, 255, 254, 253, 252]);
+    g.initializer[3] = f32_values("ws", &[2], &[0.01, 0.02]);
+    g.initializer[4] = byte_tensor("wzp", INT8, &[2], &[0, 0]);
+    m
+}
+
 /// The committed malformed ONNX files: (file name, bytes).
 fn onnx_cases() -> Vec<(&'static str, Vec<u8>)> {
     let mut out = Vec::new();
@@ -166,6 +242,64 @@ fn onnx_cases() -> Vec<(&'static str, Vec<u8>)> {
     let mut m = tiny();
     m.graph = None;
     add("no_graph.onnx", m);
+
+    // Quantized models. A per-axis scale with 3 values along an axis of 4.
+    let mut m = tiny_qmatmul();
+    graph_mut(&mut m).initializer[0] = f32_values("xs", &[3], &[0.02, 0.02, 0.02]);
+    graph_mut(&mut m).initializer[1] = byte_tensor("xzp", UINT8, &[3], &[128, 128, 128]);
+    add("quant_scale_wrong_length.onnx", m);
+
+    // An int8 weight with a uint8 zero point.
+    let mut m = tiny_qmatmul();
+    graph_mut(&mut m).initializer[4] = byte_tensor("wzp", UINT8, &[], &[0]);
+    add("quant_zero_point_dtype.onnx", m);
+
+    // QLinearConv with 3 weight zero points for 2 output channels.
+    let mut m = tiny_qconv();
+    graph_mut(&mut m).initializer[4] = byte_tensor("wzp", INT8, &[3], &[0, 0, 0]);
+    add("qlinearconv_weight_zero_points.onnx", m);
+
+    // Zero, negative and NaN scales.
+    for (file, v) in [
+        ("quant_zero_scale.onnx", 0.0),
+        ("quant_negative_scale.onnx", -0.5),
+        ("quant_nan_scale.onnx", f32::NAN),
+    ] {
+        let mut m = tiny_qmatmul();
+        graph_mut(&mut m).initializer[3] = f32_values("ws", &[], &[v]);
+        add(file, m);
+    }
+
+    // An int8 weight whose raw data holds 5 bytes for 12 elements.
+    let mut m = tiny_qmatmul();
+    graph_mut(&mut m).initializer[2] = byte_tensor("W", INT8, &[4, 3], &[1, 2, 3, 4, 5]);
+    add("quant_short_int8_data.onnx", m);
+
+    // An int32 bias beyond what f32 holds exactly (2^24 + 1).
+    let mut m = tiny_qconv();
+    let g = graph_mut(&mut m);
+    g.node[1].input.push("B".into());
+    g.initializer.push(TensorProto {
+        name: Some("B".into()),
+        dims: vec![2],
+        data_type: Some(INT32),
+        int32_data: vec![(1 << 24) + 1, 0],
+        ..Default::default()
+    });
+    add("quant_int32_bias_overflow.onnx", m);
+
+    // A graph input of type int8 read by Relu (only quantization ops read integers).
+    let mut m = tiny();
+    let g = graph_mut(&mut m);
+    g.node = vec![node("Relu", &["X"], &["Y"])];
+    g.initializer.clear();
+    g.output[0] = value_info("Y", &[1, 4]);
+    if let Some(type_proto::Value::TensorType(t)) =
+        g.input[0].r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        t.elem_type = Some(INT8);
+    }
+    add("int8_input_to_float_op.onnx", m);
 
     out
 }
@@ -251,6 +385,12 @@ fn is_graph(e: &Error) -> bool {
 fn is_limit(e: &Error) -> bool {
     matches!(e, Error::Limit { .. })
 }
+fn is_shape(e: &Error) -> bool {
+    matches!(e, Error::Shape { .. })
+}
+fn is_attribute(e: &Error) -> bool {
+    matches!(e, Error::Attribute { .. })
+}
 fn is_unsupported(e: &Error) -> bool {
     matches!(e, Error::UnsupportedOps(ops) if ops.iter().any(|o| o.contains("NonMaxSuppression")))
 }
@@ -267,6 +407,51 @@ const EXPECTED: &[Expect] = &[
     expect("unsupported_op.onnx", is_unsupported, "NonMaxSuppression"),
     expect("future_opset.onnx", is_decode, "opset 99 is not supported"),
     expect("no_graph.onnx", is_decode, "holds no graph"),
+    expect(
+        "quant_scale_wrong_length.onnx",
+        is_shape,
+        "a per-axis scale along axis 1 needs 4 values, got 3",
+    ),
+    expect(
+        "quant_zero_point_dtype.onnx",
+        is_decode,
+        "reads `wzp` as int8, but it holds uint8 values",
+    ),
+    expect(
+        "qlinearconv_weight_zero_points.onnx",
+        is_shape,
+        "w_zero_point must be a scalar or have 2 values",
+    ),
+    expect(
+        "quant_zero_scale.onnx",
+        is_attribute,
+        "must be positive and finite, found 0",
+    ),
+    expect(
+        "quant_negative_scale.onnx",
+        is_attribute,
+        "must be positive and finite, found -0.5",
+    ),
+    expect(
+        "quant_nan_scale.onnx",
+        is_attribute,
+        "must be positive and finite, found NaN",
+    ),
+    expect(
+        "quant_short_int8_data.onnx",
+        is_decode,
+        "raw_data has 5 bytes, but its dims need 12 elements of 1 bytes",
+    ),
+    expect(
+        "quant_int32_bias_overflow.onnx",
+        is_decode,
+        "int32 value 16777217 cannot be held exactly",
+    ),
+    expect(
+        "int8_input_to_float_op.onnx",
+        is_decode,
+        "reads `X`, which holds int8 values",
+    ),
     expect("lithe_truncated.lithe", is_decode, "truncated"),
     expect("lithe_trailing_byte.lithe", is_decode, "1 trailing bytes"),
     expect("lithe_corrupt_graph_len.lithe", is_decode, "truncated"),
@@ -331,6 +516,45 @@ fn generated() -> Vec<(&'static str, Vec<u8>)> {
 fn tiny_model_is_valid() {
     let g = lithe::format::onnx::import(&tiny().encode_to_vec()).unwrap();
     g.infer_shapes(1).unwrap();
+}
+
+#[test]
+fn tiny_quantized_models_are_valid() {
+    for m in [tiny_qmatmul(), tiny_qconv()] {
+        let g = lithe::format::onnx::import(&m.encode_to_vec()).unwrap();
+        let shape = g.infer_shapes(1).unwrap()["Y"].clone();
+        let x = lithe::tensor::zeros(&g.inputs[0].concrete(1));
+        let y = lithe::exec::run(&g, &[("X", &x)]).unwrap();
+        assert_eq!(y[0].shape(), shape.as_slice());
+    }
+}
+
+#[test]
+fn quantized_runtime_values_are_checked() {
+    // Values that only appear at run time: a scale computed by the graph, data that is not an
+    // integer of the declared type. Errors, never panics.
+    let g = lithe::format::onnx::import(&tiny_qmatmul().encode_to_vec()).unwrap();
+    let nan = lithe::tensor::from_vec(&[1, 4], vec![f32::NAN, 1e30, -1e30, 0.5]).unwrap();
+    // QuantizeLinear saturates (NaN gives the zero point), so this runs.
+    lithe::exec::run(&g, &[("X", &nan)]).unwrap();
+    let mut g2 = g.clone();
+    g2.weights.insert(
+        "W".into(),
+        lithe::tensor::from_vec(&[4, 3], vec![0.5; 12]).unwrap(),
+    );
+    let x = lithe::tensor::zeros(&[1, 4]);
+    let e = lithe::exec::run(&g2, &[("X", &x)]).unwrap_err();
+    assert!(
+        e.to_string().contains("must hold int8 values, found 0.5"),
+        "{e}"
+    );
+    let mut g3 = g.clone();
+    g3.weights.insert(
+        "ys".into(),
+        lithe::tensor::from_vec(&[], vec![0.0]).unwrap(),
+    );
+    let e = lithe::exec::run(&g3, &[("X", &x)]).unwrap_err();
+    assert!(e.to_string().contains("must be positive and finite"), "{e}");
 }
 
 #[test]
@@ -474,4 +698,41 @@ fn huge_attribute_repetition_is_refused() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn mutated_quantized_models_never_panic() {
+    // Seeded byte flips of the valid quantized models: import must answer with a model or an
+    // error, and a model that imports must run (or fail) without panicking.
+    let mut rng = Rng::new(0x0_9a17);
+    let mut imported = 0;
+    for base in [tiny_qmatmul(), tiny_qconv()] {
+        let bytes = base.encode_to_vec();
+        for round in 0..400 {
+            let mut b = bytes.clone();
+            for _ in 0..1 + rng.below(3) {
+                let i = rng.below(b.len());
+                b[i] ^= 1 << rng.below(8);
+            }
+            let outcome = std::panic::catch_unwind(|| {
+                let Ok(g) = lithe::format::onnx::import(&b) else {
+                    return false;
+                };
+                if let Some(v) = g.inputs.first()
+                    && let Ok(shape) = g.infer_shapes(1).map(|_| v.concrete(1))
+                    && shape.iter().product::<usize>() <= 1 << 16
+                {
+                    let x = lithe::tensor::zeros(&shape);
+                    let _ = lithe::exec::run(&g, &[(v.name.as_str(), &x)]);
+                    let _ = lithe::format::onnx::export(&g);
+                }
+                true
+            });
+            match outcome {
+                Ok(ok) => imported += usize::from(ok),
+                Err(_) => panic!("round {round}: panicked on a mutated quantized model"),
+            }
+        }
+    }
+    assert!(imported > 0, "some mutations keep the model valid");
 }

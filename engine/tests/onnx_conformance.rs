@@ -59,6 +59,25 @@ const FLOAT: i32 = 1;
 const INT64: i32 = 7;
 /// `TensorProto.DataType.DOUBLE`.
 const DOUBLE: i32 = 11;
+/// `TensorProto.DataType.UINT8`.
+const UINT8: i32 = 2;
+/// `TensorProto.DataType.INT8`.
+const INT8: i32 = 3;
+/// `TensorProto.DataType.INT32`.
+const INT32: i32 = 6;
+
+/// Ops whose models may take and return int8, uint8 and int32 tensors (Lithe carries them as
+/// exact integers in f32 tensors, with the element type tracked on the graph).
+const QUANT_OPS: &[&str] = &[
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulInteger",
+    "ConvInteger",
+    "Cast",
+];
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -88,7 +107,8 @@ enum Outcome {
     Unsupported(String),
 }
 
-/// Decodes a float `TensorProto` (raw little-endian or `float_data`/`double_data`).
+/// Decodes a float `TensorProto` (raw little-endian or `float_data`/`double_data`), or an
+/// int8/uint8/int32 one into exact integers held as f32.
 fn decode_f32(t: &proto::TensorProto) -> Result<Tensor, String> {
     let shape: Vec<usize> = t
         .dims
@@ -112,6 +132,13 @@ fn decode_f32(t: &proto::TensorProto) -> Result<Tensor, String> {
             })
             .collect(),
         (DOUBLE, None) => t.double_data.iter().map(|&x| x as f32).collect(),
+        (INT8, Some(raw)) => raw.iter().map(|&b| f32::from(b as i8)).collect(),
+        (UINT8, Some(raw)) => raw.iter().map(|&b| f32::from(b)).collect(),
+        (INT32, Some(raw)) => raw
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+            .collect(),
+        (INT8 | UINT8 | INT32, None) => t.int32_data.iter().map(|&x| x as f32).collect(),
         _ => return Err(format!("data type {dt} is not float")),
     };
     if data.len() != n {
@@ -276,13 +303,18 @@ fn run_test(dir: &Path, bytes: &[u8], model: &proto::ModelProto, frozen: bool) -
         .iter()
         .filter(|v| !inits.contains(v.name.as_deref().unwrap_or("")))
         .collect();
+    let quant = g
+        .node
+        .iter()
+        .any(|n| QUANT_OPS.contains(&n.op_type.as_deref().unwrap_or("")));
     for (kind, vs) in [
         ("input", runtime_inputs.clone()),
         ("output", g.output.iter().collect()),
     ] {
         for v in vs {
             let t = elem_type(v);
-            if t != Some(FLOAT) {
+            let int_ok = quant && matches!(t, Some(INT8 | UINT8 | INT32));
+            if t != Some(FLOAT) && !int_ok {
                 return Outcome::Unsupported(format!(
                     "dtype: {kind} `{}` has element type {}",
                     v.name.as_deref().unwrap_or(""),

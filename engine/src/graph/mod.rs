@@ -109,7 +109,8 @@ impl Graph {
     }
 
     /// Checks that the graph is well formed: unique names, every input defined before use
-    /// (weights, graph inputs or earlier outputs), arities respected, outputs produced.
+    /// (weights, graph inputs or earlier outputs), arities respected, outputs produced, element
+    /// types consistent ([`Graph::dtypes`]).
     /// Reorders nodes topologically when they are out of order; reports cycles.
     pub fn validate(&mut self) -> Result<()> {
         if self.nodes.len() > limits::MAX_NODES {
@@ -216,6 +217,9 @@ impl Graph {
                 .collect();
             self.nodes = order.into_iter().filter_map(|i| old[i].take()).collect();
         }
+        // Element types: every value is read as the type its producer (or, for inputs and
+        // weights, every other reader) gives it.
+        shape::dtypes(self)?;
         for (name, w) in &self.weights {
             if w.len() > limits::MAX_TENSOR_ELEMENTS {
                 return Err(Error::Limit {
@@ -238,6 +242,11 @@ impl Graph {
     /// Infers the shape of every value for a batch size, checking every node's constraints.
     pub fn infer_shapes(&self, batch: usize) -> Result<HashMap<String, Vec<usize>>> {
         shape::infer(self, batch)
+    }
+
+    /// The element type of every value (see [`shape::dtypes`]).
+    pub fn dtypes(&self) -> Result<HashMap<String, crate::tensor::DType>> {
+        shape::dtypes(self)
     }
 
     /// Names of weights that training may update (weights feeding a parameter slot of some node).

@@ -1,5 +1,6 @@
 //! The closed set of operators the engine understands.
 
+use crate::tensor::DType;
 use serde::{Deserialize, Serialize};
 
 /// Padding policy of a convolution or pooling window.
@@ -277,6 +278,69 @@ pub enum Op {
         /// Added to the variance before the square root.
         epsilon: f32,
     },
+    /// `y = saturate(round_half_even(x / scale) + zero_point)`; inputs `[x, scale,
+    /// zero_point?]`, per-tensor (scalar scale) or per-axis (1-D scale along `axis`).
+    QuantizeLinear {
+        /// Quantization axis of a 1-D scale (negative counts from the end).
+        axis: i64,
+        /// Output type ([`DType::I8`] or [`DType::U8`]); also the zero point's type.
+        to: DType,
+    },
+    /// `y = (x − zero_point) · scale`; inputs `[x, scale, zero_point?]`, per-tensor or per-axis.
+    DequantizeLinear {
+        /// Quantization axis of a 1-D scale (negative counts from the end).
+        axis: i64,
+        /// Type of `x` and the zero point ([`DType::I8`], [`DType::U8`] or [`DType::I32`]).
+        from: DType,
+    },
+    /// uint8 quantization with a scale and zero point computed from the input's range; outputs
+    /// `[y (uint8), scale, zero_point (uint8)]`.
+    DynamicQuantizeLinear,
+    /// Quantized convolution; inputs `[x, x_scale, x_zero_point, w, w_scale, w_zero_point,
+    /// y_scale, y_zero_point, B? (int32)]`; the int32 accumulator is requantized to `y`.
+    QLinearConv {
+        /// Window attributes (as for [`Op::Conv`]).
+        conv: ConvAttrs,
+        /// Type of `x` and its zero point.
+        x: DType,
+        /// Type of `w` and its zero point(s).
+        w: DType,
+        /// Type of `y` and its zero point.
+        y: DType,
+    },
+    /// Quantized matrix product; inputs `[a, a_scale, a_zero_point, b, b_scale, b_zero_point,
+    /// y_scale, y_zero_point]`.
+    QLinearMatMul {
+        /// Type of `a` and its zero point.
+        a: DType,
+        /// Type of `b` and its zero point.
+        b: DType,
+        /// Type of `y` and its zero point.
+        y: DType,
+    },
+    /// Integer matrix product with int32 output; inputs `[A, B, a_zero_point?, b_zero_point?]`.
+    MatMulInteger {
+        /// Type of `A` and its zero point.
+        a: DType,
+        /// Type of `B` and its zero point.
+        b: DType,
+    },
+    /// Integer convolution with int32 output; inputs `[x, w, x_zero_point?, w_zero_point?]`.
+    ConvInteger {
+        /// Window attributes (as for [`Op::Conv`]).
+        conv: ConvAttrs,
+        /// Type of `x` and its zero point.
+        x: DType,
+        /// Type of `w` and its zero point(s).
+        w: DType,
+    },
+    /// Element type conversion between float, int8, uint8 and int32.
+    Cast {
+        /// Input type.
+        from: DType,
+        /// Output type.
+        to: DType,
+    },
 }
 
 impl Op {
@@ -316,6 +380,67 @@ impl Op {
             Op::GlobalMaxPool => "GlobalMaxPool",
             Op::Pad(_) => "Pad",
             Op::LayerNorm { .. } => "LayerNormalization",
+            Op::QuantizeLinear { .. } => "QuantizeLinear",
+            Op::DequantizeLinear { .. } => "DequantizeLinear",
+            Op::DynamicQuantizeLinear => "DynamicQuantizeLinear",
+            Op::QLinearConv { .. } => "QLinearConv",
+            Op::QLinearMatMul { .. } => "QLinearMatMul",
+            Op::MatMulInteger { .. } => "MatMulInteger",
+            Op::ConvInteger { .. } => "ConvInteger",
+            Op::Cast { .. } => "Cast",
+        }
+    }
+
+    /// Whether the op is one of the integer/quantization ops (no training through them).
+    pub fn is_quant(&self) -> bool {
+        matches!(
+            self,
+            Op::QuantizeLinear { .. }
+                | Op::DequantizeLinear { .. }
+                | Op::DynamicQuantizeLinear
+                | Op::QLinearConv { .. }
+                | Op::QLinearMatMul { .. }
+                | Op::MatMulInteger { .. }
+                | Op::ConvInteger { .. }
+                | Op::Cast { .. }
+        )
+    }
+
+    /// The element type the op expects for input `i` (integer values are carried as exact
+    /// integers in `f32` tensors; see [`crate::tensor::F32_EXACT_INT`]).
+    pub fn input_dtype(&self, i: usize) -> DType {
+        match self {
+            Op::QuantizeLinear { to, .. } if i == 2 => *to,
+            Op::DequantizeLinear { from, .. } if i == 0 || i == 2 => *from,
+            Op::QLinearConv { x, w, y, .. } => match i {
+                0 | 2 => *x,
+                3 | 5 => *w,
+                7 => *y,
+                8 => DType::I32,
+                _ => DType::F32,
+            },
+            Op::QLinearMatMul { a, b, y } => match i {
+                0 | 2 => *a,
+                3 | 5 => *b,
+                7 => *y,
+                _ => DType::F32,
+            },
+            Op::MatMulInteger { a: x, b: w } | Op::ConvInteger { x, w, .. } => {
+                if i.is_multiple_of(2) { *x } else { *w }
+            }
+            Op::Cast { from, .. } => *from,
+            _ => DType::F32,
+        }
+    }
+
+    /// The element type of output `k`.
+    pub fn output_dtype(&self, k: usize) -> DType {
+        match self {
+            Op::QuantizeLinear { to, .. } | Op::Cast { to, .. } => *to,
+            Op::DynamicQuantizeLinear if k != 1 => DType::U8,
+            Op::QLinearConv { y, .. } | Op::QLinearMatMul { y, .. } => *y,
+            Op::MatMulInteger { .. } | Op::ConvInteger { .. } => DType::I32,
+            _ => DType::F32,
         }
     }
 
@@ -336,6 +461,10 @@ impl Op {
             Op::MatMul | Op::Add | Op::Mul | Op::Sub | Op::Div => (2, 2),
             Op::LayerNorm { .. } => (2, 3),
             Op::BatchNorm { .. } => (5, 5),
+            Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. } => (2, 3),
+            Op::QLinearConv { .. } => (8, 9),
+            Op::QLinearMatMul { .. } => (8, 8),
+            Op::MatMulInteger { .. } | Op::ConvInteger { .. } => (2, 4),
             Op::Concat { .. } => (1, usize::MAX),
             _ => (1, 1),
         }
@@ -344,7 +473,7 @@ impl Op {
     /// Most outputs the op computes (the first is the one training differentiates).
     pub fn max_outputs(&self) -> usize {
         match self {
-            Op::LayerNorm { .. } => 3,
+            Op::LayerNorm { .. } | Op::DynamicQuantizeLinear => 3,
             _ => 1,
         }
     }

@@ -1,6 +1,7 @@
 //! Shape inference over a whole graph.
 
 use super::Graph;
+use crate::tensor::DType;
 use crate::{Error, Result};
 use std::collections::HashMap;
 
@@ -49,4 +50,56 @@ pub fn infer(g: &Graph, batch: usize) -> Result<HashMap<String, Vec<usize>>> {
         }
     }
     Ok(shapes)
+}
+
+/// The element type of every value: node outputs from their op
+/// ([`crate::graph::Op::output_dtype`]), graph inputs and weights from the ops that read them
+/// ([`crate::graph::Op::input_dtype`]; `F32` when nothing reads them). Integer values are held
+/// as exact integers in `f32` tensors (see [`crate::tensor::F32_EXACT_INT`]). Errors when a value
+/// is read as two different types, or as a type other than the one its producer gives it.
+pub fn dtypes(g: &Graph) -> Result<HashMap<String, DType>> {
+    let mut out: HashMap<String, DType> = HashMap::new();
+    for n in &g.nodes {
+        for (k, o) in n.outputs.iter().enumerate() {
+            out.insert(o.clone(), n.op.output_dtype(k));
+        }
+    }
+    let mut sources: HashMap<&str, (DType, &str)> = HashMap::new();
+    for n in &g.nodes {
+        for (i, name) in n.inputs.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+            let want = n.op.input_dtype(i);
+            if let Some(&have) = out.get(name) {
+                if have != want {
+                    return Err(Error::Graph(format!(
+                        "node `{}` ({}) reads `{name}` as {want}, but it holds {have} values",
+                        n.name,
+                        n.op.name()
+                    )));
+                }
+                continue;
+            }
+            match sources.get(name.as_str()) {
+                Some(&(have, by)) if have != want => {
+                    return Err(Error::Graph(format!(
+                        "`{name}` is read as {have} by `{by}` and as {want} by `{}` ({})",
+                        n.name,
+                        n.op.name()
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    sources.insert(name.as_str(), (want, n.name.as_str()));
+                }
+            }
+        }
+    }
+    for v in &g.inputs {
+        let t = sources.get(v.name.as_str()).map_or(DType::F32, |s| s.0);
+        out.insert(v.name.clone(), t);
+    }
+    for k in g.weights.keys() {
+        let t = sources.get(k.as_str()).map_or(DType::F32, |s| s.0);
+        out.insert(k.clone(), t);
+    }
+    Ok(out)
 }

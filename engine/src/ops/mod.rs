@@ -8,6 +8,7 @@ mod linear;
 mod norm;
 mod pad;
 mod pool;
+mod quant;
 mod reshape;
 
 pub use elementwise::{broadcast_shape, reduce_to_shape};
@@ -152,6 +153,14 @@ pub fn infer_shape(node: &Node, shapes: &[Option<&[usize]>]) -> Result<Vec<Vec<u
             let all: Result<Vec<&[usize]>> = (0..node.inputs.len()).map(need).collect();
             reshape::concat_shape(node, *axis, &all?)?
         }
+        Op::QuantizeLinear { .. }
+        | Op::DequantizeLinear { .. }
+        | Op::DynamicQuantizeLinear
+        | Op::QLinearConv { .. }
+        | Op::QLinearMatMul { .. }
+        | Op::MatMulInteger { .. }
+        | Op::ConvInteger { .. }
+        | Op::Cast { .. } => return quant::quant_shape(node, shapes),
     };
     Ok(vec![out])
 }
@@ -289,6 +298,14 @@ pub fn forward(
             }
             _ => (x.clone(), Saved::None),
         },
+        Op::QuantizeLinear { .. }
+        | Op::DequantizeLinear { .. }
+        | Op::DynamicQuantizeLinear
+        | Op::QLinearConv { .. }
+        | Op::QLinearMatMul { .. }
+        | Op::MatMulInteger { .. }
+        | Op::ConvInteger { .. }
+        | Op::Cast { .. } => return Ok((quant::forward(node, inputs)?, Saved::None)),
     };
     Ok((vec![y], saved))
 }
@@ -408,6 +425,14 @@ pub fn backward(
             Saved::Mask(m) => vec![Some(dy * m)],
             _ => vec![Some(dy.clone())],
         },
+        Op::QuantizeLinear { .. }
+        | Op::DequantizeLinear { .. }
+        | Op::DynamicQuantizeLinear
+        | Op::QLinearConv { .. }
+        | Op::QLinearMatMul { .. }
+        | Op::MatMulInteger { .. }
+        | Op::ConvInteger { .. }
+        | Op::Cast { .. } => return Err(quant::backward(node)),
     };
     Ok(g)
 }

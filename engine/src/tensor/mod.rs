@@ -23,6 +23,48 @@ pub enum DType {
     I64,
 }
 
+/// Largest magnitude below which every integer is exactly representable in an `f32`
+/// (2^24). Integer values are carried through the graph as `f32` tensors holding exact
+/// integers: always exact for [`DType::I8`] and [`DType::U8`], exact for [`DType::I32`] only
+/// while `|v| ≤ 2^24` (larger int32 accumulations are rounded to the nearest `f32`, which is
+/// what an ONNX `Cast` to float would give anyway).
+pub const F32_EXACT_INT: i64 = 1 << 24;
+
+impl DType {
+    /// The type as ONNX spells it (`float`, `int8`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float",
+            DType::I8 => "int8",
+            DType::U8 => "uint8",
+            DType::I32 => "int32",
+            DType::I64 => "int64",
+        }
+    }
+
+    /// Whether the type is an integer type.
+    pub fn is_int(self) -> bool {
+        !matches!(self, DType::F32)
+    }
+
+    /// Smallest and largest value of an integer type (`None` for `F32`).
+    pub fn range(self) -> Option<(i64, i64)> {
+        match self {
+            DType::F32 => None,
+            DType::I8 => Some((-128, 127)),
+            DType::U8 => Some((0, 255)),
+            DType::I32 => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
+            DType::I64 => Some((i64::MIN, i64::MAX)),
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Builds a tensor from a shape and its row-major data, checking that the sizes agree.
 pub fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
     let n = checked_numel(shape)?;

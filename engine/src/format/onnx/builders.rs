@@ -6,6 +6,7 @@ use super::proto::attribute_proto::AttributeType;
 use super::proto::{AttributeProto, NodeProto, TensorProto};
 use super::tensor::{self, Const, Data};
 use crate::graph::{AutoPad, ConvAttrs, GemmAttrs, Op, PadAttrs, PadMode, PoolAttrs};
+use crate::tensor::DType;
 use crate::{Error, Result};
 use std::collections::HashMap;
 
@@ -27,6 +28,8 @@ pub(super) struct NodeCtx<'a> {
     pub sym: &'a HashMap<String, SymDims>,
     /// Value shapes known so far, with symbolic dims set to 1 and to 2.
     pub shapes: &'a [HashMap<String, Vec<usize>>; 2],
+    /// Element types of the graph inputs and node outputs built so far.
+    pub dtypes: &'a HashMap<String, DType>,
 }
 
 /// For each element of an integer constant folded from `Shape`: `Some((value, dim))` when it
@@ -56,7 +59,7 @@ pub(super) enum Built {
 pub(super) type Builder = fn(&NodeCtx<'_>) -> Result<Built>;
 
 /// The registry, one entry per supported ONNX op type.
-const REGISTRY: [(&str, Builder); 37] = [
+const REGISTRY: [(&str, Builder); 45] = [
     ("Gemm", gemm),
     ("MatMul", matmul),
     ("Conv", conv),
@@ -94,6 +97,14 @@ const REGISTRY: [(&str, Builder); 37] = [
     ("LayerNormalization", layer_normalization),
     ("Shape", shape),
     ("Gather", gather),
+    ("QuantizeLinear", quantize_linear),
+    ("DequantizeLinear", dequantize_linear),
+    ("DynamicQuantizeLinear", dynamic_quantize_linear),
+    ("QLinearConv", qlinear_conv),
+    ("QLinearMatMul", qlinear_matmul),
+    ("MatMulInteger", matmul_integer),
+    ("ConvInteger", conv_integer),
+    ("Cast", cast),
 ];
 
 const fn names<const N: usize>(r: &[(&'static str, Builder); N]) -> [&'static str; N] {
@@ -645,10 +656,9 @@ fn reshape(c: &NodeCtx<'_>) -> Result<Built> {
     let k = c.const_input(1, "shape")?.ok_or_else(|| {
         Error::Graph(format!("node `{}` (Reshape) lacks its shape input", c.name))
     })?;
-    let target = match &k.data {
-        Data::I64(v) => v.clone(),
-        Data::F32(_) => return Err(c.bad("shape", "the shape input must be an int64 tensor")),
-    };
+    let target = k
+        .ints()
+        .ok_or_else(|| c.bad("shape", "the shape input must be an int64 tensor"))?;
     if k.shape.len() > 1 {
         return Err(c.bad(
             "shape",
@@ -690,12 +700,13 @@ fn fold_concat(c: &NodeCtx<'_>, axis: i64) -> Result<Option<Built>> {
     let mut data = Vec::new();
     let mut dims: SymDims = Vec::new();
     for n in &names {
-        match c.consts.get(n) {
-            Some(Const {
-                shape,
-                data: Data::I64(v),
-            }) if shape.len() == 1 => {
-                data.extend_from_slice(v);
+        match c
+            .consts
+            .get(n)
+            .and_then(|k| Some((k.shape.len(), k.ints()?)))
+        {
+            Some((1, v)) => {
+                data.extend_from_slice(&v);
                 match c.sym.get(n) {
                     Some(d) => dims.extend(d.iter().cloned()),
                     None => dims.extend(std::iter::repeat_n(None, v.len())),
@@ -901,11 +912,10 @@ fn squeeze_axes(c: &NodeCtx<'_>) -> Result<Option<Vec<i64>>> {
             if k.shape.len() > 1 {
                 return Err(c.bad("axes", format!("must be 1-D, has shape {:?}", k.shape)));
             }
-            let v = match &k.data {
-                Data::I64(v) => v,
-                Data::F32(_) => return Err(c.bad("axes", "must be an int64 tensor")),
-            };
-            check_axes(c, v).map(Some)
+            let v = k
+                .ints()
+                .ok_or_else(|| c.bad("axes", "must be an int64 tensor"))?;
+            check_axes(c, &v).map(Some)
         }
     }
 }
@@ -980,8 +990,8 @@ fn pad(c: &NodeCtx<'_>) -> Result<Built> {
         let k = c
             .const_input(1, "pads")?
             .ok_or_else(|| c.bad("pads", "the pads input is required"))?;
-        let pads = match &k.data {
-            Data::I64(v) if k.shape.len() == 1 => v.clone(),
+        let pads = match k.ints() {
+            Some(v) if k.shape.len() == 1 => v,
             _ => return Err(c.bad("pads", "must be a 1-D int64 tensor")),
         };
         let value = match c.const_input(2, "constant_value")? {
@@ -992,8 +1002,8 @@ fn pad(c: &NodeCtx<'_>) -> Result<Built> {
         };
         let axes = match c.const_input(3, "axes")? {
             None => Vec::new(),
-            Some(k) => match &k.data {
-                Data::I64(v) if k.shape.len() == 1 => check_axes(c, v)?,
+            Some(k) => match k.ints() {
+                Some(v) if k.shape.len() == 1 => check_axes(c, &v)?,
                 _ => return Err(c.bad("axes", "must be a 1-D int64 tensor")),
             },
         };
@@ -1129,10 +1139,9 @@ fn gather(c: &NodeCtx<'_>) -> Result<Built> {
     let idx = c
         .const_input(1, "indices")?
         .ok_or_else(|| c.bad("indices", "is required"))?;
-    let ids = match &idx.data {
-        Data::I64(v) => v,
-        Data::F32(_) => return Err(c.bad("indices", "must be an integer tensor")),
-    };
+    let ids = idx
+        .ints()
+        .ok_or_else(|| c.bad("indices", "must be an integer tensor"))?;
     let r = data.shape.len();
     let a = usize::try_from(if axis < 0 { axis + r as i64 } else { axis })
         .ok()
@@ -1169,10 +1178,7 @@ fn gather(c: &NodeCtx<'_>) -> Result<Built> {
         })
         .collect();
     // Every index is below outer·len·inner, the constant's element count.
-    let data2 = match &data.data {
-        Data::I64(v) => Data::I64(order.iter().map(|&i| v[i]).collect()),
-        Data::F32(v) => Data::F32(order.iter().map(|&i| v[i]).collect()),
-    };
+    let data2 = data.select(&order);
     let k = Const { shape, data: data2 };
     Ok(match sym {
         Some(d) => {
@@ -1185,4 +1191,230 @@ fn gather(c: &NodeCtx<'_>) -> Result<Built> {
         }
         None => Built::Const(k),
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quantization and integer ops (see `crate::ops::quant` for how integer values are carried).
+
+impl NodeCtx<'_> {
+    /// The element type of input `i` (an error when it is absent or unknown).
+    fn dtype(&self, i: usize, what: &'static str) -> Result<DType> {
+        let name = self.input(i).ok_or_else(|| self.bad(what, "is required"))?;
+        match self.consts.get(name) {
+            Some(k) => Ok(k.dtype()),
+            None => self.dtypes.get(name).copied().ok_or_else(|| {
+                self.bad(what, format!("the element type of `{name}` is not known"))
+            }),
+        }
+    }
+
+    /// The element type of an optional zero point, or `default` when it is absent.
+    fn zp_dtype(&self, i: usize, what: &'static str, default: DType) -> Result<DType> {
+        match self.input(i) {
+            None => Ok(default),
+            Some(_) => self.dtype(i, what),
+        }
+    }
+}
+
+/// int8 or uint8: the types the quantized ops compute with.
+fn quant_type(c: &NodeCtx<'_>, what: &'static str, t: DType) -> Result<DType> {
+    match t {
+        DType::I8 | DType::U8 => Ok(t),
+        other => Err(c.bad(
+            what,
+            format!("element type {other} is not supported (int8 or uint8)"),
+        )),
+    }
+}
+
+/// A constant scale input must be positive and finite (a runtime one is checked when run).
+fn check_scale(c: &NodeCtx<'_>, i: usize, what: &'static str) -> Result<()> {
+    let Some(k) = c.input(i).and_then(|n| c.consts.get(n)) else {
+        return Ok(());
+    };
+    if let Data::F32(v) = &k.data
+        && let Some(bad) = v.iter().find(|x| !(x.is_finite() && **x > 0.0))
+    {
+        return Err(c.bad(what, format!("must be positive and finite, found {bad}")));
+    }
+    Ok(())
+}
+
+/// The `axis` of QuantizeLinear/DequantizeLinear (opset 13+; per-tensor only before), with
+/// `block_size` (opset 21) refused.
+fn quant_axis(c: &NodeCtx<'_>) -> Result<i64> {
+    if c.opset >= 21 && c.int("block_size")?.unwrap_or(0) != 0 {
+        return Err(c.bad("block_size", "blocked quantization is not supported"));
+    }
+    if c.opset < 13 {
+        if let Some(k) = c.input(1).and_then(|n| c.consts.get(n))
+            && k.len() != 1
+        {
+            return Err(c.bad(
+                "scale",
+                format!(
+                    "opset {} allows a scalar scale only (per-axis needs opset 13)",
+                    c.opset
+                ),
+            ));
+        }
+        return Ok(1);
+    }
+    axis_attr(c, Some(1))
+}
+
+fn quantize_linear(c: &NodeCtx<'_>) -> Result<Built> {
+    let axis = quant_axis(c)?;
+    check_scale(c, 1, "y_scale")?;
+    let declared = match c.int("output_dtype")?.filter(|_| c.opset >= 21) {
+        None | Some(0) => None,
+        Some(t) => Some(
+            i32::try_from(t)
+                .ok()
+                .and_then(tensor::dtype_of)
+                .ok_or_else(|| c.bad("output_dtype", format!("type #{t} is not supported")))?,
+        ),
+    };
+    let to = match (c.input(2), declared) {
+        (Some(_), d) => {
+            let z = c.dtype(2, "y_zero_point")?;
+            if d.is_some_and(|d| d != z) {
+                return Err(c.bad(
+                    "output_dtype",
+                    format!("differs from the zero point's type {z}"),
+                ));
+            }
+            z
+        }
+        (None, Some(d)) => d,
+        (None, None) => DType::U8,
+    };
+    let to = quant_type(c, "y_zero_point", to)?;
+    c.op(Op::QuantizeLinear { axis, to })
+}
+
+fn dequantize_linear(c: &NodeCtx<'_>) -> Result<Built> {
+    let axis = quant_axis(c)?;
+    check_scale(c, 1, "x_scale")?;
+    let from = match c.dtype(0, "x")? {
+        t @ (DType::I8 | DType::U8 | DType::I32) => t,
+        other => {
+            return Err(c.bad(
+                "x",
+                format!("element type {other} is not supported (int8, uint8 or int32)"),
+            ));
+        }
+    };
+    c.op(Op::DequantizeLinear { axis, from })
+}
+
+fn dynamic_quantize_linear(c: &NodeCtx<'_>) -> Result<Built> {
+    c.op(Op::DynamicQuantizeLinear)
+}
+
+/// Conv attributes of QLinearConv/ConvInteger, the kernel taken from the weight (input `w`)
+/// when the file omits it.
+fn conv_window(c: &NodeCtx<'_>, w: usize) -> Result<ConvAttrs> {
+    let win = window(c)?;
+    let kernel = match win.kernel {
+        Some(k) => k,
+        None => {
+            let shape = c
+                .input(w)
+                .and_then(|n| {
+                    c.consts
+                        .get(n)
+                        .map(|k| k.shape.clone())
+                        .or_else(|| c.shapes[0].get(n).cloned())
+                })
+                .ok_or_else(|| {
+                    c.bad(
+                        "kernel_shape",
+                        "is required when the weight's shape is not known",
+                    )
+                })?;
+            if shape.len() != 4 {
+                return Err(c.bad(
+                    "kernel_shape",
+                    format!("the weight has shape {shape:?}; Lithe supports 2-D windows only"),
+                ));
+            }
+            [shape[2], shape[3]]
+        }
+    };
+    let groups = to_usize(
+        c,
+        "group",
+        c.int("group")?.unwrap_or(1),
+        1,
+        LIMITS.max_window,
+    )?;
+    Ok(ConvAttrs {
+        kernel,
+        strides: win.strides,
+        pads: win.pads,
+        dilations: win.dilations,
+        groups,
+        auto_pad: win.auto_pad,
+    })
+}
+
+fn qlinear_conv(c: &NodeCtx<'_>) -> Result<Built> {
+    let conv = conv_window(c, 3)?;
+    for (i, what) in [(1, "x_scale"), (4, "w_scale"), (6, "y_scale")] {
+        check_scale(c, i, what)?;
+    }
+    let x = quant_type(c, "x", c.dtype(0, "x")?)?;
+    let w = quant_type(c, "w", c.dtype(3, "w")?)?;
+    let y = quant_type(c, "y_zero_point", c.zp_dtype(7, "y_zero_point", x)?)?;
+    c.op(Op::QLinearConv { conv, x, w, y })
+}
+
+fn qlinear_matmul(c: &NodeCtx<'_>) -> Result<Built> {
+    for (i, what) in [(1, "a_scale"), (4, "b_scale"), (6, "y_scale")] {
+        check_scale(c, i, what)?;
+    }
+    let a = quant_type(c, "a", c.dtype(0, "a")?)?;
+    let b = quant_type(c, "b", c.dtype(3, "b")?)?;
+    let y = quant_type(c, "y_zero_point", c.zp_dtype(7, "y_zero_point", a)?)?;
+    c.op(Op::QLinearMatMul { a, b, y })
+}
+
+fn matmul_integer(c: &NodeCtx<'_>) -> Result<Built> {
+    let a = quant_type(c, "A", c.dtype(0, "A")?)?;
+    let b = quant_type(c, "B", c.dtype(1, "B")?)?;
+    c.op(Op::MatMulInteger { a, b })
+}
+
+fn conv_integer(c: &NodeCtx<'_>) -> Result<Built> {
+    let conv = conv_window(c, 1)?;
+    let x = quant_type(c, "x", c.dtype(0, "x")?)?;
+    let w = quant_type(c, "w", c.dtype(1, "w")?)?;
+    c.op(Op::ConvInteger { conv, x, w })
+}
+
+fn cast(c: &NodeCtx<'_>) -> Result<Built> {
+    let to = c.int("to")?.ok_or_else(|| c.bad("to", "is required"))?;
+    let to = i32::try_from(to)
+        .ok()
+        .and_then(tensor::dtype_of)
+        .ok_or_else(|| {
+            c.bad(
+                "to",
+                format!(
+                    "type #{to} is not supported (Lithe casts between float, int8, uint8 and int32)"
+                ),
+            )
+        })?;
+    let from = match c.dtype(0, "input")? {
+        DType::I64 => {
+            return Err(c.bad(
+                "input",
+                "casting int64 values is not supported (float, int8, uint8 and int32 only)",
+            ));
+        }
+        t => t,
+    };
+    c.op(Op::Cast { from, to })
 }

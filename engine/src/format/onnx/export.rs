@@ -1,16 +1,16 @@
 //! Graph → ModelProto (IR 8, opset 13, or the newest opset one of its ops needs).
 
 use super::proto::attribute_proto::AttributeType;
-use super::proto::tensor_proto::DataType;
 use super::proto::tensor_shape_proto::{Dimension, dimension::Value as DimValue};
 use super::proto::type_proto::{Tensor as TensorType, Value as TypeValue};
 use super::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
-use super::tensor::{encode_f32, encode_i64, encode_scalar};
+use super::tensor::{encode_i64, encode_scalar, encode_typed, onnx_type};
 use super::{EXPORT_IR_VERSION, EXPORT_OPSET};
-use crate::graph::{AutoPad, Dim, Graph, Node, Op, PadMode, PoolAttrs};
+use crate::graph::{AutoPad, ConvAttrs, Dim, Graph, Node, Op, PadMode, PoolAttrs};
+use crate::tensor::DType;
 use crate::{Error, Result};
 use prost::Message;
 use std::collections::{HashMap, HashSet};
@@ -76,12 +76,22 @@ fn pool_window(a: &PoolAttrs) -> Vec<AttributeProto> {
     ]
 }
 
-fn tensor_value(name: &str, dims: Vec<Dimension>) -> ValueInfoProto {
+fn conv_attrs(a: &ConvAttrs) -> Vec<AttributeProto> {
+    vec![
+        ints("kernel_shape", &a.kernel),
+        ints("strides", &a.strides),
+        padding(a.auto_pad, &a.pads),
+        ints("dilations", &a.dilations),
+        int("group", a.groups as i64),
+    ]
+}
+
+fn tensor_value(name: &str, dims: Vec<Dimension>, dtype: DType) -> ValueInfoProto {
     ValueInfoProto {
         name: Some(name.to_string()),
         r#type: Some(TypeProto {
             value: Some(TypeValue::TensorType(TensorType {
-                elem_type: Some(DataType::Float as i32),
+                elem_type: Some(onnx_type(dtype) as i32),
                 shape: Some(TensorShapeProto { dim: dims }),
             })),
             ..Default::default()
@@ -265,18 +275,33 @@ impl Writer {
                 outs,
                 vec![int("axis", *axis), float("epsilon", *epsilon)],
             ),
-            Op::Conv(a) => self.push(
+            Op::Conv(a) | Op::QLinearConv { conv: a, .. } | Op::ConvInteger { conv: a, .. } => {
+                self.push(&n.name, op_type, all, outs, conv_attrs(a))
+            }
+            Op::QuantizeLinear { axis, to }
+                if *to != DType::U8 && n.inputs.get(2).is_none_or(|z| z.is_empty()) =>
+            {
+                // ONNX's default output type is uint8: spell out a zero point of the type.
+                let mut inputs = all;
+                inputs.truncate(2);
+                let zero = crate::tensor::zeros(&[]);
+                inputs.push(self.helper(format!("{}__zero_point", n.name), |k| {
+                    encode_typed(k, &zero, *to)
+                }));
+                self.push(&n.name, op_type, inputs, outs, vec![int("axis", *axis)])
+            }
+            Op::QuantizeLinear { axis, .. } | Op::DequantizeLinear { axis, .. } => {
+                self.push(&n.name, op_type, all, outs, vec![int("axis", *axis)])
+            }
+            Op::DynamicQuantizeLinear | Op::QLinearMatMul { .. } | Op::MatMulInteger { .. } => {
+                self.push(&n.name, op_type, all, outs, vec![])
+            }
+            Op::Cast { to, .. } => self.push(
                 &n.name,
                 op_type,
                 all,
                 outs,
-                vec![
-                    ints("kernel_shape", &a.kernel),
-                    ints("strides", &a.strides),
-                    padding(a.auto_pad, &a.pads),
-                    ints("dilations", &a.dilations),
-                    int("group", a.groups as i64),
-                ],
+                vec![int("to", onnx_type(*to) as i64)],
             ),
             Op::MaxPool(a) => {
                 let mut attrs = pool_window(a);
@@ -457,13 +482,24 @@ pub(super) fn export(g: &Graph) -> Result<Vec<u8>> {
         w.node(n)?;
     }
 
-    let mut initializer: Vec<TensorProto> =
-        g.weights.iter().map(|(k, t)| encode_f32(k, t)).collect();
+    let dtypes = g.dtypes()?;
+    let dtype = |name: &str| dtypes.get(name).copied().unwrap_or(DType::F32);
+    let mut initializer: Vec<TensorProto> = g
+        .weights
+        .iter()
+        .map(|(k, t)| encode_typed(k, t, dtype(k)))
+        .collect();
     initializer.append(&mut w.helpers);
     let input = g
         .inputs
         .iter()
-        .map(|v| tensor_value(&v.name, v.shape.iter().map(dim_of).collect()))
+        .map(|v| {
+            tensor_value(
+                &v.name,
+                v.shape.iter().map(dim_of).collect(),
+                dtype(&v.name),
+            )
+        })
         .collect();
     let output = g
         .outputs
@@ -482,7 +518,7 @@ pub(super) fn export(g: &Graph) -> Result<Vec<u8>> {
                     }
                 })
                 .collect();
-            tensor_value(o, dims)
+            tensor_value(o, dims, dtype(o))
         })
         .collect();
     let model = ModelProto {

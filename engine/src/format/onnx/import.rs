@@ -8,6 +8,7 @@ use super::proto::{GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProt
 use super::tensor::{self, Const};
 use super::{LIMITS, MAX_OPSET, MIN_OPSET};
 use crate::graph::{Dim, Graph, Node, Op, ValueInfo};
+use crate::tensor::DType;
 use crate::{Error, Result};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -150,8 +151,10 @@ fn check_supported(graph: &GraphProto) -> Result<()> {
     ))
 }
 
-/// A declared graph input as a [`ValueInfo`]; only float tensors with a shape are accepted.
-fn value_info(v: &ValueInfoProto) -> Result<ValueInfo> {
+/// A declared graph input as a [`ValueInfo`] and its element type; only float, int8, uint8 and
+/// int32 tensors with a shape are accepted (integer inputs only where a quantization op reads
+/// them, which the node checks enforce).
+fn value_info(v: &ValueInfoProto) -> Result<(ValueInfo, DType)> {
     let name = v.name();
     if name.is_empty() {
         return Err(decode_err("a graph input has no name"));
@@ -159,12 +162,13 @@ fn value_info(v: &ValueInfoProto) -> Result<ValueInfo> {
     let Some(TypeValue::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
         return Err(decode_err(format!("input `{name}` is not a tensor")));
     };
-    if t.elem_type() != super::proto::tensor_proto::DataType::Float as i32 {
+    let Some(dtype) = tensor::dtype_of(t.elem_type()) else {
         return Err(decode_err(format!(
-            "input `{name}` has element type #{}; Lithe models take float32 inputs",
+            "input `{name}` has element type #{}; Lithe models take float32 inputs (int8, uint8 \
+             and int32 only where a quantization op reads them)",
             t.elem_type()
         )));
-    }
+    };
     let shape = t
         .shape
         .as_ref()
@@ -190,10 +194,13 @@ fn value_info(v: &ValueInfoProto) -> Result<ValueInfo> {
         }
     }
     tensor::checked_shape(&format!("input `{name}`"), &fixed)?;
-    Ok(ValueInfo {
-        name: name.to_string(),
-        shape: dims,
-    })
+    Ok((
+        ValueInfo {
+            name: name.to_string(),
+            shape: dims,
+        },
+        dtype,
+    ))
 }
 
 /// Node order where producers come first (Kahn, stable); nodes in a cycle are appended in file
@@ -261,6 +268,8 @@ struct Importer {
     shapes: [HashMap<String, Vec<usize>>; 2],
     /// Integer constants folded from `Shape` whose elements stand for batch-dependent dims.
     sym: HashMap<String, SymDims>,
+    /// Element types of graph inputs and node outputs (constants know their own).
+    dtypes: HashMap<String, DType>,
 }
 
 impl Importer {
@@ -324,7 +333,7 @@ impl Importer {
     }
 
     /// Runtime inputs: the graph inputs that are not initializers (IR 3 lists both).
-    fn inputs(&self, graph: &GraphProto) -> Result<Vec<ValueInfo>> {
+    fn inputs(&mut self, graph: &GraphProto) -> Result<Vec<ValueInfo>> {
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for v in graph
@@ -332,7 +341,8 @@ impl Importer {
             .iter()
             .filter(|v| !self.consts.contains_key(v.name()))
         {
-            let vi = value_info(v)?;
+            let (vi, dtype) = value_info(v)?;
+            self.dtypes.insert(vi.name.clone(), dtype);
             if !seen.insert(vi.name.clone()) {
                 return Err(decode_err(format!(
                     "graph input `{}` is declared twice",
@@ -379,6 +389,87 @@ impl Importer {
         base
     }
 
+    /// The element type of a value known so far.
+    fn dtype(&self, name: &str) -> Option<DType> {
+        match self.consts.get(name) {
+            Some(c) => Some(c.dtype()),
+            None => self.dtypes.get(name).copied(),
+        }
+    }
+
+    /// Checks that every input of `node` has the element type its op reads, and records the
+    /// types of its outputs.
+    fn check_dtypes(&mut self, node: &Node) -> Result<()> {
+        for (i, inp) in node
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_empty())
+        {
+            let want = node.op.input_dtype(i);
+            let Some(have) = self.dtype(inp) else {
+                continue;
+            };
+            if have == want {
+                continue;
+            }
+            if want == DType::F32 && self.consts.contains_key(inp) {
+                return Err(decode_err(format!(
+                    "integer tensor `{inp}` is used as data by node `{}` ({}); Lithe weights are \
+                     float tensors except where a quantization op reads them",
+                    node.name,
+                    node.op.name()
+                )));
+            }
+            if want == DType::F32 && !node.op.is_quant() {
+                return Err(decode_err(format!(
+                    "node `{}` ({}) reads `{inp}`, which holds {have} values; Lithe computes \
+                     {} on float tensors only (integer values are read by quantization ops)",
+                    node.name,
+                    node.op.name(),
+                    node.op.name()
+                )));
+            }
+            return Err(decode_err(format!(
+                "node `{}` ({}) reads `{inp}` as {want}, but it holds {have} values",
+                node.name,
+                node.op.name()
+            )));
+        }
+        for (k, o) in node.outputs.iter().enumerate() {
+            self.dtypes.insert(o.clone(), node.op.output_dtype(k));
+        }
+        Ok(())
+    }
+
+    /// Checks the scale and zero-point shapes of a quantization node whose input shapes are
+    /// known at import (at batch sizes 1 and 2), so a malformed file fails here rather than
+    /// when it is run.
+    fn check_quant_shapes(&self, node: &Node) -> Result<()> {
+        for k in 0..2 {
+            let ins: Option<Vec<Vec<usize>>> = node
+                .inputs
+                .iter()
+                .map(|i| {
+                    if i.is_empty() {
+                        Some(Vec::new())
+                    } else {
+                        self.shape_of(i).map(|[a, b]| if k == 0 { a } else { b })
+                    }
+                })
+                .collect();
+            let Some(ins) = ins else { return Ok(()) };
+            let refs: Vec<Option<&[usize]>> = node
+                .inputs
+                .iter()
+                .zip(&ins)
+                .map(|(n, s)| (!n.is_empty()).then_some(s.as_slice()))
+                .collect();
+            crate::ops::infer_shape(node, &refs)?;
+        }
+        Ok(())
+    }
+
     fn check_not_dropped(&self, value: &str, reader: &str) -> Result<()> {
         match self.dropped.get(value) {
             Some((node, op)) => Err(Error::Graph(format!(
@@ -421,6 +512,7 @@ impl Importer {
                 consts: &self.consts,
                 sym: &self.sym,
                 shapes: &self.shapes,
+                dtypes: &self.dtypes,
             };
             let built = build(&ctx)?;
             // Outputs Lithe computes: a prefix of named outputs, up to the op's count.
@@ -447,6 +539,10 @@ impl Importer {
                         inputs,
                         outputs: n.output.iter().take(kept.max(1)).cloned().collect(),
                     };
+                    self.check_dtypes(&node)?;
+                    if node.op.is_quant() {
+                        self.check_quant_shapes(&node)?;
+                    }
                     self.record_shapes(&node);
                     self.built.push(node);
                 }

@@ -17,6 +17,14 @@
 //! attributes (opset < 13) or constant inputs, Pad's pads and value as attributes (opset < 11)
 //! or constant inputs (with `axes` from 18, `wrap` from 19).
 //!
+//! The quantization ops (QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, QLinearConv,
+//! QLinearMatMul, MatMulInteger, ConvInteger) and Cast are imported with int8, uint8 and int32
+//! tensors (initializers and graph inputs), carried as exact integers in `f32` tensors; every
+//! node's input element types are checked against its op (see `crate::ops` quant and
+//! [`crate::graph::Graph::dtypes`]). Q/DQ take a per-tensor scale before opset 13 and a
+//! per-axis one (`axis`) from 13 on; opset 21's `output_dtype` is honoured and `block_size`
+//! refused. Scales and zero points may be constants or computed at run time.
+//!
 //! `Shape` is folded at import when the shape of its input is known: fully static shapes become
 //! constants; a batch-dependent dim is tracked through `Gather`, `Unsqueeze`, `Squeeze` and
 //! `Concat` of such constants and, in a Reshape target, becomes `0` (the same dim of the

@@ -4,7 +4,7 @@
 use super::LIMITS;
 use super::proto::TensorProto;
 use super::proto::tensor_proto::{DataLocation, DataType};
-use crate::tensor::{self, Tensor};
+use crate::tensor::{self, DType, Tensor};
 use crate::{Error, Result};
 
 /// A constant value known at import time: an initializer, a `Constant` node's output or a
@@ -22,8 +22,14 @@ pub(super) struct Const {
 pub(super) enum Data {
     /// Floating point (float, double and float16 files all land here).
     F32(Vec<f32>),
-    /// Integers (int32 and int64 files), used for shapes.
+    /// 64-bit integers, used for shapes, axes and indices.
     I64(Vec<i64>),
+    /// int32 (shapes and indices in some files, quantized biases).
+    I32(Vec<i32>),
+    /// int8 (quantized weights and zero points).
+    I8(Vec<i8>),
+    /// uint8 (quantized weights and zero points).
+    U8(Vec<u8>),
 }
 
 impl Const {
@@ -32,35 +38,93 @@ impl Const {
         match &self.data {
             Data::F32(v) => v.len(),
             Data::I64(v) => v.len(),
+            Data::I32(v) => v.len(),
+            Data::I8(v) => v.len(),
+            Data::U8(v) => v.len(),
+        }
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        match &self.data {
+            Data::F32(_) => DType::F32,
+            Data::I64(_) => DType::I64,
+            Data::I32(_) => DType::I32,
+            Data::I8(_) => DType::I8,
+            Data::U8(_) => DType::U8,
+        }
+    }
+
+    /// The elements of an integer constant (`None` for float data).
+    pub fn ints(&self) -> Option<Vec<i64>> {
+        match &self.data {
+            Data::F32(_) => None,
+            Data::I64(v) => Some(v.clone()),
+            Data::I32(v) => Some(v.iter().map(|&x| i64::from(x)).collect()),
+            Data::I8(v) => Some(v.iter().map(|&x| i64::from(x)).collect()),
+            Data::U8(v) => Some(v.iter().map(|&x| i64::from(x)).collect()),
         }
     }
 
     /// The elements as integers (floats must be whole numbers).
     pub fn as_i64(&self) -> Option<Vec<i64>> {
         match &self.data {
-            Data::I64(v) => Some(v.clone()),
             Data::F32(v) => v
                 .iter()
                 .map(|&x| (x.fract() == 0.0 && x.abs() < 9.0e15).then_some(x as i64))
                 .collect(),
+            _ => self.ints(),
         }
     }
 
     /// The single element of a one-element constant, as a float.
     pub fn scalar_f32(&self) -> Option<f32> {
+        if self.len() != 1 {
+            return None;
+        }
         match &self.data {
-            Data::F32(v) if v.len() == 1 => v.first().copied(),
-            Data::I64(v) if v.len() == 1 => v.first().map(|&x| x as f32),
-            _ => None,
+            Data::F32(v) => v.first().copied(),
+            _ => self.ints()?.first().map(|&x| x as f32),
         }
     }
 
-    /// The constant as a float tensor (without copying), or `None` for integer data.
-    pub fn into_tensor(self) -> Option<Result<Tensor>> {
-        match self.data {
-            Data::F32(v) => Some(tensor::from_vec(&self.shape, v)),
-            Data::I64(_) => None,
+    /// The elements at the given flat indices (every index must be below [`Const::len`]).
+    pub fn select(&self, order: &[usize]) -> Data {
+        fn pick<T: Copy>(v: &[T], order: &[usize]) -> Vec<T> {
+            order.iter().filter_map(|&i| v.get(i).copied()).collect()
         }
+        match &self.data {
+            Data::F32(v) => Data::F32(pick(v, order)),
+            Data::I64(v) => Data::I64(pick(v, order)),
+            Data::I32(v) => Data::I32(pick(v, order)),
+            Data::I8(v) => Data::I8(pick(v, order)),
+            Data::U8(v) => Data::U8(pick(v, order)),
+        }
+    }
+
+    /// The constant as an `f32` tensor (without copying float data): floats as they are, int8,
+    /// uint8 and int32 as exact integers (an int32 beyond ±2^24 is an error, since `f32` cannot
+    /// hold it exactly); `None` for int64 data (shapes, axes, indices).
+    pub fn into_tensor(self) -> Option<Result<Tensor>> {
+        let ints: Vec<f32> = match self.data {
+            Data::F32(v) => return Some(tensor::from_vec(&self.shape, v)),
+            Data::I64(_) => return None,
+            Data::I8(v) => v.into_iter().map(f32::from).collect(),
+            Data::U8(v) => v.into_iter().map(f32::from).collect(),
+            Data::I32(v) => {
+                if let Some(x) = v
+                    .iter()
+                    .find(|x| i64::from(**x).abs() > tensor::F32_EXACT_INT)
+                {
+                    return Some(Err(decode_err(format!(
+                        "int32 value {x} cannot be held exactly (Lithe carries integers in f32, \
+                         exact up to ±2^24)"
+                    ))));
+                }
+                v.into_iter().map(|x| x as f32).collect()
+            }
+        };
+        Some(tensor::from_vec(&self.shape, ints))
     }
 }
 
@@ -212,21 +276,49 @@ pub(super) fn decode(mut t: TensorProto) -> Result<Const> {
             typed_len(name, t.int64_data.len(), n, "int64_data")?;
             Data::I64(std::mem::take(&mut t.int64_data))
         }
-        Some(DataType::Int32) if use_raw && t.int32_data.is_empty() => Data::I64(
-            words::<4>(name, raw, n)?
-                .map(|w| i64::from(i32::from_le_bytes(w)))
-                .collect(),
-        ),
+        Some(DataType::Int32) if use_raw && t.int32_data.is_empty() => {
+            Data::I32(words::<4>(name, raw, n)?.map(i32::from_le_bytes).collect())
+        }
         Some(DataType::Int32) => {
             typed_len(name, t.int32_data.len(), n, "int32_data")?;
-            Data::I64(t.int32_data.iter().map(|&v| i64::from(v)).collect())
+            Data::I32(std::mem::take(&mut t.int32_data))
+        }
+        Some(DataType::Int8) if use_raw && t.int32_data.is_empty() => {
+            Data::I8(words::<1>(name, raw, n)?.map(i8::from_le_bytes).collect())
+        }
+        Some(DataType::Int8) => {
+            typed_len(name, t.int32_data.len(), n, "int32_data")?;
+            Data::I8(
+                t.int32_data
+                    .iter()
+                    .map(|&v| i8::try_from(v))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|_| {
+                        decode_err(format!("tensor `{name}`: an int8 value is out of range"))
+                    })?,
+            )
+        }
+        Some(DataType::Uint8) if use_raw && t.int32_data.is_empty() => {
+            Data::U8(words::<1>(name, raw, n)?.map(u8::from_le_bytes).collect())
+        }
+        Some(DataType::Uint8) => {
+            typed_len(name, t.int32_data.len(), n, "int32_data")?;
+            Data::U8(
+                t.int32_data
+                    .iter()
+                    .map(|&v| u8::try_from(v))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|_| {
+                        decode_err(format!("tensor `{name}`: a uint8 value is out of range"))
+                    })?,
+            )
         }
         _ => {
             let ty = dt
                 .map(|d| d.as_str_name().to_string())
                 .unwrap_or_else(|| format!("#{}", t.data_type()));
             return Err(decode_err(format!(
-                "tensor `{name}` has element type {ty}; Lithe reads FLOAT, DOUBLE, FLOAT16, INT32 and INT64 tensors"
+                "tensor `{name}` has element type {ty}; Lithe reads FLOAT, DOUBLE, FLOAT16, INT8, UINT8, INT32 and INT64 tensors"
             )));
         }
     };
@@ -244,6 +336,50 @@ pub(super) fn encode_f32(name: &str, t: &Tensor) -> TensorProto {
         name: Some(name.to_string()),
         dims: t.shape().iter().map(|&d| d as i64).collect(),
         data_type: Some(DataType::Float as i32),
+        raw_data: Some(raw),
+        ..Default::default()
+    }
+}
+
+/// The ONNX element type of a [`DType`].
+pub(super) fn onnx_type(t: DType) -> DataType {
+    match t {
+        DType::F32 => DataType::Float,
+        DType::I8 => DataType::Int8,
+        DType::U8 => DataType::Uint8,
+        DType::I32 => DataType::Int32,
+        DType::I64 => DataType::Int64,
+    }
+}
+
+/// The [`DType`] of an ONNX element type Lithe carries (`None` for the others).
+pub(super) fn dtype_of(t: i32) -> Option<DType> {
+    match DataType::try_from(t).ok()? {
+        DataType::Float => Some(DType::F32),
+        DataType::Int8 => Some(DType::I8),
+        DataType::Uint8 => Some(DType::U8),
+        DataType::Int32 => Some(DType::I32),
+        _ => None,
+    }
+}
+
+/// Encodes a tensor holding exact integers as an int8, uint8 or int32 `raw_data` tensor (any
+/// other type is written as float).
+pub(super) fn encode_typed(name: &str, t: &Tensor, dtype: DType) -> TensorProto {
+    let data = tensor::to_contiguous(t);
+    let mut raw = Vec::with_capacity(data.len() * 4);
+    for &v in data.iter() {
+        match dtype {
+            DType::I8 => raw.push((v as i8) as u8),
+            DType::U8 => raw.push(v as u8),
+            DType::I32 => raw.extend_from_slice(&(v as i32).to_le_bytes()),
+            _ => return encode_f32(name, t),
+        }
+    }
+    TensorProto {
+        name: Some(name.to_string()),
+        dims: t.shape().iter().map(|&d| d as i64).collect(),
+        data_type: Some(onnx_type(dtype) as i32),
         raw_data: Some(raw),
         ..Default::default()
     }
