@@ -58,6 +58,33 @@ pub fn check_fine_tune(epochs: u32, lr: f32) -> Result<(), String> {
     Ok(())
 }
 
+/// Distillation settings of a fine-tuning job: the student (the loaded model) learns from a
+/// zoo teacher's softened outputs as well as from the labels (Hinton et al. 2015, with logit
+/// standardisation; see docs/COMPRESSION.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DistillSettings {
+    /// A zoo model name.
+    pub teacher: String,
+    /// Softmax temperature, above 0 and at most 100.
+    pub temperature: f32,
+    /// Weight of the teacher's term, 0 to 1 (the rest goes to the labels).
+    pub alpha: f32,
+}
+
+/// Checks distillation settings (on both sides, like [`check_fine_tune`]).
+pub fn check_distill(d: &DistillSettings) -> Result<(), String> {
+    if lithe::zoo::Arch::from_name(&d.teacher).is_err() {
+        return Err(format!("`{}` is not a zoo model", d.teacher));
+    }
+    if !(d.temperature.is_finite() && d.temperature > 0.0 && d.temperature <= 100.0) {
+        return Err("choose a temperature above 0 and at most 100, e.g. 4".into());
+    }
+    if !(0.0..=1.0).contains(&d.alpha) {
+        return Err("choose a teacher weight α from 0 to 1, e.g. 0.5".into());
+    }
+    Ok(())
+}
+
 /// What the page asks the worker to do.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
@@ -86,6 +113,9 @@ pub enum Request {
         epochs: u32,
         /// Adam's base learning rate (cosine decay over the run); positive and finite.
         lr: f32,
+        /// Learn from a teacher too (knowledge distillation); `None` = labels only.
+        #[serde(default)]
+        distill: Option<DistillSettings>,
     },
     /// Compress the model as it was loaded with a recipe (`lithe::compress::Recipe` JSON); the
     /// result becomes the current model. An empty recipe restores the loaded model.
@@ -319,6 +349,69 @@ pub fn recipe_json(prune_percent: u32, format: &str) -> String {
     format!(r#"{{"passes": [{}]}}"#, passes.join(", "))
 }
 
+/// What a shared link restores: the zoo model and every knob of the compression card. It lives
+/// in the URL's fragment, e.g. `#model=lenet-5&prune=90&weights=int4`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedState {
+    /// A zoo model name (`lithe::zoo::Arch`).
+    pub model: String,
+    /// Global prune ratio in percent, 0–95 in steps of 5.
+    pub prune: u32,
+    /// A weight format of [`FORMATS`].
+    pub weights: String,
+}
+
+impl Default for SharedState {
+    fn default() -> Self {
+        SharedState {
+            model: DEFAULT_MODEL.into(),
+            prune: 0,
+            weights: "f32".into(),
+        }
+    }
+}
+
+impl SharedState {
+    /// Reads a fragment (with or without the leading `#`). Unknown keys are ignored, and a
+    /// value that is not valid (not a zoo name, a ratio off the slider, an unknown format)
+    /// keeps its default, so a hand-edited or stale link still opens the page.
+    pub fn from_fragment(fragment: &str) -> SharedState {
+        let mut s = SharedState::default();
+        for pair in fragment.trim_start_matches('#').split('&') {
+            let Some((k, v)) = pair.split_once('=') else {
+                continue;
+            };
+            match k {
+                "model" if lithe::zoo::Arch::from_name(v).is_ok() => s.model = v.into(),
+                "prune" => {
+                    if let Ok(p) = v.parse::<u32>()
+                        && p <= 95
+                        && p % 5 == 0
+                    {
+                        s.prune = p;
+                    }
+                }
+                "weights" if FORMATS.iter().any(|(f, _)| *f == v) => s.weights = v.into(),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// The fragment for this state, `#model=…&prune=…&weights=…`.
+    pub fn to_fragment(&self) -> String {
+        format!(
+            "#model={}&prune={}&weights={}",
+            self.model, self.prune, self.weights
+        )
+    }
+
+    /// Whether the knobs ask for any compression.
+    pub fn compresses(&self) -> bool {
+        self.prune > 0 || self.weights != "f32"
+    }
+}
+
 /// What a compression did, for the metrics the page shows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CompressSummary {
@@ -364,6 +457,28 @@ impl From<lithe::Error> for Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn shared_state_round_trips_and_ignores_bad_values() {
+        let s = SharedState {
+            model: "lenet-5".into(),
+            prune: 90,
+            weights: "int4".into(),
+        };
+        assert_eq!(s.to_fragment(), "#model=lenet-5&prune=90&weights=int4");
+        assert_eq!(SharedState::from_fragment(&s.to_fragment()), s);
+        assert!(s.compresses());
+        assert_eq!(SharedState::from_fragment(""), SharedState::default());
+        assert!(!SharedState::default().compresses());
+        // Bad values keep their defaults; the good ones are still read.
+        let bad = SharedState::from_fragment("#model=resnet&prune=93&weights=int3&x=1&prune");
+        assert_eq!(bad, SharedState::default());
+        let some = SharedState::from_fragment("weights=binary&prune=101&model=tiny-mlp");
+        assert_eq!(
+            (some.model.as_str(), some.prune, some.weights.as_str()),
+            ("tiny-mlp", 0, "binary")
+        );
+    }
+
     use super::*;
 
     #[test]
@@ -375,6 +490,16 @@ mod tests {
         assert!(check_fine_tune(1, 0.0).is_err());
         assert!(check_fine_tune(1, f32::NAN).is_err());
         assert!(check_fine_tune(1, 2.0).is_err());
+        let d = |t: &str, temperature, alpha| DistillSettings {
+            teacher: t.into(),
+            temperature,
+            alpha,
+        };
+        assert!(check_distill(&d("lenet-5", 4.0, 0.5)).is_ok());
+        assert!(check_distill(&d("resnet", 4.0, 0.5)).is_err());
+        assert!(check_distill(&d("lenet-5", 0.0, 0.5)).is_err());
+        assert!(check_distill(&d("lenet-5", f32::NAN, 0.5)).is_err());
+        assert!(check_distill(&d("lenet-5", 4.0, 1.5)).is_err());
     }
 
     #[test]

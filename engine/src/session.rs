@@ -160,6 +160,34 @@ impl Session {
         crate::train::train_masked(&mut self.graph, data, val, &cfg, masks, on_progress)
     }
 
+    /// Trains in place by knowledge distillation from `teacher` ([`crate::train::distill`]),
+    /// keeping the weights that `masks` mark as pruned at zero.
+    pub fn distill(
+        &mut self,
+        teacher: &Graph,
+        params: &crate::train::distill::DistillParams,
+        data: &Dataset,
+        cfg: &TrainConfig,
+        masks: &crate::train::Masks,
+        on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<TrainSummary> {
+        let cfg = TrainConfig {
+            preprocess: cfg.preprocess.or(Some(self.preprocess)),
+            ..cfg.clone()
+        };
+        self.plan = OnceLock::new();
+        crate::train::distill::distill(
+            &mut self.graph,
+            teacher,
+            data,
+            None,
+            params,
+            &cfg,
+            Some(masks),
+            on_progress,
+        )
+    }
+
     /// The model as ONNX bytes.
     pub fn export_onnx(&self) -> Result<Vec<u8>> {
         crate::format::onnx::export(&self.graph)

@@ -129,8 +129,80 @@ fn check_page(ctx: &Ctx, s: &Session, page: &str, timeout: Duration) -> Result<f
         );
     }
     check_compress(ctx, s, &last_text, timeout)?;
+    let hash = s.post(
+        "execute/sync",
+        json!({ "script": "return location.hash;", "args": [] }),
+    )?;
+    let hash = hash.as_str().unwrap_or_default().to_string();
+    println!("e2e: the URL now ends in {hash:?}");
+    if !hash.contains("prune=90") {
+        bail!("after pruning 90 % the URL fragment is {hash:?}");
+    }
     check_files(ctx, s, timeout)?;
+    check_shared_link(s, page, timeout)?;
+    check_distillation(ctx, s, timeout)?;
     Ok(accuracy)
+}
+
+/// Where the screenshot after a distillation job goes.
+pub const SCREENSHOT_DISTILL: &str = "docs/screenshots/distill.png";
+
+/// Picks LeNet-5 as the teacher on the fine-tune card, runs one epoch and waits until the
+/// progress bar has run and the result line says it is done.
+fn check_distillation(ctx: &Ctx, s: &Session, timeout: Duration) -> Result<()> {
+    let script = "const t = document.getElementById('tune-teacher'); t.value = 'lenet-5'; \
+                  t.dispatchEvent(new Event('change', {bubbles: true})); \
+                  document.getElementById('tune-start').click(); return true;";
+    s.post("execute/sync", json!({ "script": script, "args": [] }))?;
+    let t = Instant::now();
+    let mut seen_progress = false;
+    let result = loop {
+        if !seen_progress && s.text_of("#tune-progress")?.is_some() {
+            seen_progress = true;
+        }
+        if let Some(r) = s.text_of("#tune-result")?
+            && r.contains("Done")
+        {
+            break r;
+        }
+        if t.elapsed() > timeout {
+            let _ = save_screenshot_to(ctx, s, SCREENSHOT_DISTILL);
+            bail!(
+                "the distillation job did not finish in {} s\n--- browser console ---\n{}",
+                timeout.as_secs(),
+                s.browser_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if !seen_progress {
+        bail!("the distillation job finished without showing its progress bar");
+    }
+    println!(
+        "e2e: distillation from lenet-5: {result:?} after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    save_screenshot_to(ctx, s, SCREENSHOT_DISTILL)
+}
+
+/// Opens a shared link (`#model=tiny-mlp&prune=50&weights=int8`) and checks that the page
+/// loads that zoo model and applies those knobs.
+fn check_shared_link(s: &Session, page: &str, timeout: Duration) -> Result<()> {
+    let link = format!("{page}#model=tiny-mlp&prune=50&weights=int8");
+    // A fragment-only change does not reload: go through about:blank.
+    s.post("url", json!({ "url": "about:blank" }))?;
+    s.post("url", json!({ "url": link }))?;
+    let t = Instant::now();
+    wait_text(s, "#model-source", timeout, |t| t.contains("tiny-mlp"))?;
+    let bytes = wait_text(s, "#compress-bytes", timeout, |t| t.contains('×'))?;
+    let label = wait_text(s, "label[for=compress-prune]", timeout, |t| {
+        t.contains("50")
+    })?;
+    println!(
+        "e2e: shared link → tiny-mlp, {label:?}, weights {bytes:?} after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Downloads the compressed model as `.lithe` (captured in the page), uploads it again through

@@ -12,8 +12,8 @@ use lithe::data::Dataset;
 use lithe::metrics::EvalReport;
 use lithe::train::{Progress, Schedule, TrainConfig, TrainSummary};
 use lithe_app::protocol::{
-    CompressSummary, ExportFormat, MODELS_DIR, PANIC, PIXELS, Request, Response, Stage,
-    TEST_SET_URL, TRAIN_SET_URL, check_fine_tune,
+    CompressSummary, DistillSettings, ExportFormat, MODELS_DIR, PANIC, PIXELS, Request, Response,
+    Stage, TEST_SET_URL, TRAIN_SET_URL, check_distill, check_fine_tune,
 };
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -137,7 +137,11 @@ async fn handle(req: Request) -> Result<(), Response> {
             post(&Response::Evaluated { report, millis });
             Ok(())
         }
-        Request::FineTune { epochs, lr } => fine_tune(epochs, lr).await,
+        Request::FineTune {
+            epochs,
+            lr,
+            distill,
+        } => fine_tune(epochs, lr, distill).await,
         Request::Compress { recipe } => compress(&recipe).await,
         Request::Cancel => Ok(()),
         Request::Export { format } => {
@@ -254,11 +258,28 @@ async fn train_set() -> Result<Rc<Dataset>, Response> {
 /// to its event loop, which is when a `Cancel` can arrive. Each epoch shuffles the images;
 /// the learning rate follows a cosine decay over the whole run, computed here per slice
 /// (each slice trains at a constant rate; Adam's moments start afresh in each slice).
-async fn fine_tune(epochs: u32, lr: f32) -> Result<(), Response> {
+async fn fine_tune(epochs: u32, lr: f32, distill: Option<DistillSettings>) -> Result<(), Response> {
     check_fine_tune(epochs, lr).map_err(|m| Response::error("settings", m))?;
     if STATE.with_borrow(|s| s.session.is_none()) {
         return Err(no_model());
     }
+    // The teacher: a zoo model, fetched and imported once per job.
+    let teacher = match &distill {
+        Some(d) => {
+            check_distill(d).map_err(|m| Response::error("settings", m))?;
+            let arch = lithe::zoo::Arch::from_name(&d.teacher)?;
+            progress(Stage::FetchModel, 0, 1);
+            let bytes = fetch_bytes(&format!("{MODELS_DIR}/{}.onnx", arch.name())).await?;
+            let params = lithe::train::distill::DistillParams {
+                temperature: d.temperature,
+                alpha: d.alpha,
+                feature: None,
+                standardize: true,
+            };
+            Some((Session::from_bytes(&bytes)?, params))
+        }
+        None => None,
+    };
     let data = train_set().await?;
     let n = data.len();
     let epochs = epochs as usize;
@@ -306,11 +327,14 @@ async fn fine_tune(epochs: u32, lr: f32) -> Result<(), Response> {
                 progress(Stage::Train, done_before + p.step, total_steps);
                 ControlFlow::Continue(())
             };
-            let s = STATE.with_borrow_mut(|st| match &mut st.session {
-                Some(session) => session
+            let s = STATE.with_borrow_mut(|st| match (&mut st.session, &teacher) {
+                (Some(session), Some((t, params))) => session
+                    .distill(t.graph(), params, &part, &cfg, &st.masks, &mut report)
+                    .map_err(Response::from),
+                (Some(session), None) => session
                     .train_masked(&part, None, &cfg, &st.masks, &mut report)
                     .map_err(Response::from),
-                None => Err(no_model()),
+                (None, _) => Err(no_model()),
             })?;
             epoch_run.add(&s, part.len());
         }

@@ -12,7 +12,8 @@ use crate::components::prediction::Prediction;
 use crate::state::{Evaluation, LoadedModel, Notice, Phase, TrainResult, TrainStep, Training};
 use leptos::prelude::*;
 use lithe_app::protocol::{
-    CompressSummary, DEFAULT_MODEL, ExportFormat, PANIC, Request, Response, Stage, check_fine_tune,
+    CompressSummary, DistillSettings, ExportFormat, PANIC, Request, Response, SharedState, Stage,
+    check_distill, check_fine_tune, recipe_json,
 };
 use wasm_bindgen_futures::JsFuture;
 
@@ -34,6 +35,8 @@ struct Control {
     dirty: bool,
     /// Restarts since the last successful evaluation.
     restarts: u32,
+    /// The link asked for a compression: run it once the model is evaluated.
+    pending_compress: bool,
 }
 
 /// The playground.
@@ -48,7 +51,24 @@ pub fn App() -> impl IntoView {
     let compressed = RwSignal::new(None::<CompressSummary>);
     // Test accuracy before the last finished fine-tuning of the current model.
     let before = RwSignal::new(None::<f32>);
-    let ctl = StoredValue::new(Control::default());
+    // What a shared link asked for: the zoo model and the compression knobs.
+    let shared = SharedState::from_fragment(&location_hash());
+    let zoo = RwSignal::new(shared.model.clone());
+    let prune = RwSignal::new(shared.prune);
+    let weights = RwSignal::new(shared.weights.clone());
+    let ctl = StoredValue::new(Control {
+        pending_compress: shared.compresses(),
+        ..Control::default()
+    });
+    // The URL always says what is on screen, so it can be copied and shared.
+    Effect::new(move |_| {
+        let s = SharedState {
+            model: zoo.get(),
+            prune: prune.get(),
+            weights: weights.get(),
+        };
+        set_location_hash(&s.to_fragment());
+    });
     let link = StoredValue::new_local(None::<WorkerLink>);
 
     let send = move |req: Request| {
@@ -84,11 +104,10 @@ pub fn App() -> impl IntoView {
         send(req);
     };
     let load_default = move || {
+        let name = zoo.get_untracked();
         load(
-            Request::LoadZoo {
-                name: DEFAULT_MODEL.into(),
-            },
-            format!("{DEFAULT_MODEL} (zoo)"),
+            Request::LoadZoo { name: name.clone() },
+            format!("{name} (zoo)"),
         )
     };
 
@@ -112,9 +131,25 @@ pub fn App() -> impl IntoView {
             send(Request::Evaluate);
         }
         Response::Evaluated { report, millis } => {
-            ctl.update_value(|c| c.restarts = 0);
+            let pending = ctl
+                .try_update_value(|c| {
+                    c.restarts = 0;
+                    std::mem::take(&mut c.pending_compress)
+                })
+                .unwrap_or_default();
             eval.set(Some(Evaluation { report, millis }));
             phase.set(Phase::Idle);
+            if pending {
+                // A shared link's knobs, applied to the freshly loaded model.
+                phase.set(Phase::Busy {
+                    stage: Stage::Compress,
+                    done: 0,
+                    total: 1,
+                });
+                send(Request::Compress {
+                    recipe: recipe_json(prune.get_untracked(), &weights.get_untracked()),
+                });
+            }
         }
         Response::TrainProgress {
             epoch,
@@ -258,26 +293,43 @@ pub fn App() -> impl IntoView {
         });
     });
     let on_default = Callback::new(move |()| load_default());
-    let on_train = Callback::new(move |(epochs, lr): (u32, f32)| {
-        if let Err(m) = check_fine_tune(epochs, lr) {
-            notice.set(Some(Notice::new("settings", m)));
-            return;
-        }
-        training.update(|t| {
-            t.running = true;
-            t.cancelling = false;
-            t.epochs = epochs;
-            t.last = None;
-            t.losses.clear();
-            t.result = None;
-        });
-        phase.set(Phase::Busy {
-            stage: Stage::Train,
-            done: 0,
-            total: 1,
-        });
-        send(Request::FineTune { epochs, lr });
+    let on_zoo = Callback::new(move |name: String| {
+        // A new model starts uncompressed.
+        zoo.set(name);
+        prune.set(0);
+        weights.set("f32".into());
+        load_default();
     });
+    let on_train = Callback::new(
+        move |(epochs, lr, distill): (u32, f32, Option<DistillSettings>)| {
+            if let Err(m) = check_fine_tune(epochs, lr) {
+                notice.set(Some(Notice::new("settings", m)));
+                return;
+            }
+            if let Some(Err(m)) = distill.as_ref().map(check_distill) {
+                notice.set(Some(Notice::new("settings", m)));
+                return;
+            }
+            training.update(|t| {
+                t.running = true;
+                t.cancelling = false;
+                t.epochs = epochs;
+                t.last = None;
+                t.losses.clear();
+                t.result = None;
+            });
+            phase.set(Phase::Busy {
+                stage: Stage::Train,
+                done: 0,
+                total: 1,
+            });
+            send(Request::FineTune {
+                epochs,
+                lr,
+                distill,
+            });
+        },
+    );
     let on_compress = Callback::new(move |recipe: String| {
         phase.set(Phase::Busy {
             stage: Stage::Compress,
@@ -305,9 +357,9 @@ pub fn App() -> impl IntoView {
         <Header phase=phase />
         <main class="layout">
             <ErrorBanner notice=notice />
-            <ModelPanel model=model on_file=on_file on_default=on_default />
+            <ModelPanel model=model zoo=zoo on_file=on_file on_default=on_default on_zoo=on_zoo />
             <MetricsPanel eval=eval phase=phase before=before />
-            <CompressPanel result=compressed phase=phase on_apply=on_compress on_download=on_download />
+            <CompressPanel result=compressed phase=phase prune=prune weights=weights on_apply=on_compress on_download=on_download />
             <FineTunePanel training=training phase=phase on_start=on_train on_cancel=on_cancel />
             <section class="card try" aria-labelledby="try-title">
                 <h2 id="try-title">"Try it"</h2>
@@ -373,4 +425,16 @@ fn save_file(bytes: &js_sys::Uint8Array, name: &str, mime: &str) -> Result<(), S
     // The click has started the download; the URL is no longer needed.
     let _ = web_sys::Url::revoke_object_url(&url);
     Ok(())
+}
+
+/// The page URL's fragment (`#…`), or an empty string.
+fn location_hash() -> String {
+    window().location().hash().unwrap_or_default()
+}
+
+/// Replaces the URL's fragment without a new history entry or a reload.
+fn set_location_hash(fragment: &str) {
+    if let Ok(h) = window().history() {
+        let _ = h.replace_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(fragment));
+    }
 }

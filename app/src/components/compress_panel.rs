@@ -16,13 +16,16 @@ pub fn CompressPanel(
     /// What the worker is doing; controls wait until it is idle.
     #[prop(into)]
     phase: Signal<Phase>,
+    /// Global prune ratio in percent (the page keeps it, and the URL says it).
+    prune: RwSignal<u32>,
+    /// Weight format, a key of [`FORMATS`].
+    weights: RwSignal<String>,
     /// Called with the recipe JSON to run.
     on_apply: Callback<String>,
     /// Called with the file the user wants to download.
     on_download: Callback<ExportFormat>,
 ) -> impl IntoView {
-    let prune = RwSignal::new(0u32);
-    let fmt = RwSignal::new("f32".to_string());
+    let fmt = weights;
     let busy = move || phase.with(|p| !matches!(p, Phase::Idle));
     let apply = move || on_apply.run(recipe_json(prune.get_untracked(), &fmt.get_untracked()));
     view! {
@@ -77,7 +80,7 @@ pub fn CompressPanel(
                         ExportFormat::Report => "download-report",
                     };
                     view! {
-                        <button id=id type="button" prop:disabled=busy on:click=move |_| on_download.run(f)>{f.label()}</button>
+                        <button id=id type="button" class="ghost" prop:disabled=busy on:click=move |_| on_download.run(f)>{f.label()}</button>
                     }
                 }).collect_view()}
             </div>

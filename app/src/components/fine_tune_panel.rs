@@ -1,10 +1,11 @@
-//! The fine-tuning card: epochs and learning rate, Start / Cancel, a progress bar, live loss
-//! and training accuracy with a small loss curve, and the outcome of the last job.
+//! The fine-tuning card: epochs and learning rate, optionally a teacher to distill from (with
+//! its temperature and weight), Start / Cancel, a progress bar, live loss and training accuracy
+//! with a small loss curve, and the outcome of the last job.
 
 use crate::format;
 use crate::state::{Phase, Training};
 use leptos::prelude::*;
-use lithe_app::protocol::MAX_EPOCHS;
+use lithe_app::protocol::{DistillSettings, MAX_EPOCHS};
 
 /// Fine-tunes the loaded model on 6,000 MNIST training images.
 #[component]
@@ -15,20 +16,29 @@ pub fn FineTunePanel(
     /// What the worker is doing; Start waits until it is idle.
     #[prop(into)]
     phase: Signal<Phase>,
-    /// Called with (epochs, learning rate) when the user starts a job. Values that do not
-    /// parse arrive as 0 / NaN and the worker rejects them (the error banner explains).
-    on_start: Callback<(u32, f32)>,
+    /// Called with (epochs, learning rate, distillation) when the user starts a job. Values
+    /// that do not parse arrive as 0 / NaN and are rejected (the error banner explains).
+    on_start: Callback<(u32, f32, Option<DistillSettings>)>,
     /// Called when the user cancels the running job.
     on_cancel: Callback<()>,
 ) -> impl IntoView {
     let epochs = RwSignal::new("1".to_string());
     let lr = RwSignal::new("0.0001".to_string());
+    let teacher = RwSignal::new(String::new());
+    let temperature = RwSignal::new("4".to_string());
+    let alpha = RwSignal::new("0.5".to_string());
     let running = move || training.with(|t| t.running);
     let start_disabled = move || running() || phase.with(|p| !matches!(p, Phase::Idle));
     let start = move |_| {
         let e = epochs.with(|s| s.trim().parse::<u32>().unwrap_or(0));
         let r = lr.with(|s| s.trim().parse::<f32>().unwrap_or(f32::NAN));
-        on_start.run((e, r));
+        let t = teacher.get_untracked();
+        let d = (!t.is_empty()).then(|| DistillSettings {
+            teacher: t,
+            temperature: temperature.with(|s| s.trim().parse().unwrap_or(f32::NAN)),
+            alpha: alpha.with(|s| s.trim().parse().unwrap_or(f32::NAN)),
+        });
+        on_start.run((e, r, d));
     };
     let live = move || {
         training.with(|t| {
@@ -69,6 +79,48 @@ pub fn FineTunePanel(
                     prop:disabled=running
                 />
                 <span id="tune-lr-hint" class="hint">"Adam's starting rate, decayed along a cosine; 0.0001 nudges a trained model, 0.001 moves it a lot."</span>
+                <label for="tune-teacher">"Teacher"</label>
+                <select
+                    id="tune-teacher"
+                    aria-describedby="tune-teacher-hint"
+                    on:change=move |ev| teacher.set(event_target_value(&ev))
+                    prop:disabled=running
+                >
+                    <option value="" selected=move || teacher.get().is_empty()>"none (labels only)"</option>
+                    {lithe::zoo::Arch::ALL.iter().map(|a| {
+                        let name = a.name();
+                        view! { <option value=name selected=move || teacher.get() == name>{name}</option> }
+                    }).collect_view()}
+                </select>
+                <span id="tune-teacher-hint" class="hint">"Knowledge distillation: the model also learns to match a zoo model's softened outputs (a bigger teacher such as lenet-5 helps a small model)."</span>
+                {move || (!teacher.get().is_empty()).then(|| view! {
+                    <label for="tune-temperature">"Temperature T"</label>
+                    <input
+                        id="tune-temperature"
+                        type="number"
+                        min="0.1"
+                        max="100"
+                        step="any"
+                        aria-describedby="tune-temperature-hint"
+                        prop:value=move || temperature.get()
+                        on:input=move |ev| temperature.set(event_target_value(&ev))
+                        prop:disabled=running
+                    />
+                    <span id="tune-temperature-hint" class="hint">"Softens both models' outputs before they are compared (logits standardised first); 1–20 all work, 4 is a good start."</span>
+                    <label for="tune-alpha">"Teacher weight α"</label>
+                    <input
+                        id="tune-alpha"
+                        type="number"
+                        min="0"
+                        max="1"
+                        step="0.05"
+                        aria-describedby="tune-alpha-hint"
+                        prop:value=move || alpha.get()
+                        on:input=move |ev| alpha.set(event_target_value(&ev))
+                        prop:disabled=running
+                    />
+                    <span id="tune-alpha-hint" class="hint">"Share of the loss that comes from the teacher; the rest comes from the labels."</span>
+                })}
             </div>
             <div class="actions">
                 <button id="tune-start" type="button" on:click=start prop:disabled=start_disabled>"Start"</button>

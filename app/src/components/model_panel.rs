@@ -15,8 +15,13 @@ pub fn ModelPanel(
     model: Signal<Option<LoadedModel>>,
     /// Called with an `.onnx` or `.lithe` file the user picked or dropped on the card.
     on_file: Callback<web_sys::File>,
-    /// Called when the user asks for the default zoo model again.
+    /// Called when the user asks for the selected zoo model again.
     on_default: Callback<()>,
+    /// The zoo model chosen in the picker.
+    #[prop(into)]
+    zoo: Signal<String>,
+    /// Called with a zoo model name picked from the list.
+    on_zoo: Callback<String>,
 ) -> impl IntoView {
     view! {
         <section
@@ -34,9 +39,20 @@ pub fn ModelPanel(
             <div class="card-head">
                 <h2 id="model-title">"Model"</h2>
                 <div class="actions">
+                    <label class="visually-hidden" for="zoo-picker">"Zoo model"</label>
+                    <select
+                        id="zoo-picker"
+                        title="Models trained on MNIST that ship with the page"
+                        on:change=move |ev| on_zoo.run(event_target_value(&ev))
+                    >
+                        {lithe::zoo::Arch::ALL.iter().map(|a| {
+                            let name = a.name();
+                            view! { <option value=name selected=move || zoo.get() == name>{name}</option> }
+                        }).collect_view()}
+                    </select>
                     <ModelUpload on_file=on_file />
                     <button type="button" class="ghost" on:click=move |_| on_default.run(())>
-                        "Reset to zoo model"
+                        "Reload zoo model"
                     </button>
                 </div>
             </div>
