@@ -13,12 +13,15 @@
 //! These kernels are not yet used by the reference interpreter ([`crate::exec`]); the reference
 //! ops stay the oracle.
 
+pub mod binary;
 pub mod check;
+pub mod codebook;
 pub mod gemm;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod gemm_simd128;
 #[cfg(target_arch = "x86_64")]
 mod gemm_x86;
+pub mod int8;
 pub mod sparse;
 
 use std::sync::OnceLock;

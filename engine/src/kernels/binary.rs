@@ -1,0 +1,337 @@
+//! XNOR-popcount products for binarized layers: activations and weights are signs (±1) packed
+//! 64 to a `u64`, and `Σ_p a_p·w_p = k − 2·popcount(a XOR w)` over the `k` valid bits.
+//!
+//! Bit convention: bit `p % 64` of word `p / 64` is **set for −1** (a negative value) and clear
+//! for +1 (zero, positive values and NaN count as +1). Each row takes `⌈k/64⌉` words and the bits
+//! past `k` in its last word are zero ([`pack_signs`] writes them so, [`BinaryMatrix::from_bits`]
+//! and the products check them), so they never contribute to a popcount.
+//!
+//! `C[i][j] = α_j · s_i · dot(i, j)` with a per-output-channel scale `α` and an optional
+//! per-row activation scale `s`. [`BinaryMatrix::dots_scalar`] (a bit-by-bit ±1 loop) is the
+//! reference twin of [`BinaryMatrix::dots`] (word popcounts in a 2×4 register tile, compiled
+//! with the `popcnt` instruction on x86_64 CPUs that have it; wasm has `i64.popcnt` natively).
+//! Dots are exact integers; the scaling is the same expression in both paths, so `C` is
+//! bit-identical too.
+
+use crate::{Error, Result};
+
+/// Words per packed row of `k` signs.
+pub fn words(k: usize) -> usize {
+    k.div_ceil(64)
+}
+
+/// Packs the signs of `x` (row-major `rows × k`): `rows · words(k)` words, bit set for
+/// `x < 0`, tail bits zero. Errors if `x.len() != rows · k`.
+pub fn pack_signs(rows: usize, k: usize, x: &[f32]) -> Result<Vec<u64>> {
+    if rows.checked_mul(k) != Some(x.len()) {
+        return Err(Error::Invalid(format!(
+            "pack_signs: {} values for {rows}×{k}",
+            x.len()
+        )));
+    }
+    let wpr = words(k);
+    let mut out = vec![0u64; rows * wpr];
+    for r in 0..rows {
+        for (p, &v) in x[r * k..(r + 1) * k].iter().enumerate() {
+            if v < 0.0 {
+                out[r * wpr + p / 64] |= 1u64 << (p % 64);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The ±1 value of sign `p` of a packed row.
+fn sign(row: &[u64], p: usize) -> i32 {
+    1 - 2 * ((row[p / 64] >> (p % 64)) & 1) as i32
+}
+
+/// Mask of the valid bits of a row's last word.
+fn tail_mask(k: usize) -> u64 {
+    match k % 64 {
+        0 => u64::MAX,
+        r => (1u64 << r) - 1,
+    }
+}
+
+/// Checks a packed `rows × k` matrix: its length and zero tail bits.
+fn check_bits(what: &str, rows: usize, k: usize, bits: &[u64]) -> Result<()> {
+    let wpr = words(k);
+    if rows.checked_mul(wpr) != Some(bits.len()) {
+        return Err(Error::Invalid(format!(
+            "xnor: {what} holds {} words for {rows} rows of {k} signs",
+            bits.len()
+        )));
+    }
+    if wpr > 0 {
+        let mask = tail_mask(k);
+        if bits.chunks_exact(wpr).any(|row| row[wpr - 1] & !mask != 0) {
+            return Err(Error::Invalid(format!(
+                "xnor: {what} has bits set past k = {k}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A binarized weight matrix `W` (`rows × k`, one row per output) with its per-row scale `α`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BinaryMatrix {
+    rows: usize,
+    k: usize,
+    bits: Vec<u64>,
+    alpha: Vec<f32>,
+}
+
+impl BinaryMatrix {
+    /// The signs of `w` (row-major `rows × k`) with scales `alpha` (one per row). Errors if a
+    /// length is wrong.
+    pub fn from_f32(rows: usize, k: usize, w: &[f32], alpha: Vec<f32>) -> Result<BinaryMatrix> {
+        Self::from_bits(rows, k, pack_signs(rows, k, w)?, alpha)
+    }
+
+    /// Already packed signs ([`pack_signs`] layout). Errors if a length is wrong or a tail bit
+    /// is set.
+    pub fn from_bits(rows: usize, k: usize, bits: Vec<u64>, alpha: Vec<f32>) -> Result<Self> {
+        check_bits("W", rows, k, &bits)?;
+        if alpha.len() != rows {
+            return Err(Error::Invalid(format!(
+                "xnor: {} scales for {rows} rows",
+                alpha.len()
+            )));
+        }
+        Ok(BinaryMatrix {
+            rows,
+            k,
+            bits,
+            alpha,
+        })
+    }
+
+    /// Rows (outputs).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Signs per row.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    fn check(&self, m: usize, a: &[u64], out: usize) -> Result<()> {
+        check_bits("A", m, self.k, a)?;
+        if m.checked_mul(self.rows) != Some(out) {
+            return Err(Error::Invalid(format!(
+                "xnor: output holds {out} values for {m}×{}",
+                self.rows
+            )));
+        }
+        Ok(())
+    }
+
+    /// The reference twin: `out[i][j] = Σ_p a_ip·w_jp` with every sign unpacked to ±1, in
+    /// order. `a` holds `m` packed rows; `out` is `m × rows`. Errors if a length is wrong or
+    /// a tail bit of `a` is set.
+    pub fn dots_scalar(&self, m: usize, a: &[u64], out: &mut [i32]) -> Result<()> {
+        self.check(m, a, out.len())?;
+        let (n, k, wpr) = (self.rows, self.k, words(self.k));
+        for i in 0..m {
+            let ar = &a[i * wpr..(i + 1) * wpr];
+            for j in 0..n {
+                let wr = &self.bits[j * wpr..(j + 1) * wpr];
+                out[i * n + j] = (0..k).map(|p| sign(ar, p) * sign(wr, p)).sum();
+            }
+        }
+        Ok(())
+    }
+
+    /// The fast dots, `k − 2·popcount(a XOR w)`; same contract as [`Self::dots_scalar`].
+    pub fn dots(&self, m: usize, a: &[u64], out: &mut [i32]) -> Result<()> {
+        self.check(m, a, out.len())?;
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has the `popcnt` instruction (checked just above).
+            unsafe { dots_popcnt(self, m, a, out) };
+            return Ok(());
+        }
+        dots_body(self, m, a, out);
+        Ok(())
+    }
+
+    /// `C[i][j] = α_j · s_i · dot(i, j)` with the fast dots; `row_scale` holds `s` (one per row
+    /// of `A`) or is empty for `s = 1`. Errors if a length is wrong.
+    pub fn matmul_t(&self, m: usize, a: &[u64], row_scale: &[f32], c: &mut [f32]) -> Result<()> {
+        let mut d = vec![0i32; c.len()];
+        self.dots(m, a, &mut d)?;
+        self.scale(m, &d, row_scale, c)
+    }
+
+    /// [`Self::matmul_t`] on the reference dots.
+    pub fn matmul_t_scalar(
+        &self,
+        m: usize,
+        a: &[u64],
+        row_scale: &[f32],
+        c: &mut [f32],
+    ) -> Result<()> {
+        let mut d = vec![0i32; c.len()];
+        self.dots_scalar(m, a, &mut d)?;
+        self.scale(m, &d, row_scale, c)
+    }
+
+    fn scale(&self, m: usize, d: &[i32], row_scale: &[f32], c: &mut [f32]) -> Result<()> {
+        if !row_scale.is_empty() && row_scale.len() != m {
+            return Err(Error::Invalid(format!(
+                "xnor: {} row scales for {m} rows",
+                row_scale.len()
+            )));
+        }
+        let n = self.rows;
+        for i in 0..m {
+            let s = row_scale.get(i).copied().unwrap_or(1.0);
+            for j in 0..n {
+                c[i * n + j] = self.alpha[j] * (s * d[i * n + j] as f32);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`dots_body`] compiled with the `popcnt` instruction.
+///
+/// # Safety
+/// The CPU must have `popcnt`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+unsafe fn dots_popcnt(w: &BinaryMatrix, m: usize, a: &[u64], out: &mut [i32]) {
+    dots_body(w, m, a, out);
+}
+
+/// Rows of `A` and rows of `W` per register tile.
+const TR: usize = 2;
+const TC: usize = 4;
+
+#[inline(always)]
+fn dots_body(w: &BinaryMatrix, m: usize, a: &[u64], out: &mut [i32]) {
+    let (n, k, wpr) = (w.rows, w.k, words(w.k));
+    let dot = |d: u32| k as i32 - 2 * d as i32;
+    let mut i0 = 0;
+    while i0 < m {
+        let h = TR.min(m - i0);
+        let mut j0 = 0;
+        if h == TR {
+            let a0 = &a[i0 * wpr..(i0 + 1) * wpr];
+            let a1 = &a[(i0 + 1) * wpr..(i0 + 2) * wpr];
+            while j0 + TC <= n {
+                let ws = &w.bits[j0 * wpr..(j0 + TC) * wpr];
+                let (w0, rest) = ws.split_at(wpr);
+                let (w1, rest) = rest.split_at(wpr);
+                let (w2, w3) = rest.split_at(wpr);
+                let mut acc = [0u32; TR * TC];
+                for p in 0..wpr {
+                    let (x0, x1) = (a0[p], a1[p]);
+                    let (y0, y1, y2, y3) = (w0[p], w1[p], w2[p], w3[p]);
+                    acc[0] += (x0 ^ y0).count_ones();
+                    acc[1] += (x0 ^ y1).count_ones();
+                    acc[2] += (x0 ^ y2).count_ones();
+                    acc[3] += (x0 ^ y3).count_ones();
+                    acc[4] += (x1 ^ y0).count_ones();
+                    acc[5] += (x1 ^ y1).count_ones();
+                    acc[6] += (x1 ^ y2).count_ones();
+                    acc[7] += (x1 ^ y3).count_ones();
+                }
+                for r in 0..TR {
+                    for q in 0..TC {
+                        out[(i0 + r) * n + j0 + q] = dot(acc[r * TC + q]);
+                    }
+                }
+                j0 += TC;
+            }
+        }
+        // Edge rows and columns: one dot at a time.
+        for r in 0..h {
+            let ar = &a[(i0 + r) * wpr..(i0 + r + 1) * wpr];
+            for j in j0..n {
+                let wr = &w.bits[j * wpr..(j + 1) * wpr];
+                let d: u32 = ar.iter().zip(wr).map(|(x, y)| (x ^ y).count_ones()).sum();
+                out[(i0 + r) * n + j] = dot(d);
+            }
+        }
+        i0 += h;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    #[test]
+    fn fast_dots_equal_the_bit_by_bit_twin() {
+        let mut rng = Rng::new(64);
+        for &(m, n, k) in &[
+            (0, 3, 4),
+            (3, 0, 5),
+            (2, 5, 0),
+            (1, 1, 1),
+            (1, 1, 63),
+            (2, 4, 64),
+            (3, 5, 65),
+            (5, 9, 127),
+            (4, 8, 128),
+            (7, 13, 300),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| rng.normal()).collect();
+            let alpha: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
+            let bw = BinaryMatrix::from_f32(n, k, &w, alpha.clone()).unwrap();
+            let ab = pack_signs(m, k, &a).unwrap();
+            let mut want = vec![i32::MIN; m * n];
+            bw.dots_scalar(m, &ab, &mut want).unwrap();
+            let mut got = vec![i32::MIN; m * n];
+            bw.dots(m, &ab, &mut got).unwrap();
+            assert_eq!(got, want, "{m}×{n}×{k}");
+            // The twin is the ±1 sum of the float signs.
+            for i in 0..m {
+                for j in 0..n {
+                    let s = |v: f32| if v < 0.0 { -1 } else { 1 };
+                    let d: i32 = (0..k).map(|p| s(a[i * k + p]) * s(w[j * k + p])).sum();
+                    assert_eq!(want[i * n + j], d);
+                }
+            }
+            let rs: Vec<f32> = (0..m).map(|_| rng.uniform()).collect();
+            for scale in [&rs[..], &[]] {
+                let mut c1 = vec![f32::NAN; m * n];
+                let mut c2 = vec![f32::NAN; m * n];
+                bw.matmul_t(m, &ab, scale, &mut c1).unwrap();
+                bw.matmul_t_scalar(m, &ab, scale, &mut c2).unwrap();
+                assert_eq!(c1, c2);
+            }
+        }
+    }
+
+    #[test]
+    fn packing_and_bad_inputs() {
+        let x = [1.0, -2.0, 0.0, -0.5, f32::NAN];
+        assert_eq!(pack_signs(1, 5, &x).unwrap(), [0b01010]);
+        assert_eq!(pack_signs(1, 0, &[]).unwrap(), Vec::<u64>::new());
+        let x: Vec<f32> = (0..130)
+            .map(|p| if p % 3 == 0 { -1.0 } else { 1.0 })
+            .collect();
+        let b = pack_signs(1, 130, &x).unwrap();
+        assert_eq!(b.len(), 3);
+        assert_eq!(b[2] >> 2, 0, "tail bits are zero");
+        assert!(pack_signs(2, 3, &[0.0; 5]).is_err());
+        assert!(BinaryMatrix::from_bits(1, 5, vec![1 << 5], vec![1.0]).is_err());
+        assert!(BinaryMatrix::from_bits(1, 5, vec![1, 0], vec![1.0]).is_err());
+        assert!(BinaryMatrix::from_bits(1, 5, vec![1], vec![]).is_err());
+        let w = BinaryMatrix::from_bits(2, 5, vec![0b11111, 0], vec![2.0, 0.5]).unwrap();
+        let mut c = [0.0; 2];
+        w.matmul_t(1, &[0b00011], &[], &mut c).unwrap();
+        // a = (−1, −1, +1, +1, +1): with all −1 the dot is 2 − 3 = −1; with all +1 it is 1.
+        assert_eq!(c, [-2.0, 0.5]);
+        assert!(w.matmul_t(1, &[1 << 7], &[], &mut c).is_err());
+        assert!(w.matmul_t(1, &[0], &[1.0, 2.0], &mut c).is_err());
+        assert!(w.dots(1, &[0], &mut [0; 3]).is_err());
+    }
+}
