@@ -10,7 +10,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use lithe::kernels::{self, KernelKind, binary, codebook::CodebookMatrix, int8, sparse::Csr};
+use lithe::kernels::{self, binary, codebook::CodebookMatrix, int8, sparse::Csr};
 use lithe::rng::Rng;
 
 /// One layer shape: `C[m×n] = A[m×k] · B[k×n]` (`B` the weights, `n` outputs).
@@ -74,11 +74,11 @@ fn bench_shape(c: &mut Criterion, s: &Shape) {
     let wi = codes(&mut rng, n * k);
     let pk = int8::PackedI8::from_rows(n, k, &wi, &[]).unwrap();
     let mut ci = vec![0i32; m * n];
-    for kind in kernels::available() {
-        if kind == KernelKind::Scalar && m * k * n > 1 << 22 {
+    for kind in int8::available() {
+        if kind == int8::Int8Kind::Scalar && m * k * n > 1 << 22 {
             continue;
         }
-        g.bench_function(format!("int8-{}", kind.name()), |bch| {
+        g.bench_function(kind.name(), |bch| {
             bch.iter(|| pk.gemm_with(kind, m, black_box(&ai), -3, &mut ci).unwrap())
         });
     }
@@ -123,6 +123,12 @@ fn bench_shape(c: &mut Criterion, s: &Shape) {
     g.bench_function("xnor", |bch| {
         bch.iter(|| bw.matmul_t(m, black_box(&ab), &[], &mut cf).unwrap())
     });
+    let mut dots = vec![0i32; m * n];
+    for kind in binary::available() {
+        g.bench_function(format!("{}-dots", kind.name()), |bch| {
+            bch.iter(|| bw.dots_with(kind, m, black_box(&ab), &mut dots).unwrap())
+        });
+    }
     if m * k * n <= 1 << 22 {
         g.bench_function("xnor-scalar-twin", |bch| {
             bch.iter(|| bw.matmul_t_scalar(m, black_box(&ab), &[], &mut cf).unwrap())

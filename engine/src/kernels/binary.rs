@@ -8,10 +8,13 @@
 //!
 //! `C[i][j] = α_j · s_i · dot(i, j)` with a per-output-channel scale `α` and an optional
 //! per-row activation scale `s`. [`BinaryMatrix::dots_scalar`] (a bit-by-bit ±1 loop) is the
-//! reference twin of [`BinaryMatrix::dots`] (word popcounts in a 2×4 register tile, compiled
-//! with the `popcnt` instruction on x86_64 CPUs that have it; wasm has `i64.popcnt` natively).
-//! Dots are exact integers; the scaling is the same expression in both paths, so `C` is
-//! bit-identical too.
+//! reference twin of the fast dots ([`XnorKind`]): `Words` takes word popcounts
+//! (`u64::count_ones`) in a 2×4 register tile, compiled with the `popcnt` instruction on x86_64
+//! CPUs that have it (wasm has `i64.popcnt` natively; `i8x16_popcnt` would need a byte-sum step
+//! per word and was not tried); `Avx512` (x86_64 with AVX-512 VPOPCNTDQ, detected at run time)
+//! XORs one activation word against the same word of 8 outputs at once and counts with
+//! `_mm512_popcnt_epi64`, over a copy of the weights stored word-major. Dots are exact
+//! integers; the scaling is the same expression on every path, so `C` is bit-identical too.
 
 use crate::{Error, Result};
 
@@ -80,8 +83,52 @@ pub struct BinaryMatrix {
     rows: usize,
     k: usize,
     bits: Vec<u64>,
+    /// The same words stored word-major, `words(k) × ⌈rows/16⌉·16` (zero columns past `rows`),
+    /// for the kernel that vectorizes across outputs.
+    bits_t: Vec<u64>,
     alpha: Vec<f32>,
 }
+
+/// One implementation of the XNOR dots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum XnorKind {
+    /// Word popcounts (`u64::count_ones`) in a 2×4 tile; `popcnt` instruction where present.
+    Words,
+    /// x86_64 AVX-512 VPOPCNTDQ: eight outputs per 512-bit XOR + popcount, a 4×16 tile.
+    Avx512,
+}
+
+impl XnorKind {
+    /// Short stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            XnorKind::Words => "xnor-words",
+            XnorKind::Avx512 => "xnor-avx512",
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512_popcnt() -> bool {
+    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vpopcntdq")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512_popcnt() -> bool {
+    false
+}
+
+/// The XNOR kinds this build and CPU can run, fastest last.
+pub fn available() -> Vec<XnorKind> {
+    let mut v = vec![XnorKind::Words];
+    if has_avx512_popcnt() {
+        v.push(XnorKind::Avx512);
+    }
+    v
+}
+
+/// Output columns per step of the word-major layout.
+const COLS_T: usize = 16;
 
 impl BinaryMatrix {
     /// The signs of `w` (row-major `rows × k`) with scales `alpha` (one per row). Errors if a
@@ -100,10 +147,19 @@ impl BinaryMatrix {
                 alpha.len()
             )));
         }
+        let wpr = words(k);
+        let npad = rows.div_ceil(COLS_T) * COLS_T;
+        let mut bits_t = vec![0u64; wpr * npad];
+        for j in 0..rows {
+            for p in 0..wpr {
+                bits_t[p * npad + j] = bits[j * wpr + p];
+            }
+        }
         Ok(BinaryMatrix {
             rows,
             k,
             bits,
+            bits_t,
             alpha,
         })
     }
@@ -145,9 +201,31 @@ impl BinaryMatrix {
         Ok(())
     }
 
-    /// The fast dots, `k − 2·popcount(a XOR w)`; same contract as [`Self::dots_scalar`].
+    /// The fast dots, `k − 2·popcount(a XOR w)`, with the fastest available [`XnorKind`]; same
+    /// contract as [`Self::dots_scalar`].
     pub fn dots(&self, m: usize, a: &[u64], out: &mut [i32]) -> Result<()> {
+        let kind = if has_avx512_popcnt() {
+            XnorKind::Avx512
+        } else {
+            XnorKind::Words
+        };
+        self.dots_with(kind, m, a, out)
+    }
+
+    /// [`Self::dots`] with a chosen kind. Errors if this CPU cannot run it or a length is wrong.
+    pub fn dots_with(&self, kind: XnorKind, m: usize, a: &[u64], out: &mut [i32]) -> Result<()> {
         self.check(m, a, out.len())?;
+        if kind == XnorKind::Avx512 {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx512_popcnt() {
+                // SAFETY: the CPU has AVX-512F and VPOPCNTDQ (checked just above).
+                unsafe { avx512::dots(self, m, a, out) };
+                return Ok(());
+            }
+            return Err(Error::Invalid(
+                "xnor kernel `xnor-avx512` is not available on this host".into(),
+            ));
+        }
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("popcnt") {
             // SAFETY: the CPU has the `popcnt` instruction (checked just above).
@@ -205,6 +283,66 @@ impl BinaryMatrix {
 #[target_feature(enable = "popcnt")]
 unsafe fn dots_popcnt(w: &BinaryMatrix, m: usize, a: &[u64], out: &mut [i32]) {
     dots_body(w, m, a, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! AVX-512 VPOPCNTDQ: one activation word broadcast, XORed with that word of 8 outputs
+    //! (the word-major copy), counted with `_mm512_popcnt_epi64`; 4 rows × 16 outputs per tile.
+
+    use super::{BinaryMatrix, COLS_T, words};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512 VPOPCNTDQ.
+    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    pub(super) unsafe fn dots(w: &BinaryMatrix, m: usize, a: &[u64], out: &mut [i32]) {
+        let mut i0 = 0;
+        while i0 + 4 <= m {
+            tile::<4>(w, i0, a, out);
+            i0 += 4;
+        }
+        while i0 < m {
+            tile::<1>(w, i0, a, out);
+            i0 += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    fn tile<const R: usize>(w: &BinaryMatrix, i0: usize, a: &[u64], out: &mut [i32]) {
+        let (n, k, wpr) = (w.rows, w.k, words(w.k));
+        let npad = n.div_ceil(COLS_T) * COLS_T;
+        let rows = &a[i0 * wpr..(i0 + R) * wpr];
+        assert!(w.bits_t.len() >= wpr * npad && out.len() >= (i0 + R) * n);
+        let mut counts = [0i64; COLS_T];
+        for j0 in (0..npad).step_by(COLS_T) {
+            let mut acc = [[_mm512_setzero_si512(); 2]; R];
+            // SAFETY: `p < wpr` and `j0 + 16 ≤ npad` keep both 8-word loads inside `bits_t`
+            // (asserted length); the unaligned load/store intrinsics are used.
+            unsafe {
+                let base = w.bits_t.as_ptr();
+                for p in 0..wpr {
+                    let y0 = _mm512_loadu_si512(base.add(p * npad + j0) as *const __m512i);
+                    let y1 = _mm512_loadu_si512(base.add(p * npad + j0 + 8) as *const __m512i);
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm512_set1_epi64(rows[r * wpr + p] as i64);
+                        acc[0] =
+                            _mm512_add_epi64(acc[0], _mm512_popcnt_epi64(_mm512_xor_si512(x, y0)));
+                        acc[1] =
+                            _mm512_add_epi64(acc[1], _mm512_popcnt_epi64(_mm512_xor_si512(x, y1)));
+                    }
+                }
+                for (r, acc) in acc.iter().enumerate() {
+                    _mm512_storeu_si512(counts.as_mut_ptr() as *mut __m512i, acc[0]);
+                    _mm512_storeu_si512(counts.as_mut_ptr().add(8) as *mut __m512i, acc[1]);
+                    let w_ = COLS_T.min(n - j0);
+                    for (q, &cnt) in counts[..w_].iter().enumerate() {
+                        out[(i0 + r) * n + j0 + q] = k as i32 - 2 * cnt as i32;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Rows of `A` and rows of `W` per register tile.
@@ -288,9 +426,11 @@ mod tests {
             let ab = pack_signs(m, k, &a).unwrap();
             let mut want = vec![i32::MIN; m * n];
             bw.dots_scalar(m, &ab, &mut want).unwrap();
-            let mut got = vec![i32::MIN; m * n];
-            bw.dots(m, &ab, &mut got).unwrap();
-            assert_eq!(got, want, "{m}×{n}×{k}");
+            for kind in available() {
+                let mut got = vec![i32::MIN; m * n];
+                bw.dots_with(kind, m, &ab, &mut got).unwrap();
+                assert_eq!(got, want, "{} {m}×{n}×{k}", kind.name());
+            }
             // The twin is the ±1 sum of the float signs.
             for i in 0..m {
                 for j in 0..n {

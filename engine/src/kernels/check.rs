@@ -113,14 +113,9 @@ pub fn selftest() -> Result<SelftestReport> {
     let binary_cases = selftest_binary(&mut rng)?;
     let mut kernels: Vec<&'static str> = fast.iter().map(|k| k.name()).collect();
     kernels.push("csr");
-    kernels.extend(available().into_iter().map(|k| match k {
-        KernelKind::Scalar => "int8-scalar",
-        KernelKind::Packed => "int8-packed",
-        KernelKind::Simd128 => "int8-simd128",
-        KernelKind::Avx2Fma => "int8-avx2",
-    }));
+    kernels.extend(super::int8::available().into_iter().map(|k| k.name()));
     kernels.push("codebook");
-    kernels.push("xnor");
+    kernels.extend(super::binary::available().into_iter().map(|k| k.name()));
     Ok(SelftestReport {
         kernels,
         cases: cases + sparse_cases + int8_cases + codebook_cases + binary_cases,
@@ -188,7 +183,7 @@ fn selftest_int8(rng: &mut Rng) -> Result<usize> {
         let mut want = vec![i32::MIN; m * n];
         gemm_reference(m, k, n, &a, a_zp, &b, &b_zp, &mut want)?;
         let pk = PackedI8::new(k, n, &b, &b_zp)?;
-        for kind in available() {
+        for kind in super::int8::available() {
             let mut got = vec![i32::MIN; m * n];
             pk.gemm_with(kind, m, &a, a_zp, &mut got)?;
             if let Some(at) = got.iter().zip(&want).position(|(g, w)| g != w) {
@@ -291,14 +286,18 @@ fn selftest_binary(rng: &mut Rng) -> Result<usize> {
                 let ab = pack_signs(m, k, &a)?;
                 let mut want = vec![i32::MIN; m * n];
                 bw.dots_scalar(m, &ab, &mut want)?;
-                let mut got = vec![i32::MIN; m * n];
-                bw.dots(m, &ab, &mut got)?;
+                let mut same = true;
+                for kind in super::binary::available() {
+                    let mut got = vec![i32::MIN; m * n];
+                    bw.dots_with(kind, m, &ab, &mut got)?;
+                    same &= got == want;
+                }
                 let rs: Vec<f32> = (0..m).map(|_| rng.uniform()).collect();
                 let mut c1 = vec![f32::NAN; m * n];
                 let mut c2 = vec![f32::NAN; m * n];
                 bw.matmul_t(m, &ab, &rs, &mut c1)?;
                 bw.matmul_t_scalar(m, &ab, &rs, &mut c2)?;
-                if got != want || c1.iter().zip(&c2).any(|(x, y)| x.to_bits() != y.to_bits()) {
+                if !same || c1.iter().zip(&c2).any(|(x, y)| x.to_bits() != y.to_bits()) {
                     return Err(Error::Invalid(format!(
                         "xnor m={m} k={k} n={n}: fast dots differ from the twin"
                     )));

@@ -12,14 +12,17 @@
 //! ([`u8_to_i8`]). [`requantize`] maps the `i32` sums back to `i8` with the fixed-point
 //! functions of [`crate::compress::intonly`] (no floating point).
 //!
-//! Kernels ([`KernelKind`]): `Scalar` is the reference twin ([`gemm_reference`] on the raw
-//! matrices, a plain loop over the packed values through [`PackedI8::gemm_with`]); `Packed` is a
-//! portable 4×16 register tile; `Simd128` uses `i32x4_dot_i16x8`; `Avx2Fma` uses
-//! `_mm256_madd_epi16` (it needs only AVX2). All packed kernels read the same layout: `B − b_zp`
-//! widened to `i16` in 16-column panels, the two values of consecutive `k` side by side, so one
-//! 16-bit multiply-add instruction takes two steps of `k` at once.
+//! Kernels ([`Int8Kind`], chosen once per process by the pure [`select`] of [`Int8Features`]):
+//! `Scalar` is the reference twin ([`gemm_reference`] on the raw matrices, a plain loop over the
+//! packed values through [`PackedI8::gemm_with`]); `Packed` is a portable 4×16 register tile;
+//! `Simd128` uses `i32x4_dot_i16x8`; `Avx2` uses `_mm256_madd_epi16` + `_mm256_add_epi32`;
+//! `AvxVnni` fuses the two into `_mm256_dpwssd_avx_epi32` (AVX-VNNI, detected at run time like
+//! AVX2). All packed kernels read the same layout: `B − b_zp` widened to `i16` in 16-column
+//! panels, the two values of consecutive `k` side by side, so one 16-bit multiply-add
+//! instruction takes two steps of `k` at once.
 
-use super::{KernelKind, Kernels, kernels};
+use std::sync::OnceLock;
+
 use crate::compress::intonly::multiply_by_quantized_multiplier;
 use crate::{Error, Result};
 
@@ -28,6 +31,119 @@ pub const NR: usize = 16;
 
 /// Rows of `A` per register tile of the packed kernels.
 const MR: usize = 4;
+
+/// What the host offers that an int8 kernel may need.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Int8Features {
+    /// The build targets wasm32 with `simd128`.
+    pub simd128: bool,
+    /// The CPU is x86_64 with AVX2.
+    pub avx2: bool,
+    /// The CPU also has AVX-VNNI (`vpdpwssd` on 256-bit registers).
+    pub avx_vnni: bool,
+}
+
+impl Int8Features {
+    /// No SIMD at all.
+    pub const NONE: Int8Features = Int8Features {
+        simd128: false,
+        avx2: false,
+        avx_vnni: false,
+    };
+
+    /// What this build and CPU offer (the only place that asks them).
+    pub fn detect() -> Int8Features {
+        #[cfg(target_arch = "x86_64")]
+        let (avx2, avx_vnni) = {
+            let avx2 = std::is_x86_feature_detected!("avx2");
+            (avx2, avx2 && std::is_x86_feature_detected!("avxvnni"))
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let (avx2, avx_vnni) = (false, false);
+        Int8Features {
+            simd128: cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
+            avx2,
+            avx_vnni,
+        }
+    }
+}
+
+/// One implementation of the int8 product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Int8Kind {
+    /// The reference twin: a plain loop over the packed values.
+    Scalar,
+    /// Portable 4×16 tile of `i32` sums.
+    Packed,
+    /// wasm32 `simd128`, `i32x4_dot_i16x8`.
+    Simd128,
+    /// x86_64 AVX2, `_mm256_madd_epi16` then `_mm256_add_epi32`.
+    Avx2,
+    /// x86_64 AVX-VNNI, `_mm256_dpwssd_avx_epi32` (multiply, pair-add and accumulate in one).
+    AvxVnni,
+}
+
+impl Int8Kind {
+    /// Every kind, reference twin first.
+    pub const ALL: [Int8Kind; 5] = [
+        Int8Kind::Scalar,
+        Int8Kind::Packed,
+        Int8Kind::Simd128,
+        Int8Kind::Avx2,
+        Int8Kind::AvxVnni,
+    ];
+
+    /// Short stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kind::Scalar => "int8-scalar",
+            Int8Kind::Packed => "int8-packed",
+            Int8Kind::Simd128 => "int8-simd128",
+            Int8Kind::Avx2 => "int8-avx2",
+            Int8Kind::AvxVnni => "int8-avx-vnni",
+        }
+    }
+
+    /// Whether this kind can run with `f` (and is compiled into this build).
+    pub fn supported(self, f: Int8Features) -> bool {
+        match self {
+            Int8Kind::Scalar | Int8Kind::Packed => true,
+            Int8Kind::Simd128 => {
+                f.simd128 && cfg!(all(target_arch = "wasm32", target_feature = "simd128"))
+            }
+            Int8Kind::Avx2 => f.avx2 && cfg!(target_arch = "x86_64"),
+            Int8Kind::AvxVnni => f.avx2 && f.avx_vnni && cfg!(target_arch = "x86_64"),
+        }
+    }
+}
+
+/// The fastest int8 kind for `f`. Pure.
+pub fn select(f: Int8Features) -> Int8Kind {
+    if f.avx2 && f.avx_vnni {
+        Int8Kind::AvxVnni
+    } else if f.avx2 {
+        Int8Kind::Avx2
+    } else if f.simd128 {
+        Int8Kind::Simd128
+    } else {
+        Int8Kind::Packed
+    }
+}
+
+/// The int8 kind of this process, chosen once from [`Int8Features::detect`].
+pub fn selected() -> Int8Kind {
+    static KIND: OnceLock<Int8Kind> = OnceLock::new();
+    *KIND.get_or_init(|| select(Int8Features::detect()))
+}
+
+/// The int8 kinds this build and CPU can run, reference twin first.
+pub fn available() -> Vec<Int8Kind> {
+    let f = Int8Features::detect();
+    Int8Kind::ALL
+        .into_iter()
+        .filter(|k| k.supported(f))
+        .collect()
+}
 
 /// The `i8` weights `B` (`k×n`) minus their per-column zero points, widened to `i16` and packed
 /// once for every int8 kernel: panel `q` holds columns `16q..16q+16` (zero-padded), and inside
@@ -102,17 +218,17 @@ impl PackedI8 {
         self.panels[(j / NR) * self.pairs * 2 * NR + (p / 2) * 2 * NR + 2 * (j % NR) + p % 2]
     }
 
-    /// `C = (A − a_zp) · (B − b_zp)` with the process's kernel ([`kernels`]); `a` is `m×k`
-    /// row-major, `c` (`m×n`) is overwritten. Errors if a slice length does not match.
+    /// `C = (A − a_zp) · (B − b_zp)` with the process's int8 kernel ([`selected`]); `a` is
+    /// `m×k` row-major, `c` (`m×n`) is overwritten. Errors if a slice length does not match.
     pub fn gemm(&self, m: usize, a: &[i8], a_zp: i8, c: &mut [i32]) -> Result<()> {
-        self.gemm_with(kernels().kind, m, a, a_zp, c)
+        self.gemm_with(selected(), m, a, a_zp, c)
     }
 
     /// [`Self::gemm`] with a chosen kernel, for tests and benchmarks. Errors if this build or
     /// CPU cannot run `kind`, or if a slice length does not match.
     pub fn gemm_with(
         &self,
-        kind: KernelKind,
+        kind: Int8Kind,
         m: usize,
         a: &[i8],
         a_zp: i8,
@@ -120,18 +236,22 @@ impl PackedI8 {
     ) -> Result<()> {
         check_len("A", m, self.k, a.len())?;
         check_len("C", m, self.n, c.len())?;
-        if Kernels::for_kind(kind).is_none() {
+        if !kind.supported(Int8Features::detect()) {
             return Err(Error::Invalid(format!(
-                "kernel `{}` is not available on this host",
+                "int8 kernel `{}` is not available on this host",
                 kind.name()
             )));
         }
         match kind {
-            KernelKind::Scalar => self.scalar(m, a, a_zp, c),
+            Int8Kind::Scalar => self.scalar(m, a, a_zp, c),
+            Int8Kind::Packed => driver(self, m, a, a_zp, c, micro_portable),
             #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-            KernelKind::Simd128 => driver(self, m, a, a_zp, c, simd128::micro),
+            Int8Kind::Simd128 => driver(self, m, a, a_zp, c, simd128::micro),
             #[cfg(target_arch = "x86_64")]
-            KernelKind::Avx2Fma => x86::gemm(self, m, a, a_zp, c),
+            Int8Kind::Avx2 => x86::gemm(self, m, a, a_zp, c, false),
+            #[cfg(target_arch = "x86_64")]
+            Int8Kind::AvxVnni => x86::gemm(self, m, a, a_zp, c, true),
+            #[allow(unreachable_patterns)]
             _ => driver(self, m, a, a_zp, c, micro_portable),
         }
         Ok(())
@@ -324,24 +444,34 @@ mod simd128 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    //! x86_64 AVX2: `_mm256_madd_epi16` multiplies sixteen `i16` pairs and adds each pair, i.e.
-    //! two steps of `k` for eight columns; a 4×16 tile is eight 256-bit sums.
+    //! x86_64: `_mm256_madd_epi16` multiplies sixteen `i16` pairs and adds each pair, i.e. two
+    //! steps of `k` for eight columns, then `_mm256_add_epi32` accumulates; AVX-VNNI's
+    //! `_mm256_dpwssd_avx_epi32` does both in one instruction (no saturation: the same wrapping
+    //! sums). A 4×16 tile is eight 256-bit sums.
 
     use super::{MR, NR, PackedI8};
     use std::arch::x86_64::*;
 
-    pub(super) fn gemm(pk: &PackedI8, m: usize, a: &[i8], a_zp: i8, c: &mut [i32]) {
-        if !std::is_x86_feature_detected!("avx2") {
-            // Never taken: `Kernels::for_kind` refuses this kind without AVX2.
+    pub(super) fn gemm(pk: &PackedI8, m: usize, a: &[i8], a_zp: i8, c: &mut [i32], vnni: bool) {
+        let avx2 = std::is_x86_feature_detected!("avx2");
+        if vnni && avx2 && std::is_x86_feature_detected!("avxvnni") {
+            super::driver(pk, m, a, a_zp, c, micro_vnni);
+        } else if avx2 && !vnni {
+            super::driver(pk, m, a, a_zp, c, micro);
+        } else {
+            // Never taken: `gemm_with` refuses a kind whose features the CPU lacks.
             super::driver(pk, m, a, a_zp, c, super::micro_portable);
-            return;
         }
-        super::driver(pk, m, a, a_zp, c, micro);
     }
 
     fn micro(pairs: usize, ap: &[i32], bp: &[i16], tile: &mut [i32]) {
         // SAFETY: only reached from `gemm` above after it checked that the CPU has AVX2.
         unsafe { micro_avx2(pairs, ap, bp, tile) }
+    }
+
+    fn micro_vnni(pairs: usize, ap: &[i32], bp: &[i16], tile: &mut [i32]) {
+        // SAFETY: only reached from `gemm` above after it checked AVX2 and AVX-VNNI.
+        unsafe { micro_avx_vnni(pairs, ap, bp, tile) }
     }
 
     #[target_feature(enable = "avx2")]
@@ -360,6 +490,30 @@ mod x86 {
                     let x = _mm256_set1_epi32(*a.add(t * MR + r));
                     c[2 * r] = _mm256_add_epi32(c[2 * r], _mm256_madd_epi16(x, b0));
                     c[2 * r + 1] = _mm256_add_epi32(c[2 * r + 1], _mm256_madd_epi16(x, b1));
+                }
+            }
+            let out = tile.as_mut_ptr();
+            for (r, v) in c.iter().enumerate() {
+                _mm256_storeu_si256(out.add(r * 8) as *mut __m256i, *v);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,avxvnni")]
+    fn micro_avx_vnni(pairs: usize, ap: &[i32], bp: &[i16], tile: &mut [i32]) {
+        assert!(ap.len() >= pairs * MR && bp.len() >= pairs * 2 * NR && tile.len() >= MR * NR);
+        let mut c = [_mm256_setzero_si256(); 2 * MR];
+        // SAFETY: as in `micro_avx2`: every load and store is bounded by the assert above.
+        unsafe {
+            let b = bp.as_ptr();
+            let a = ap.as_ptr();
+            for t in 0..pairs {
+                let b0 = _mm256_loadu_si256(b.add(t * 2 * NR) as *const __m256i);
+                let b1 = _mm256_loadu_si256(b.add(t * 2 * NR + 16) as *const __m256i);
+                for r in 0..MR {
+                    let x = _mm256_set1_epi32(*a.add(t * MR + r));
+                    c[2 * r] = _mm256_dpwssd_avx_epi32(c[2 * r], x, b0);
+                    c[2 * r + 1] = _mm256_dpwssd_avx_epi32(c[2 * r + 1], x, b1);
                 }
             }
             let out = tile.as_mut_ptr();
@@ -437,7 +591,6 @@ pub fn requantize(n: usize, c: &[i32], p: &Requantize<'_>, out: &mut [i8]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::available;
     use crate::rng::Rng;
 
     fn codes(rng: &mut Rng, len: usize) -> Vec<i8> {
@@ -485,6 +638,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn select_is_a_pure_function_of_features() {
+        assert_eq!(select(Int8Features::NONE), Int8Kind::Packed);
+        let f = |simd128, avx2, avx_vnni| Int8Features {
+            simd128,
+            avx2,
+            avx_vnni,
+        };
+        assert_eq!(select(f(true, false, false)), Int8Kind::Simd128);
+        assert_eq!(select(f(false, true, false)), Int8Kind::Avx2);
+        assert_eq!(select(f(false, true, true)), Int8Kind::AvxVnni);
+        assert_eq!(select(f(false, false, true)), Int8Kind::Packed);
+        assert!(available().contains(&selected()));
+        assert!(!Int8Kind::Avx2.supported(Int8Features::NONE));
     }
 
     #[test]
