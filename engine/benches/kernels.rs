@@ -9,7 +9,7 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use lithe::kernels::{self, binary, codebook::CodebookMatrix, int8, sparse::Csr};
 use lithe::rng::Rng;
 
@@ -172,4 +172,88 @@ fn kernels_bench(c: &mut Criterion) {
 }
 
 criterion_group!(benches, kernels_bench);
-criterion_main!(benches);
+
+/// Median of `rounds` timings of `f`, each of one call, in seconds.
+fn median(times: &mut [f64]) -> f64 {
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[times.len() / 2]
+}
+
+/// Interleaved ratios: each round times the f32 GEMM and every contender once, back to back,
+/// so a neighbour's load hits both alike; the medians' ratio is printed. The machine is shared,
+/// so these ratios are steadier than two criterion figures taken minutes apart.
+fn ratios() {
+    use std::time::Instant;
+    let mut rng = Rng::new(0x7a71);
+    for (name, m, k, n) in [
+        ("256x256x256", 256, 256, 256),
+        ("lenet-fc1-b1", 1, 784, 300),
+        ("lenet-fc1-b64", 64, 784, 300),
+    ] {
+        let a = normal(&mut rng, m * k);
+        let w = normal(&mut rng, n * k);
+        let wt = transpose(n, k, &w);
+        let ai = codes(&mut rng, m * k);
+        let wi = codes(&mut rng, n * k);
+        let pk = int8::PackedI8::from_rows(n, k, &wi, &[]).unwrap();
+        let bw = binary::BinaryMatrix::from_f32(n, k, &w, vec![0.5; n]).unwrap();
+        let ab = binary::pack_signs(m, k, &a).unwrap();
+        let csr70 = Csr::from_dense(n, k, &pruned(&mut rng, n, k, 0.70)).unwrap();
+        let csr92 = Csr::from_dense(n, k, &pruned(&mut rng, n, k, 0.92)).unwrap();
+        let mut cf = vec![0.0f32; m * n];
+        let mut ci = vec![0i32; m * n];
+        let (mut cf1, mut cf2, mut cf3) = (cf.clone(), cf.clone(), cf.clone());
+        let mut runs: Vec<(&str, Box<dyn FnMut() + '_>)> = Vec::new();
+        runs.push((
+            "f32-gemm",
+            Box::new(|| kernels::gemm(m, k, n, black_box(&a), &wt, &mut cf1).unwrap()),
+        ));
+        runs.push((
+            "int8",
+            Box::new(|| pk.gemm(m, black_box(&ai), -3, &mut ci).unwrap()),
+        ));
+        runs.push((
+            "xnor",
+            Box::new(|| bw.matmul_t(m, black_box(&ab), &[], &mut cf2).unwrap()),
+        ));
+        runs.push((
+            "csr-70%",
+            Box::new(|| csr70.matmul_t(m, black_box(&a), &mut cf3).unwrap()),
+        ));
+        runs.push((
+            "csr-92%",
+            Box::new(|| csr92.matmul_t(m, black_box(&a), &mut cf).unwrap()),
+        ));
+        let reps = (50_000_000 / (m * k * n)).clamp(1, 200);
+        let rounds = 301;
+        let mut times = vec![Vec::with_capacity(rounds); runs.len()];
+        for _ in 0..rounds {
+            for (t, (_, f)) in times.iter_mut().zip(runs.iter_mut()) {
+                let start = Instant::now();
+                for _ in 0..reps {
+                    f();
+                }
+                t.push(start.elapsed().as_secs_f64() / reps as f64);
+            }
+        }
+        let base = median(&mut times[0]);
+        let ops = 2.0 * (m * k * n) as f64;
+        for ((label, _), t) in runs.iter().zip(times.iter_mut()) {
+            let med = median(t);
+            println!(
+                "RATIO {name:>14} {label:>9}: median {:>9.2} µs, {:>7.1} G dense-op/s, {:>6.2}× f32-gemm",
+                med * 1e6,
+                ops / med / 1e9,
+                base / med
+            );
+        }
+    }
+}
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    if std::env::args().any(|a| a == "--bench") {
+        ratios();
+    }
+}

@@ -295,7 +295,7 @@ mod avx512 {
 
     /// # Safety
     /// The CPU must have AVX-512F and AVX-512 VPOPCNTDQ.
-    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    #[target_feature(enable = "avx2,avx512f,avx512vpopcntdq")]
     pub(super) unsafe fn dots(w: &BinaryMatrix, m: usize, a: &[u64], out: &mut [i32]) {
         let mut i0 = 0;
         while i0 + 4 <= m {
@@ -308,7 +308,7 @@ mod avx512 {
         }
     }
 
-    #[target_feature(enable = "avx512f,avx512vpopcntdq")]
+    #[target_feature(enable = "avx2,avx512f,avx512vpopcntdq")]
     fn tile<const R: usize>(w: &BinaryMatrix, i0: usize, a: &[u64], out: &mut [i32]) {
         let (n, k, wpr) = (w.rows, w.k, words(w.k));
         let npad = n.div_ceil(COLS_T) * COLS_T;
@@ -318,7 +318,8 @@ mod avx512 {
         for j0 in (0..npad).step_by(COLS_T) {
             let mut acc = [[_mm512_setzero_si512(); 2]; R];
             // SAFETY: `p < wpr` and `j0 + 16 ≤ npad` keep both 8-word loads inside `bits_t`
-            // (asserted length); the unaligned load/store intrinsics are used.
+            // (asserted length); stores into `out` stay below `(i0 + R)·n` (asserted length)
+            // and `counts` holds 16; the unaligned load/store intrinsics are used.
             unsafe {
                 let base = w.bits_t.as_ptr();
                 for p in 0..wpr {
@@ -332,12 +333,26 @@ mod avx512 {
                             _mm512_add_epi64(acc[1], _mm512_popcnt_epi64(_mm512_xor_si512(x, y1)));
                     }
                 }
+                let full = j0 + COLS_T <= n;
+                let kk = _mm256_set1_epi32(k as i32);
                 for (r, acc) in acc.iter().enumerate() {
-                    _mm512_storeu_si512(counts.as_mut_ptr() as *mut __m512i, acc[0]);
-                    _mm512_storeu_si512(counts.as_mut_ptr().add(8) as *mut __m512i, acc[1]);
-                    let w_ = COLS_T.min(n - j0);
-                    for (q, &cnt) in counts[..w_].iter().enumerate() {
-                        out[(i0 + r) * n + j0 + q] = k as i32 - 2 * cnt as i32;
+                    let dst = (i0 + r) * n + j0;
+                    if full {
+                        // dot = k − 2·count, eight at a time; `dst + 16 ≤ (i0 + R)·n ≤ out.len()`.
+                        for (h, v) in acc.iter().enumerate() {
+                            let cnt = _mm512_cvtepi64_epi32(*v);
+                            let d = _mm256_sub_epi32(kk, _mm256_slli_epi32::<1>(cnt));
+                            _mm256_storeu_si256(
+                                out.as_mut_ptr().add(dst + 8 * h) as *mut __m256i,
+                                d,
+                            );
+                        }
+                    } else {
+                        _mm512_storeu_si512(counts.as_mut_ptr() as *mut __m512i, acc[0]);
+                        _mm512_storeu_si512(counts.as_mut_ptr().add(8) as *mut __m512i, acc[1]);
+                        for (q, &cnt) in counts[..n - j0].iter().enumerate() {
+                            out[dst + q] = k as i32 - 2 * cnt as i32;
+                        }
                     }
                 }
             }

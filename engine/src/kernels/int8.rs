@@ -14,7 +14,7 @@
 //!
 //! Kernels ([`Int8Kind`], chosen once per process by the pure [`select`] of [`Int8Features`]):
 //! `Scalar` is the reference twin ([`gemm_reference`] on the raw matrices, a plain loop over the
-//! packed values through [`PackedI8::gemm_with`]); `Packed` is a portable 4×16 register tile;
+//! packed values through [`PackedI8::gemm_with`]); `Packed` is a portable 6×16 register tile;
 //! `Simd128` uses `i32x4_dot_i16x8`; `Avx2` uses `_mm256_madd_epi16` + `_mm256_add_epi32`;
 //! `AvxVnni` fuses the two into `_mm256_dpwssd_avx_epi32` (AVX-VNNI, detected at run time like
 //! AVX2). All packed kernels read the same layout: `B − b_zp` widened to `i16` in 16-column
@@ -30,7 +30,7 @@ use crate::{Error, Result};
 pub const NR: usize = 16;
 
 /// Rows of `A` per register tile of the packed kernels.
-const MR: usize = 4;
+const MR: usize = 6;
 
 /// What the host offers that an int8 kernel may need.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,7 +73,7 @@ impl Int8Features {
 pub enum Int8Kind {
     /// The reference twin: a plain loop over the packed values.
     Scalar,
-    /// Portable 4×16 tile of `i32` sums.
+    /// Portable 6×16 tile of `i32` sums.
     Packed,
     /// wasm32 `simd128`, `i32x4_dot_i16x8`.
     Simd128,
@@ -387,7 +387,7 @@ fn driver(pk: &PackedI8, m: usize, a: &[i8], a_zp: i8, c: &mut [i32], micro: Mic
     }
 }
 
-/// Portable micro-kernel: a 4×16 tile of plain `i32` sums.
+/// Portable micro-kernel: a 6×16 tile of plain `i32` sums.
 fn micro_portable(pairs: usize, ap: &[i32], bp: &[i16], tile: &mut [i32]) {
     let mut acc = [[0i32; NR]; MR];
     for (av, bv) in ap.chunks_exact(MR).zip(bp.chunks_exact(2 * NR)).take(pairs) {
@@ -408,7 +408,7 @@ fn micro_portable(pairs: usize, ap: &[i32], bp: &[i16], tile: &mut [i32]) {
 mod simd128 {
     //! wasm32 `simd128`: `i32x4_dot_i16x8` multiplies eight `i16` pairs and adds each pair,
     //! i.e. two steps of `k` for four columns. The 16-wide panel is done as two 8-wide halves,
-    //! each a 4×8 tile of eight `i32x4` sums.
+    //! each a 6×8 tile of twelve `i32x4` sums.
 
     use super::{MR, NR};
     use core::arch::wasm32::*;
@@ -447,7 +447,7 @@ mod x86 {
     //! x86_64: `_mm256_madd_epi16` multiplies sixteen `i16` pairs and adds each pair, i.e. two
     //! steps of `k` for eight columns, then `_mm256_add_epi32` accumulates; AVX-VNNI's
     //! `_mm256_dpwssd_avx_epi32` does both in one instruction (no saturation: the same wrapping
-    //! sums). A 4×16 tile is eight 256-bit sums.
+    //! sums). A 6×16 tile is twelve 256-bit sums.
 
     use super::{MR, NR, PackedI8};
     use std::arch::x86_64::*;
