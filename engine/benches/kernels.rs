@@ -179,6 +179,9 @@ fn median(times: &mut [f64]) -> f64 {
     times[times.len() / 2]
 }
 
+/// A named contender of [`ratios`].
+type Run<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+
 /// Interleaved ratios: each round times the f32 GEMM and every contender once, back to back,
 /// so a neighbour's load hits both alike; the medians' ratio is printed. The machine is shared,
 /// so these ratios are steadier than two criterion figures taken minutes apart.
@@ -203,27 +206,28 @@ fn ratios() {
         let mut cf = vec![0.0f32; m * n];
         let mut ci = vec![0i32; m * n];
         let (mut cf1, mut cf2, mut cf3) = (cf.clone(), cf.clone(), cf.clone());
-        let mut runs: Vec<(&str, Box<dyn FnMut() + '_>)> = Vec::new();
-        runs.push((
-            "f32-gemm",
-            Box::new(|| kernels::gemm(m, k, n, black_box(&a), &wt, &mut cf1).unwrap()),
-        ));
-        runs.push((
-            "int8",
-            Box::new(|| pk.gemm(m, black_box(&ai), -3, &mut ci).unwrap()),
-        ));
-        runs.push((
-            "xnor",
-            Box::new(|| bw.matmul_t(m, black_box(&ab), &[], &mut cf2).unwrap()),
-        ));
-        runs.push((
-            "csr-70%",
-            Box::new(|| csr70.matmul_t(m, black_box(&a), &mut cf3).unwrap()),
-        ));
-        runs.push((
-            "csr-92%",
-            Box::new(|| csr92.matmul_t(m, black_box(&a), &mut cf).unwrap()),
-        ));
+        let mut runs: Vec<Run<'_>> = vec![
+            (
+                "f32-gemm",
+                Box::new(|| kernels::gemm(m, k, n, black_box(&a), &wt, &mut cf1).unwrap()),
+            ),
+            (
+                "int8",
+                Box::new(|| pk.gemm(m, black_box(&ai), -3, &mut ci).unwrap()),
+            ),
+            (
+                "xnor",
+                Box::new(|| bw.matmul_t(m, black_box(&ab), &[], &mut cf2).unwrap()),
+            ),
+            (
+                "csr-70%",
+                Box::new(|| csr70.matmul_t(m, black_box(&a), &mut cf3).unwrap()),
+            ),
+            (
+                "csr-92%",
+                Box::new(|| csr92.matmul_t(m, black_box(&a), &mut cf).unwrap()),
+            ),
+        ];
         let reps = (50_000_000 / (m * k * n)).clamp(1, 200);
         let rounds = 301;
         let mut times = vec![Vec::with_capacity(rounds); runs.len()];

@@ -2402,7 +2402,7 @@ mod executor_twins {
         let mut shift = Vec::new();
         for _ in 0..out {
             let real = (0.2 + rng.uniform() as f64) / (k.max(1) as f64 * 40.0);
-            let (m0, s) = quantize_multiplier(real as f64).unwrap();
+            let (m0, s) = quantize_multiplier(real).unwrap();
             multiplier.push(m0);
             shift.push(s as i8);
         }
@@ -2444,22 +2444,25 @@ mod executor_twins {
         }
     }
 
+    /// (C, H, W, M, groups, kh, kw, stride, dilation, pads).
+    type ConvCase = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        [usize; 4],
+    );
+
     #[test]
     fn conv_on_the_int8_kernel_equals_the_loops() {
         let mut rng = Rng::new(78);
         // (C, H, W, M, groups, kh, kw, stride, dilation, pads)
-        let cases: &[(
-            usize,
-            usize,
-            usize,
-            usize,
-            usize,
-            usize,
-            usize,
-            usize,
-            usize,
-            [usize; 4],
-        )] = &[
+        let cases: &[ConvCase] = &[
             (1, 5, 5, 2, 1, 3, 3, 1, 1, [0; 4]),
             (3, 7, 6, 4, 1, 3, 2, 2, 1, [1, 0, 2, 1]),
             (4, 6, 6, 4, 4, 3, 3, 1, 1, [1; 4]),

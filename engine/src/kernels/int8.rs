@@ -561,7 +561,7 @@ pub fn requantize(n: usize, c: &[i32], p: &Requantize<'_>, out: &mut [i8]) -> Re
         && if n == 0 {
             c.is_empty()
         } else {
-            c.len() % n == 0
+            c.len().is_multiple_of(n)
         };
     if !lens_ok || p.lo > p.hi {
         return Err(Error::Invalid(format!(
