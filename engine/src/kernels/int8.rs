@@ -416,7 +416,7 @@ mod simd128 {
     pub(super) fn micro(pairs: usize, ap: &[i32], bp: &[i16], tile: &mut [i32]) {
         assert!(ap.len() >= pairs * MR && bp.len() >= pairs * 2 * NR && tile.len() >= MR * NR);
         for half in 0..2 {
-            let mut c = [i32x4_splat(0); 8];
+            let mut c = [i32x4_splat(0); 2 * MR];
             // SAFETY: the assert above bounds every load (`t < pairs`, 16 values at offset
             // `t·32 + half·16`) and store (row `r < MR`, 8 values at `r·16 + half·8`);
             // `v128_load`/`v128_store` have no alignment requirement.
