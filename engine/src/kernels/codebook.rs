@@ -10,7 +10,7 @@
 //! looked up as it is used, summed over `k` in order). [`CodebookMatrix::matmul_t`] is the fast
 //! path: for batches below [`GEMM_MIN_BATCH`] each output row is a table-lookup dot product with
 //! eight independent sums; larger batches decode [`PANEL`] output columns at a time into an `f32`
-//! panel and run the process's f32 GEMM ([`super::gemm`], AVX2/simd128 where present) on it. The
+//! panel and run the process's f32 GEMM ([`super::gemm()`], AVX2/simd128 where present) on it. The
 //! summation order differs from the twin, so results agree within the GEMM tolerance
 //! [`super::check::GEMM_REL_TOL`]: `|fast − twin| ≤ 1e-5 · k · Σ_p |a_ip · w_jp|`.
 

@@ -10,7 +10,7 @@
 //! `-C target-feature=+simd128` (set in `.cargo/config.toml`); the x86_64 AVX2+FMA kernel is
 //! compiled on x86_64 and used only when `is_x86_feature_detected!` says the CPU has both.
 //!
-//! Families: f32 GEMM ([`gemm`], the [`Kernels`] table), CSR sparse × dense ([`sparse`]), int8
+//! Families: f32 GEMM ([`gemm()`], the [`Kernels`] table), CSR sparse × dense ([`sparse`]), int8
 //! GEMM with exact int32 sums and fixed-point requantization ([`int8`], its own kind table
 //! [`int8::Int8Kind`]; the integer-only executor [`crate::compress::intonly`] runs its Dense and
 //! Conv nodes on it), weight-shared codebook products ([`codebook`]) and XNOR-popcount products
