@@ -212,8 +212,12 @@ impl PackedI8 {
         self.n
     }
 
-    /// `B[p][j] − b_zp[j]`, read back from the packed layout.
-    pub fn value(&self, p: usize, j: usize) -> i16 {
+    /// `B[p][j] − b_zp[j]`, read back from the packed layout; `None` outside `k × n`.
+    pub fn value(&self, p: usize, j: usize) -> Option<i16> {
+        (p < self.k && j < self.n).then(|| self.at(p, j))
+    }
+
+    fn at(&self, p: usize, j: usize) -> i16 {
         debug_assert!(p < self.k && j < self.n);
         self.panels[(j / NR) * self.pairs * 2 * NR + (p / 2) * 2 * NR + 2 * (j % NR) + p % 2]
     }
@@ -265,7 +269,7 @@ impl PackedI8 {
                 let mut acc = 0i32;
                 for p in 0..k {
                     let x = a[i * k + p] as i32 - a_zp as i32;
-                    acc = acc.wrapping_add(x * self.value(p, j) as i32);
+                    acc = acc.wrapping_add(x * self.at(p, j) as i32);
                 }
                 c[i * n + j] = acc;
             }
@@ -668,6 +672,9 @@ mod tests {
         assert!(PackedI8::new(2, 2, &[1, 0, 0], &[]).is_err());
         assert!(PackedI8::new(2, 2, &[1, 0, 0, 1], &[0]).is_err());
         assert!(PackedI8::new(usize::MAX, 2, &[], &[]).is_err());
+        assert_eq!(pk.value(1, 1), Some(2));
+        assert_eq!(pk.value(2, 0), None);
+        assert_eq!(pk.value(0, 2), None);
         assert!(gemm_reference(1, 1, 1, &[1], 0, &[1], &[], &mut []).is_err());
     }
 
