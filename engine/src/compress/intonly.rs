@@ -28,6 +28,7 @@
 
 use crate::data::{Dataset, Preprocess};
 use crate::graph::{AutoPad, Graph, Op};
+use crate::kernels::int8;
 use crate::metrics::EvalReport;
 use crate::tensor::{Tensor, checked_numel};
 use crate::{Error, Result};
@@ -1202,36 +1203,34 @@ fn check_layer(w: &QWeights, rq: &Requant, k: usize) -> std::result::Result<(), 
 // The integer executor.
 // ---------------------------------------------------------------------------------------------
 
-/// `z_out + M·acc`, clamped to the fused activation bounds.
-fn requantize(acc: i32, m0: i32, shift: i8, zo: i32, lo: i8, hi: i8) -> i8 {
-    multiply_by_quantized_multiplier(acc, m0, shift as i32)
-        .saturating_add(zo)
-        .clamp(lo as i32, hi as i32) as i8
+/// Dense layer on the int8 kernel: `(x − z_x)·Wᵀ` through [`int8::PackedI8`] (exact `i32`
+/// sums), then [`int8::requantize`] with the bias. Bit-identical to the loop twin
+/// `dense_int_loops` (tests below).
+fn dense_int(x: &[i8], n: usize, zx: i32, w: &QWeights, rq: &Requant, zo: i32) -> Result<Vec<i8>> {
+    let (fout, fin) = (w.shape[0], w.shape[1]);
+    let packed = int8::PackedI8::from_rows(fout, fin, &w.data, &[])?;
+    let mut acc = vec![0i32; n * fout];
+    packed.gemm(n, x, zx as i8, &mut acc)?;
+    let mut y = vec![0i8; n * fout];
+    int8::requantize(fout, &acc, &requant_of(w, rq, 0..fout, zo), &mut y)?;
+    Ok(y)
 }
 
-fn dense_int(x: &[i8], n: usize, zx: i32, w: &QWeights, rq: &Requant, zo: i32) -> Vec<i8> {
-    let (fout, fin) = (w.shape[0], w.shape[1]);
-    let mut y = Vec::with_capacity(n * fout);
-    for b in 0..n {
-        let xr = &x[b * fin..(b + 1) * fin];
-        for o in 0..fout {
-            let wr = &w.data[o * fin..(o + 1) * fin];
-            let mut acc: i32 = 0;
-            for (xv, wv) in xr.iter().zip(wr) {
-                acc += (*xv as i32 - zx) * (*wv as i32);
-            }
-            let acc = acc.saturating_add(w.bias[o]);
-            y.push(requantize(
-                acc,
-                rq.multiplier[o],
-                rq.shift[o],
-                zo,
-                rq.act_min,
-                rq.act_max,
-            ));
-        }
+/// The requantization of output channels `range` of a layer.
+fn requant_of<'a>(
+    w: &'a QWeights,
+    rq: &'a Requant,
+    range: std::ops::Range<usize>,
+    zo: i32,
+) -> int8::Requantize<'a> {
+    int8::Requantize {
+        bias: &w.bias[range.clone()],
+        multiplier: &rq.multiplier[range.clone()],
+        shift: &rq.shift[range],
+        out_zp: zo,
+        lo: rq.act_min,
+        hi: rq.act_max,
     }
-    y
 }
 
 /// Input row/column read by output position `o`, kernel tap `k` of one axis, or `None` in the
@@ -1242,6 +1241,10 @@ fn tap(o: usize, k: usize, stride: usize, dil: usize, pad: usize, size: usize) -
         .filter(|&i| i < size)
 }
 
+/// Convolution on the int8 kernel by im2col: for each image and group, the patches
+/// (`OH·OW × C/g·kh·kw`, padding filled with the input zero point so it adds 0) times the
+/// group's weights through [`int8::PackedI8`], requantized per channel and written back in
+/// `[M, OH, OW]` order. Bit-identical to the loop twin `conv_int_loops` (tests below).
 #[allow(clippy::too_many_arguments)]
 fn conv_int(
     x: &[i8],
@@ -1254,85 +1257,70 @@ fn conv_int(
     win: &Window,
     rq: &Requant,
     zo: i32,
-) -> Vec<i8> {
+) -> Result<Vec<i8>> {
     let (c, h, wd) = (xs[0], xs[1], xs[2]);
     let (m, oh, ow) = (ys[0], ys[1], ys[2]);
     let (cg, kh, kw) = (w.shape[1], w.shape[2], w.shape[3]);
     let mg = m / groups;
-    let rows: Vec<Span> = (0..oh)
-        .map(|o| span(o, win.strides[0], win.dilations[0], win.pads[0], h, kh))
+    let (taps, pos) = (cg * kh * kw, oh * ow);
+    let packed: Vec<int8::PackedI8> = (0..groups)
+        .map(|g| {
+            int8::PackedI8::from_rows(mg, taps, &w.data[g * mg * taps..(g + 1) * mg * taps], &[])
+        })
+        .collect::<Result<_>>()?;
+    let rows: Vec<Vec<Option<usize>>> = (0..oh)
+        .map(|o| {
+            (0..kh)
+                .map(|k| tap(o, k, win.strides[0], win.dilations[0], win.pads[0], h))
+                .collect()
+        })
         .collect();
-    let cols: Vec<Span> = (0..ow)
-        .map(|o| span(o, win.strides[1], win.dilations[1], win.pads[1], wd, kw))
+    let cols: Vec<Vec<Option<usize>>> = (0..ow)
+        .map(|o| {
+            (0..kw)
+                .map(|k| tap(o, k, win.strides[1], win.dilations[1], win.pads[1], wd))
+                .collect()
+        })
         .collect();
-    let dw = win.dilations[1];
-    let mut y = Vec::with_capacity(n * m * oh * ow);
+    let mut patches = vec![zx as i8; pos * taps];
+    let mut acc = vec![0i32; pos * mg];
+    let mut yg = vec![0i8; pos * mg];
+    let mut y = vec![0i8; n * m * pos];
     for b in 0..n {
         let xb = &x[b * c * h * wd..(b + 1) * c * h * wd];
-        for oc in 0..m {
-            let g = oc / mg;
-            let wo = &w.data[oc * cg * kh * kw..(oc + 1) * cg * kh * kw];
-            for r in &rows {
-                for q in &cols {
-                    let mut acc: i32 = 0;
+        for (g, pk) in packed.iter().enumerate() {
+            for (oy, ry) in rows.iter().enumerate() {
+                for (ox, rx) in cols.iter().enumerate() {
+                    let dst = &mut patches[(oy * ow + ox) * taps..(oy * ow + ox + 1) * taps];
                     for ci in 0..cg {
                         let plane = &xb[(g * cg + ci) * h * wd..(g * cg + ci + 1) * h * wd];
-                        for (j, ky) in (r.lo..r.hi).enumerate() {
-                            let iy = r.first + j * win.dilations[0];
-                            let xrow = &plane[iy * wd..(iy + 1) * wd];
-                            let wrow = &wo[(ci * kh + ky) * kw..(ci * kh + ky + 1) * kw];
-                            for (i, wv) in wrow[q.lo..q.hi].iter().enumerate() {
-                                acc += (xrow[q.first + i * dw] as i32 - zx) * *wv as i32;
+                        for (ky, iy) in ry.iter().enumerate() {
+                            for (kx, ix) in rx.iter().enumerate() {
+                                dst[(ci * kh + ky) * kw + kx] = match (iy, ix) {
+                                    (Some(iy), Some(ix)) => plane[iy * wd + ix],
+                                    _ => zx as i8,
+                                };
                             }
                         }
                     }
-                    let acc = acc.saturating_add(w.bias[oc]);
-                    y.push(requantize(
-                        acc,
-                        rq.multiplier[oc],
-                        rq.shift[oc],
-                        zo,
-                        rq.act_min,
-                        rq.act_max,
-                    ));
+                }
+            }
+            pk.gemm(pos, &patches, zx as i8, &mut acc)?;
+            int8::requantize(
+                mg,
+                &acc,
+                &requant_of(w, rq, g * mg..(g + 1) * mg, zo),
+                &mut yg,
+            )?;
+            let yb = &mut y[b * m * pos..(b + 1) * m * pos];
+            for p in 0..pos {
+                for o in 0..mg {
+                    yb[(g * mg + o) * pos + p] = yg[p * mg + o];
                 }
             }
         }
     }
-    y
-}
-
-/// The kernel taps `lo..hi` of one axis that land inside the input for one output position,
-/// and the input index of tap `lo`.
-struct Span {
-    lo: usize,
-    hi: usize,
-    first: usize,
-}
-
-fn span(o: usize, stride: usize, dil: usize, pad: usize, size: usize, k: usize) -> Span {
-    let start = o * stride;
-    let lo = if start >= pad {
-        0
-    } else {
-        (pad - start).div_ceil(dil)
-    };
-    let hi = (pad + size)
-        .checked_sub(start)
-        .map_or(0, |room| room.div_ceil(dil))
-        .min(k);
-    if lo >= hi {
-        return Span {
-            lo: 0,
-            hi: 0,
-            first: 0,
-        };
-    }
-    Span {
-        lo,
-        hi,
-        first: start + lo * dil - pad,
-    }
+    Ok(y)
 }
 
 /// Calls `f(plane, oy, ox, taps)` for every output position of a pooling window, with the input
@@ -1444,9 +1432,9 @@ impl QGraph {
             let (zx, zo) = (xq.q.zero_point as i32, yq.q.zero_point as i32);
             let (xs, ys) = (&xq.shape[..], &yq.shape[..]);
             let y: Vec<i8> = match &node.op {
-                QOp::Dense { w, rq } => dense_int(xv, n, zx, w, rq, zo),
+                QOp::Dense { w, rq } => dense_int(xv, n, zx, w, rq, zo)?,
                 QOp::Conv { w, groups, win, rq } => {
-                    conv_int(xv, n, xs, ys, zx, w, *groups, win, rq, zo)
+                    conv_int(xv, n, xs, ys, zx, w, *groups, win, rq, zo)?
                 }
                 QOp::MaxPool(win) => {
                     let (ins, outs) = (checked_numel(xs)?, checked_numel(ys)?);
@@ -2293,4 +2281,250 @@ pub(super) fn pass(
         accuracy_before: None,
         accuracy_after: None,
     })
+}
+
+#[cfg(test)]
+mod executor_twins {
+    //! The executor's original nested loops, kept as the twins of the int8-kernel paths.
+
+    use super::*;
+    use crate::rng::Rng;
+
+    /// `z_out + M·acc`, clamped to the fused activation bounds.
+    fn requantize(acc: i32, m0: i32, shift: i8, zo: i32, lo: i8, hi: i8) -> i8 {
+        multiply_by_quantized_multiplier(acc, m0, shift as i32)
+            .saturating_add(zo)
+            .clamp(lo as i32, hi as i32) as i8
+    }
+
+    fn dense_int_loops(
+        x: &[i8],
+        n: usize,
+        zx: i32,
+        w: &QWeights,
+        rq: &Requant,
+        zo: i32,
+    ) -> Vec<i8> {
+        let (fout, fin) = (w.shape[0], w.shape[1]);
+        let mut y = Vec::with_capacity(n * fout);
+        for b in 0..n {
+            let xr = &x[b * fin..(b + 1) * fin];
+            for o in 0..fout {
+                let wr = &w.data[o * fin..(o + 1) * fin];
+                let mut acc: i32 = 0;
+                for (xv, wv) in xr.iter().zip(wr) {
+                    acc += (*xv as i32 - zx) * (*wv as i32);
+                }
+                let acc = acc.saturating_add(w.bias[o]);
+                y.push(requantize(
+                    acc,
+                    rq.multiplier[o],
+                    rq.shift[o],
+                    zo,
+                    rq.act_min,
+                    rq.act_max,
+                ));
+            }
+        }
+        y
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn conv_int_loops(
+        x: &[i8],
+        n: usize,
+        xs: &[usize],
+        ys: &[usize],
+        zx: i32,
+        w: &QWeights,
+        groups: usize,
+        win: &Window,
+        rq: &Requant,
+        zo: i32,
+    ) -> Vec<i8> {
+        let (c, h, wd) = (xs[0], xs[1], xs[2]);
+        let (m, oh, ow) = (ys[0], ys[1], ys[2]);
+        let (cg, kh, kw) = (w.shape[1], w.shape[2], w.shape[3]);
+        let mg = m / groups;
+        let rows: Vec<Span> = (0..oh)
+            .map(|o| span(o, win.strides[0], win.dilations[0], win.pads[0], h, kh))
+            .collect();
+        let cols: Vec<Span> = (0..ow)
+            .map(|o| span(o, win.strides[1], win.dilations[1], win.pads[1], wd, kw))
+            .collect();
+        let dw = win.dilations[1];
+        let mut y = Vec::with_capacity(n * m * oh * ow);
+        for b in 0..n {
+            let xb = &x[b * c * h * wd..(b + 1) * c * h * wd];
+            for oc in 0..m {
+                let g = oc / mg;
+                let wo = &w.data[oc * cg * kh * kw..(oc + 1) * cg * kh * kw];
+                for r in &rows {
+                    for q in &cols {
+                        let mut acc: i32 = 0;
+                        for ci in 0..cg {
+                            let plane = &xb[(g * cg + ci) * h * wd..(g * cg + ci + 1) * h * wd];
+                            for (j, ky) in (r.lo..r.hi).enumerate() {
+                                let iy = r.first + j * win.dilations[0];
+                                let xrow = &plane[iy * wd..(iy + 1) * wd];
+                                let wrow = &wo[(ci * kh + ky) * kw..(ci * kh + ky + 1) * kw];
+                                for (i, wv) in wrow[q.lo..q.hi].iter().enumerate() {
+                                    acc += (xrow[q.first + i * dw] as i32 - zx) * *wv as i32;
+                                }
+                            }
+                        }
+                        let acc = acc.saturating_add(w.bias[oc]);
+                        y.push(requantize(
+                            acc,
+                            rq.multiplier[oc],
+                            rq.shift[oc],
+                            zo,
+                            rq.act_min,
+                            rq.act_max,
+                        ));
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn codes(rng: &mut Rng, len: usize, lo: i32) -> Vec<i8> {
+        (0..len)
+            .map(|_| ((rng.uniform() * (128 - lo) as f32) as i32 + lo).clamp(lo, 127) as i8)
+            .collect()
+    }
+
+    fn layer(rng: &mut Rng, shape: Vec<usize>, k: usize) -> (QWeights, Requant) {
+        let out = shape[0];
+        let data = codes(rng, shape.iter().product(), -127);
+        let mut multiplier = Vec::new();
+        let mut shift = Vec::new();
+        for _ in 0..out {
+            let real = (0.2 + rng.uniform() as f64) / (k.max(1) as f64 * 40.0);
+            let (m0, s) = quantize_multiplier(real).unwrap();
+            multiplier.push(m0);
+            shift.push(s as i8);
+        }
+        let bias = (0..out).map(|_| (rng.normal() * 3000.0) as i32).collect();
+        let w = QWeights {
+            shape,
+            data,
+            scales: vec![0.01; out],
+            bias,
+        };
+        let lo = if rng.uniform() < 0.5 { -128 } else { -20 };
+        let rq = Requant {
+            multiplier,
+            shift,
+            act_min: lo,
+            act_max: 120,
+        };
+        (w, rq)
+    }
+
+    #[test]
+    fn dense_on_the_int8_kernel_equals_the_loops() {
+        let mut rng = Rng::new(77);
+        for &(n, fin, fout) in &[
+            (1, 1, 1),
+            (3, 17, 5),
+            (1, 784, 300),
+            (7, 300, 100),
+            (2, 0, 3),
+        ] {
+            for zx in [-128, -3, 0, 127] {
+                let (w, rq) = layer(&mut rng, vec![fout, fin], fin);
+                let x = codes(&mut rng, n * fin, -128);
+                let want = dense_int_loops(&x, n, zx, &w, &rq, 5);
+                let distinct: HashSet<i8> = want.iter().copied().collect();
+                assert!(want.len() < 8 || distinct.len() > 3, "{distinct:?}");
+                assert_eq!(dense_int(&x, n, zx, &w, &rq, 5).unwrap(), want);
+            }
+        }
+    }
+
+    /// (C, H, W, M, groups, kh, kw, stride, dilation, pads).
+    type ConvCase = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        [usize; 4],
+    );
+
+    #[test]
+    fn conv_on_the_int8_kernel_equals_the_loops() {
+        let mut rng = Rng::new(78);
+        // (C, H, W, M, groups, kh, kw, stride, dilation, pads)
+        let cases: &[ConvCase] = &[
+            (1, 5, 5, 2, 1, 3, 3, 1, 1, [0; 4]),
+            (3, 7, 6, 4, 1, 3, 2, 2, 1, [1, 0, 2, 1]),
+            (4, 6, 6, 4, 4, 3, 3, 1, 1, [1; 4]),
+            (4, 9, 8, 6, 2, 3, 3, 2, 2, [2, 1, 0, 3]),
+            (2, 3, 3, 3, 1, 5, 5, 1, 1, [2; 4]),
+            (1, 28, 28, 6, 1, 5, 5, 1, 1, [2; 4]),
+        ];
+        for &(c, h, wd, m, groups, kh, kw, s, d, pads) in cases {
+            let win = Window {
+                kernel: [kh, kw],
+                strides: [s, s],
+                dilations: [d, d],
+                pads,
+            };
+            let out = |size: usize, a: usize, k: usize| {
+                (size + pads[a] + pads[a + 2] - d * (k - 1) - 1) / s + 1
+            };
+            let ys = [m, out(h, 0, kh), out(wd, 1, kw)];
+            let xs = [c, h, wd];
+            let cg = c / groups;
+            for (n, zx) in [(1, -128), (2, 7), (3, 127)] {
+                let (w, rq) = layer(&mut rng, vec![m, cg, kh, kw], cg * kh * kw);
+                let x = codes(&mut rng, n * c * h * wd, -128);
+                let want = conv_int_loops(&x, n, &xs, &ys, zx, &w, groups, &win, &rq, -4);
+                let distinct: HashSet<i8> = want.iter().copied().collect();
+                assert!(distinct.len() > 3, "{distinct:?}");
+                let got = conv_int(&x, n, &xs, &ys, zx, &w, groups, &win, &rq, -4).unwrap();
+                assert_eq!(got, want, "{c}×{h}×{wd} → {ys:?}, groups {groups}");
+            }
+        }
+    }
+
+    /// The kernel taps `lo..hi` of one axis that land inside the input for one output position,
+    /// and the input index of tap `lo`.
+    struct Span {
+        lo: usize,
+        hi: usize,
+        first: usize,
+    }
+
+    fn span(o: usize, stride: usize, dil: usize, pad: usize, size: usize, k: usize) -> Span {
+        let start = o * stride;
+        let lo = if start >= pad {
+            0
+        } else {
+            (pad - start).div_ceil(dil)
+        };
+        let hi = (pad + size)
+            .checked_sub(start)
+            .map_or(0, |room| room.div_ceil(dil))
+            .min(k);
+        if lo >= hi {
+            return Span {
+                lo: 0,
+                hi: 0,
+                first: 0,
+            };
+        }
+        Span {
+            lo,
+            hi,
+            first: start + lo * dil - pad,
+        }
+    }
 }

@@ -53,7 +53,9 @@ fn fill(rng: &mut Rng, len: usize, v: Values) -> Vec<f32> {
 /// Compares every available fast GEMM kernel with the reference twin over all
 /// [`GEMM_SIZES`]³ with random values, plus zeros, negative, large and mixed-magnitude values
 /// on a subset, within [`GEMM_REL_TOL`]. Also checks that `C` is fully overwritten and that
-/// wrong slice lengths are errors. Returns what was covered, or the first mismatch.
+/// wrong slice lengths are errors. Then the other families against their twins: CSR sparse,
+/// int8 (exact), codebook (within [`GEMM_REL_TOL`]) and XNOR (exact). Returns what was covered,
+/// or the first mismatch.
 pub fn selftest() -> Result<SelftestReport> {
     let fast: Vec<KernelKind> = available()
         .into_iter()
@@ -106,13 +108,205 @@ pub fn selftest() -> Result<SelftestReport> {
         }
     }
     let sparse_cases = selftest_csr(&mut rng, &mut worst)?;
+    let int8_cases = selftest_int8(&mut rng)?;
+    let codebook_cases = selftest_codebook(&mut rng, &mut worst)?;
+    let binary_cases = selftest_binary(&mut rng)?;
     let mut kernels: Vec<&'static str> = fast.iter().map(|k| k.name()).collect();
     kernels.push("csr");
+    kernels.extend(super::int8::available().into_iter().map(|k| k.name()));
+    kernels.push("codebook");
+    kernels.extend(super::binary::available().into_iter().map(|k| k.name()));
     Ok(SelftestReport {
         kernels,
-        cases: cases + sparse_cases,
+        cases: cases + sparse_cases + int8_cases + codebook_cases + binary_cases,
         worst_ratio: worst,
     })
+}
+
+/// Random `i8` codes with both extremes every few values.
+fn fill_i8(rng: &mut Rng, len: usize, extremes: bool) -> Vec<i8> {
+    (0..len)
+        .map(|i| match i % 5 {
+            0 if extremes => -128,
+            1 if extremes => 127,
+            _ => ((rng.uniform() * 256.0) as i32 - 128).clamp(-128, 127) as i8,
+        })
+        .collect()
+}
+
+/// Every int8 kernel (the packed-layout scalar loop included) against the raw-matrix twin
+/// [`super::int8::gemm_reference`], **exactly**, for every `m, k, n` of [`GEMM_SIZES`] with
+/// random codes and zero points (per-column `B` zero points on every other case), plus the
+/// largest terms (`A = 127`, zp −128; `B = −128`, zp 127) on odd sizes and `k = 784`; `C` starts
+/// as `i32::MIN`. Also checks wrong lengths and the `u8` helper.
+fn selftest_int8(rng: &mut Rng) -> Result<usize> {
+    use super::int8::{PackedI8, gemm_reference, u8_to_i8};
+    let mut cases = 0;
+    let mut shapes: Vec<(usize, usize, usize, bool)> = Vec::new();
+    for &m in &GEMM_SIZES {
+        for &k in &GEMM_SIZES {
+            for &n in &GEMM_SIZES {
+                shapes.push((m, k, n, false));
+                if m % 2 == 1 && n % 2 == 1 && k % 2 == 1 {
+                    shapes.push((m, k, n, true));
+                }
+            }
+        }
+    }
+    shapes.extend([
+        (1, 784, 33, true),
+        (5, 784, 17, false),
+        (3, 300, 100, false),
+    ]);
+    for (idx, &(m, k, n, extreme)) in shapes.iter().enumerate() {
+        let (a, a_zp, b, b_zp) = if extreme {
+            (
+                vec![127i8; m * k],
+                -128i8,
+                vec![-128i8; k * n],
+                vec![127i8; n],
+            )
+        } else {
+            let zp = fill_i8(rng, 1, false)[0];
+            let b_zp = if idx % 2 == 0 {
+                Vec::new()
+            } else {
+                fill_i8(rng, n, true)
+            };
+            (
+                fill_i8(rng, m * k, true),
+                zp,
+                fill_i8(rng, k * n, true),
+                b_zp,
+            )
+        };
+        let mut want = vec![i32::MIN; m * n];
+        gemm_reference(m, k, n, &a, a_zp, &b, &b_zp, &mut want)?;
+        let pk = PackedI8::new(k, n, &b, &b_zp)?;
+        for kind in super::int8::available() {
+            let mut got = vec![i32::MIN; m * n];
+            pk.gemm_with(kind, m, &a, a_zp, &mut got)?;
+            if let Some(at) = got.iter().zip(&want).position(|(g, w)| g != w) {
+                return Err(Error::Invalid(format!(
+                    "int8 gemm `{}` m={m} k={k} n={n} zp={a_zp}: C[{}][{}] = {}, reference {}",
+                    kind.name(),
+                    at / n,
+                    at % n,
+                    got[at],
+                    want[at]
+                )));
+            }
+        }
+        cases += 1;
+    }
+    let pk = PackedI8::new(3, 3, &[0; 9], &[])?;
+    if pk.gemm(2, &[0; 5], 0, &mut [0; 6]).is_ok()
+        || pk.gemm(2, &[0; 6], 0, &mut [0; 5]).is_ok()
+        || PackedI8::new(3, 3, &[0; 8], &[]).is_ok()
+        || PackedI8::new(3, 3, &[0; 9], &[0; 2]).is_ok()
+    {
+        return Err(Error::Invalid("int8 gemm accepted wrong lengths".into()));
+    }
+    let x: Vec<u8> = (0..=255).collect();
+    for zp in [0u8, 128, 255] {
+        let (y, z) = u8_to_i8(&x, zp);
+        if x.iter()
+            .zip(&y)
+            .any(|(&u, &s)| u as i32 - zp as i32 != s as i32 - z as i32)
+        {
+            return Err(Error::Invalid(format!(
+                "u8_to_i8 changed x − zp for zp {zp}"
+            )));
+        }
+    }
+    Ok(cases)
+}
+
+/// The codebook fast paths (lookup GEMV and decode-a-panel GEMM) against the scalar twin for
+/// every `m, k, n` of [`GEMM_SIZES`] (code widths 1–8 bits in turn) within [`GEMM_REL_TOL`].
+fn selftest_codebook(rng: &mut Rng, worst: &mut f32) -> Result<usize> {
+    use super::codebook::CodebookMatrix;
+    let mut cases = 0;
+    let mut shapes: Vec<(usize, usize, usize)> = Vec::new();
+    for &m in &GEMM_SIZES {
+        for &k in &GEMM_SIZES {
+            for &n in &GEMM_SIZES {
+                shapes.push((m, k, n));
+            }
+        }
+    }
+    shapes.extend([(1, 784, 70), (6, 100, 130)]);
+    for (idx, &(m, k, n)) in shapes.iter().enumerate() {
+        let bits = (idx % 8) as u8 + 1;
+        let size = 1usize << bits;
+        let codebook = fill(rng, size, Values::Normal);
+        let codes: Vec<u8> = (0..n * k)
+            .map(|_| ((rng.uniform() * size as f32) as usize).min(size - 1) as u8)
+            .collect();
+        let cb = CodebookMatrix::new(n, k, bits, codes, codebook)?;
+        let a = fill(rng, m * k, Values::Normal);
+        let mut want = vec![f32::NAN; m * n];
+        cb.matmul_t_scalar(m, &a, &mut want)?;
+        let mut got = vec![f32::NAN; m * n];
+        cb.matmul_t(m, &a, &mut got)?;
+        let w = cb.decode();
+        for i in 0..m {
+            for j in 0..n {
+                let scale: f32 = (0..k).map(|p| (a[i * k + p] * w[j * k + p]).abs()).sum();
+                let (x, y) = (want[i * n + j], got[i * n + j]);
+                let bound = GEMM_REL_TOL * k as f32 * scale;
+                if !y.is_finite() || (x - y).abs() > bound {
+                    return Err(Error::Invalid(format!(
+                        "codebook m={m} k={k} n={n} {bits} bits: C[{i}][{j}] = {y}, reference \
+                         {x}, tolerance {bound}"
+                    )));
+                }
+                if scale > 0.0 {
+                    *worst = worst.max((x - y).abs() / (k as f32 * scale));
+                }
+            }
+        }
+        cases += 1;
+    }
+    Ok(cases)
+}
+
+/// The XNOR-popcount dots against the bit-by-bit twin, **exactly**, for every `m, n` of
+/// [`GEMM_SIZES`] and `k` around the 64-bit word edges, and the scaled products bit for bit.
+fn selftest_binary(rng: &mut Rng) -> Result<usize> {
+    use super::binary::{BinaryMatrix, pack_signs};
+    let mut cases = 0;
+    for &m in &GEMM_SIZES {
+        for &n in &GEMM_SIZES {
+            for k in [0usize, 1, 2, 31, 63, 64, 65, 127, 128, 129, 200] {
+                let a = fill(rng, m * k, Values::Normal);
+                let w = fill(rng, n * k, Values::Normal);
+                let alpha: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
+                let bw = BinaryMatrix::from_f32(n, k, &w, alpha)?;
+                let ab = pack_signs(m, k, &a)?;
+                let mut want = vec![i32::MIN; m * n];
+                bw.dots_scalar(m, &ab, &mut want)?;
+                let mut same = true;
+                for kind in super::binary::available() {
+                    let mut got = vec![i32::MIN; m * n];
+                    bw.dots_with(kind, m, &ab, &mut got)?;
+                    same &= got == want;
+                }
+                let rs: Vec<f32> = (0..m).map(|_| rng.uniform()).collect();
+                let mut c1 = vec![f32::NAN; m * n];
+                let mut c2 = vec![f32::NAN; m * n];
+                bw.matmul_t(m, &ab, &rs, &mut c1)?;
+                bw.matmul_t_scalar(m, &ab, &rs, &mut c2)?;
+                if !same || c1.iter().zip(&c2).any(|(x, y)| x.to_bits() != y.to_bits()) {
+                    return Err(Error::Invalid(format!(
+                        "xnor m={m} k={k} n={n}: fast dots differ from the twin"
+                    )));
+                }
+                cases += 1;
+            }
+        }
+    }
+    Ok(cases)
 }
 
 /// The CSR kernel against the scalar twin on the decoded matrix: `C = A · Wᵀ` for every

@@ -10,15 +10,22 @@
 //! `-C target-feature=+simd128` (set in `.cargo/config.toml`); the x86_64 AVX2+FMA kernel is
 //! compiled on x86_64 and used only when `is_x86_feature_detected!` says the CPU has both.
 //!
-//! These kernels are not yet used by the reference interpreter ([`crate::exec`]); the reference
-//! ops stay the oracle.
+//! Families: f32 GEMM ([`gemm()`], the [`Kernels`] table), CSR sparse × dense ([`sparse`]), int8
+//! GEMM with exact int32 sums and fixed-point requantization ([`int8`], its own kind table
+//! [`int8::Int8Kind`]; the integer-only executor [`crate::compress::intonly`] runs its Dense and
+//! Conv nodes on it), weight-shared codebook products ([`codebook`]) and XNOR-popcount products
+//! for binarized layers ([`binary`]). The float reference interpreter ([`crate::exec`]) does not
+//! use them; the reference ops stay the oracle.
 
+pub mod binary;
 pub mod check;
+pub mod codebook;
 pub mod gemm;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod gemm_simd128;
 #[cfg(target_arch = "x86_64")]
 mod gemm_x86;
+pub mod int8;
 pub mod sparse;
 
 use std::sync::OnceLock;

@@ -1,0 +1,492 @@
+//! XNOR-popcount products for binarized layers: activations and weights are signs (±1) packed
+//! 64 to a `u64`, and `Σ_p a_p·w_p = k − 2·popcount(a XOR w)` over the `k` valid bits.
+//!
+//! Bit convention: bit `p % 64` of word `p / 64` is **set for −1** (a negative value) and clear
+//! for +1 (zero, positive values and NaN count as +1). Each row takes `⌈k/64⌉` words and the bits
+//! past `k` in its last word are zero ([`pack_signs`] writes them so, [`BinaryMatrix::from_bits`]
+//! and the products check them), so they never contribute to a popcount.
+//!
+//! `C[i][j] = α_j · s_i · dot(i, j)` with a per-output-channel scale `α` and an optional
+//! per-row activation scale `s`. [`BinaryMatrix::dots_scalar`] (a bit-by-bit ±1 loop) is the
+//! reference twin of the fast dots ([`XnorKind`]): `Words` takes word popcounts
+//! (`u64::count_ones`) in a 2×4 register tile, compiled with the `popcnt` instruction on x86_64
+//! CPUs that have it (wasm has `i64.popcnt` natively; `i8x16_popcnt` would need a byte-sum step
+//! per word and was not tried); `Avx512` (x86_64 with AVX-512 VPOPCNTDQ, detected at run time)
+//! XORs one activation word against the same word of 8 outputs at once and counts with
+//! `_mm512_popcnt_epi64`, over a copy of the weights stored word-major. Dots are exact
+//! integers; the scaling is the same expression on every path, so `C` is bit-identical too.
+
+use crate::{Error, Result};
+
+/// Words per packed row of `k` signs.
+pub fn words(k: usize) -> usize {
+    k.div_ceil(64)
+}
+
+/// Packs the signs of `x` (row-major `rows × k`): `rows · words(k)` words, bit set for
+/// `x < 0`, tail bits zero. Errors if `x.len() != rows · k`.
+pub fn pack_signs(rows: usize, k: usize, x: &[f32]) -> Result<Vec<u64>> {
+    if rows.checked_mul(k) != Some(x.len()) {
+        return Err(Error::Invalid(format!(
+            "pack_signs: {} values for {rows}×{k}",
+            x.len()
+        )));
+    }
+    let wpr = words(k);
+    let mut out = vec![0u64; rows * wpr];
+    for r in 0..rows {
+        for (p, &v) in x[r * k..(r + 1) * k].iter().enumerate() {
+            if v < 0.0 {
+                out[r * wpr + p / 64] |= 1u64 << (p % 64);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The ±1 value of sign `p` of a packed row.
+fn sign(row: &[u64], p: usize) -> i32 {
+    1 - 2 * ((row[p / 64] >> (p % 64)) & 1) as i32
+}
+
+/// Mask of the valid bits of a row's last word.
+fn tail_mask(k: usize) -> u64 {
+    match k % 64 {
+        0 => u64::MAX,
+        r => (1u64 << r) - 1,
+    }
+}
+
+/// Checks a packed `rows × k` matrix: its length and zero tail bits.
+fn check_bits(what: &str, rows: usize, k: usize, bits: &[u64]) -> Result<()> {
+    let wpr = words(k);
+    if rows.checked_mul(wpr) != Some(bits.len()) {
+        return Err(Error::Invalid(format!(
+            "xnor: {what} holds {} words for {rows} rows of {k} signs",
+            bits.len()
+        )));
+    }
+    if wpr > 0 {
+        let mask = tail_mask(k);
+        if bits.chunks_exact(wpr).any(|row| row[wpr - 1] & !mask != 0) {
+            return Err(Error::Invalid(format!(
+                "xnor: {what} has bits set past k = {k}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A binarized weight matrix `W` (`rows × k`, one row per output) with its per-row scale `α`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BinaryMatrix {
+    rows: usize,
+    k: usize,
+    bits: Vec<u64>,
+    /// The same words stored word-major, `words(k) × ⌈rows/16⌉·16` (zero columns past `rows`),
+    /// for the kernel that vectorizes across outputs.
+    bits_t: Vec<u64>,
+    alpha: Vec<f32>,
+}
+
+/// One implementation of the XNOR dots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum XnorKind {
+    /// Word popcounts (`u64::count_ones`) in a 2×4 tile; `popcnt` instruction where present.
+    Words,
+    /// x86_64 AVX-512 VPOPCNTDQ: eight outputs per 512-bit XOR + popcount, a 4×16 tile.
+    Avx512,
+}
+
+impl XnorKind {
+    /// Short stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            XnorKind::Words => "xnor-words",
+            XnorKind::Avx512 => "xnor-avx512",
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx512_popcnt() -> bool {
+    std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vpopcntdq")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_avx512_popcnt() -> bool {
+    false
+}
+
+/// The XNOR kinds this build and CPU can run, fastest last.
+pub fn available() -> Vec<XnorKind> {
+    let mut v = vec![XnorKind::Words];
+    if has_avx512_popcnt() {
+        v.push(XnorKind::Avx512);
+    }
+    v
+}
+
+/// Output columns per step of the word-major layout.
+const COLS_T: usize = 16;
+
+impl BinaryMatrix {
+    /// The signs of `w` (row-major `rows × k`) with scales `alpha` (one per row). Errors if a
+    /// length is wrong.
+    pub fn from_f32(rows: usize, k: usize, w: &[f32], alpha: Vec<f32>) -> Result<BinaryMatrix> {
+        Self::from_bits(rows, k, pack_signs(rows, k, w)?, alpha)
+    }
+
+    /// Already packed signs ([`pack_signs`] layout). Errors if a length is wrong or a tail bit
+    /// is set.
+    pub fn from_bits(rows: usize, k: usize, bits: Vec<u64>, alpha: Vec<f32>) -> Result<Self> {
+        check_bits("W", rows, k, &bits)?;
+        if alpha.len() != rows {
+            return Err(Error::Invalid(format!(
+                "xnor: {} scales for {rows} rows",
+                alpha.len()
+            )));
+        }
+        let wpr = words(k);
+        let npad = rows.div_ceil(COLS_T) * COLS_T;
+        let mut bits_t = vec![0u64; wpr * npad];
+        for j in 0..rows {
+            for p in 0..wpr {
+                bits_t[p * npad + j] = bits[j * wpr + p];
+            }
+        }
+        Ok(BinaryMatrix {
+            rows,
+            k,
+            bits,
+            bits_t,
+            alpha,
+        })
+    }
+
+    /// Rows (outputs).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Signs per row.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    fn check(&self, m: usize, a: &[u64], out: usize) -> Result<()> {
+        check_bits("A", m, self.k, a)?;
+        if m.checked_mul(self.rows) != Some(out) {
+            return Err(Error::Invalid(format!(
+                "xnor: output holds {out} values for {m}×{}",
+                self.rows
+            )));
+        }
+        Ok(())
+    }
+
+    /// The reference twin: `out[i][j] = Σ_p a_ip·w_jp` with every sign unpacked to ±1, in
+    /// order. `a` holds `m` packed rows; `out` is `m × rows`. Errors if a length is wrong or
+    /// a tail bit of `a` is set.
+    pub fn dots_scalar(&self, m: usize, a: &[u64], out: &mut [i32]) -> Result<()> {
+        self.check(m, a, out.len())?;
+        let (n, k, wpr) = (self.rows, self.k, words(self.k));
+        for i in 0..m {
+            let ar = &a[i * wpr..(i + 1) * wpr];
+            for j in 0..n {
+                let wr = &self.bits[j * wpr..(j + 1) * wpr];
+                out[i * n + j] = (0..k).map(|p| sign(ar, p) * sign(wr, p)).sum();
+            }
+        }
+        Ok(())
+    }
+
+    /// The fast dots, `k − 2·popcount(a XOR w)`, with the fastest available [`XnorKind`]; same
+    /// contract as [`Self::dots_scalar`].
+    pub fn dots(&self, m: usize, a: &[u64], out: &mut [i32]) -> Result<()> {
+        let kind = if has_avx512_popcnt() {
+            XnorKind::Avx512
+        } else {
+            XnorKind::Words
+        };
+        self.dots_with(kind, m, a, out)
+    }
+
+    /// [`Self::dots`] with a chosen kind. Errors if this CPU cannot run it or a length is wrong.
+    pub fn dots_with(&self, kind: XnorKind, m: usize, a: &[u64], out: &mut [i32]) -> Result<()> {
+        self.check(m, a, out.len())?;
+        if kind == XnorKind::Avx512 {
+            #[cfg(target_arch = "x86_64")]
+            if has_avx512_popcnt() {
+                // SAFETY: the CPU has AVX-512F and VPOPCNTDQ (checked just above).
+                unsafe { avx512::dots(self, m, a, out) };
+                return Ok(());
+            }
+            return Err(Error::Invalid(
+                "xnor kernel `xnor-avx512` is not available on this host".into(),
+            ));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has the `popcnt` instruction (checked just above).
+            unsafe { dots_popcnt(self, m, a, out) };
+            return Ok(());
+        }
+        dots_body(self, m, a, out);
+        Ok(())
+    }
+
+    /// `C[i][j] = α_j · s_i · dot(i, j)` with the fast dots; `row_scale` holds `s` (one per row
+    /// of `A`) or is empty for `s = 1`. Errors if a length is wrong.
+    pub fn matmul_t(&self, m: usize, a: &[u64], row_scale: &[f32], c: &mut [f32]) -> Result<()> {
+        let mut d = vec![0i32; c.len()];
+        self.dots(m, a, &mut d)?;
+        self.scale(m, &d, row_scale, c)
+    }
+
+    /// [`Self::matmul_t`] on the reference dots.
+    pub fn matmul_t_scalar(
+        &self,
+        m: usize,
+        a: &[u64],
+        row_scale: &[f32],
+        c: &mut [f32],
+    ) -> Result<()> {
+        let mut d = vec![0i32; c.len()];
+        self.dots_scalar(m, a, &mut d)?;
+        self.scale(m, &d, row_scale, c)
+    }
+
+    fn scale(&self, m: usize, d: &[i32], row_scale: &[f32], c: &mut [f32]) -> Result<()> {
+        if !row_scale.is_empty() && row_scale.len() != m {
+            return Err(Error::Invalid(format!(
+                "xnor: {} row scales for {m} rows",
+                row_scale.len()
+            )));
+        }
+        let n = self.rows;
+        for i in 0..m {
+            let s = row_scale.get(i).copied().unwrap_or(1.0);
+            for j in 0..n {
+                c[i * n + j] = self.alpha[j] * (s * d[i * n + j] as f32);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`dots_body`] compiled with the `popcnt` instruction.
+///
+/// # Safety
+/// The CPU must have `popcnt`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+unsafe fn dots_popcnt(w: &BinaryMatrix, m: usize, a: &[u64], out: &mut [i32]) {
+    dots_body(w, m, a, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    //! AVX-512 VPOPCNTDQ: one activation word broadcast, XORed with that word of 8 outputs
+    //! (the word-major copy), counted with `_mm512_popcnt_epi64`; 4 rows × 16 outputs per tile.
+
+    use super::{BinaryMatrix, COLS_T, words};
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512 VPOPCNTDQ.
+    #[target_feature(enable = "avx2,avx512f,avx512vpopcntdq")]
+    pub(super) unsafe fn dots(w: &BinaryMatrix, m: usize, a: &[u64], out: &mut [i32]) {
+        let mut i0 = 0;
+        while i0 + 4 <= m {
+            tile::<4>(w, i0, a, out);
+            i0 += 4;
+        }
+        while i0 < m {
+            tile::<1>(w, i0, a, out);
+            i0 += 1;
+        }
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512vpopcntdq")]
+    fn tile<const R: usize>(w: &BinaryMatrix, i0: usize, a: &[u64], out: &mut [i32]) {
+        let (n, k, wpr) = (w.rows, w.k, words(w.k));
+        let npad = n.div_ceil(COLS_T) * COLS_T;
+        let rows = &a[i0 * wpr..(i0 + R) * wpr];
+        assert!(w.bits_t.len() >= wpr * npad && out.len() >= (i0 + R) * n);
+        let mut counts = [0i64; COLS_T];
+        for j0 in (0..npad).step_by(COLS_T) {
+            let mut acc = [[_mm512_setzero_si512(); 2]; R];
+            // SAFETY: `p < wpr` and `j0 + 16 ≤ npad` keep both 8-word loads inside `bits_t`
+            // (asserted length); stores into `out` stay below `(i0 + R)·n` (asserted length)
+            // and `counts` holds 16; the unaligned load/store intrinsics are used.
+            unsafe {
+                let base = w.bits_t.as_ptr();
+                for p in 0..wpr {
+                    let y0 = _mm512_loadu_si512(base.add(p * npad + j0) as *const __m512i);
+                    let y1 = _mm512_loadu_si512(base.add(p * npad + j0 + 8) as *const __m512i);
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let x = _mm512_set1_epi64(rows[r * wpr + p] as i64);
+                        acc[0] =
+                            _mm512_add_epi64(acc[0], _mm512_popcnt_epi64(_mm512_xor_si512(x, y0)));
+                        acc[1] =
+                            _mm512_add_epi64(acc[1], _mm512_popcnt_epi64(_mm512_xor_si512(x, y1)));
+                    }
+                }
+                let full = j0 + COLS_T <= n;
+                let kk = _mm256_set1_epi32(k as i32);
+                for (r, acc) in acc.iter().enumerate() {
+                    let dst = (i0 + r) * n + j0;
+                    if full {
+                        // dot = k − 2·count, eight at a time; `dst + 16 ≤ (i0 + R)·n ≤ out.len()`.
+                        for (h, v) in acc.iter().enumerate() {
+                            let cnt = _mm512_cvtepi64_epi32(*v);
+                            let d = _mm256_sub_epi32(kk, _mm256_slli_epi32::<1>(cnt));
+                            _mm256_storeu_si256(
+                                out.as_mut_ptr().add(dst + 8 * h) as *mut __m256i,
+                                d,
+                            );
+                        }
+                    } else {
+                        _mm512_storeu_si512(counts.as_mut_ptr() as *mut __m512i, acc[0]);
+                        _mm512_storeu_si512(counts.as_mut_ptr().add(8) as *mut __m512i, acc[1]);
+                        for (q, &cnt) in counts[..n - j0].iter().enumerate() {
+                            out[dst + q] = k as i32 - 2 * cnt as i32;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows of `A` and rows of `W` per register tile.
+const TR: usize = 2;
+const TC: usize = 4;
+
+#[inline(always)]
+fn dots_body(w: &BinaryMatrix, m: usize, a: &[u64], out: &mut [i32]) {
+    let (n, k, wpr) = (w.rows, w.k, words(w.k));
+    let dot = |d: u32| k as i32 - 2 * d as i32;
+    let mut i0 = 0;
+    while i0 < m {
+        let h = TR.min(m - i0);
+        let mut j0 = 0;
+        if h == TR {
+            let a0 = &a[i0 * wpr..(i0 + 1) * wpr];
+            let a1 = &a[(i0 + 1) * wpr..(i0 + 2) * wpr];
+            while j0 + TC <= n {
+                let ws = &w.bits[j0 * wpr..(j0 + TC) * wpr];
+                let (w0, rest) = ws.split_at(wpr);
+                let (w1, rest) = rest.split_at(wpr);
+                let (w2, w3) = rest.split_at(wpr);
+                let mut acc = [0u32; TR * TC];
+                for p in 0..wpr {
+                    let (x0, x1) = (a0[p], a1[p]);
+                    let (y0, y1, y2, y3) = (w0[p], w1[p], w2[p], w3[p]);
+                    acc[0] += (x0 ^ y0).count_ones();
+                    acc[1] += (x0 ^ y1).count_ones();
+                    acc[2] += (x0 ^ y2).count_ones();
+                    acc[3] += (x0 ^ y3).count_ones();
+                    acc[4] += (x1 ^ y0).count_ones();
+                    acc[5] += (x1 ^ y1).count_ones();
+                    acc[6] += (x1 ^ y2).count_ones();
+                    acc[7] += (x1 ^ y3).count_ones();
+                }
+                for r in 0..TR {
+                    for q in 0..TC {
+                        out[(i0 + r) * n + j0 + q] = dot(acc[r * TC + q]);
+                    }
+                }
+                j0 += TC;
+            }
+        }
+        // Edge rows and columns: one dot at a time.
+        for r in 0..h {
+            let ar = &a[(i0 + r) * wpr..(i0 + r + 1) * wpr];
+            for j in j0..n {
+                let wr = &w.bits[j * wpr..(j + 1) * wpr];
+                let d: u32 = ar.iter().zip(wr).map(|(x, y)| (x ^ y).count_ones()).sum();
+                out[(i0 + r) * n + j] = dot(d);
+            }
+        }
+        i0 += h;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    #[test]
+    fn fast_dots_equal_the_bit_by_bit_twin() {
+        let mut rng = Rng::new(64);
+        for &(m, n, k) in &[
+            (0, 3, 4),
+            (3, 0, 5),
+            (2, 5, 0),
+            (1, 1, 1),
+            (1, 1, 63),
+            (2, 4, 64),
+            (3, 5, 65),
+            (5, 9, 127),
+            (4, 8, 128),
+            (7, 13, 300),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| rng.normal()).collect();
+            let alpha: Vec<f32> = (0..n).map(|_| rng.uniform()).collect();
+            let bw = BinaryMatrix::from_f32(n, k, &w, alpha.clone()).unwrap();
+            let ab = pack_signs(m, k, &a).unwrap();
+            let mut want = vec![i32::MIN; m * n];
+            bw.dots_scalar(m, &ab, &mut want).unwrap();
+            for kind in available() {
+                let mut got = vec![i32::MIN; m * n];
+                bw.dots_with(kind, m, &ab, &mut got).unwrap();
+                assert_eq!(got, want, "{} {m}×{n}×{k}", kind.name());
+            }
+            // The twin is the ±1 sum of the float signs.
+            for i in 0..m {
+                for j in 0..n {
+                    let s = |v: f32| if v < 0.0 { -1 } else { 1 };
+                    let d: i32 = (0..k).map(|p| s(a[i * k + p]) * s(w[j * k + p])).sum();
+                    assert_eq!(want[i * n + j], d);
+                }
+            }
+            let rs: Vec<f32> = (0..m).map(|_| rng.uniform()).collect();
+            for scale in [&rs[..], &[]] {
+                let mut c1 = vec![f32::NAN; m * n];
+                let mut c2 = vec![f32::NAN; m * n];
+                bw.matmul_t(m, &ab, scale, &mut c1).unwrap();
+                bw.matmul_t_scalar(m, &ab, scale, &mut c2).unwrap();
+                assert_eq!(c1, c2);
+            }
+        }
+    }
+
+    #[test]
+    fn packing_and_bad_inputs() {
+        let x = [1.0, -2.0, 0.0, -0.5, f32::NAN];
+        assert_eq!(pack_signs(1, 5, &x).unwrap(), [0b01010]);
+        assert_eq!(pack_signs(1, 0, &[]).unwrap(), Vec::<u64>::new());
+        let x: Vec<f32> = (0..130)
+            .map(|p| if p % 3 == 0 { -1.0 } else { 1.0 })
+            .collect();
+        let b = pack_signs(1, 130, &x).unwrap();
+        assert_eq!(b.len(), 3);
+        assert_eq!(b[2] >> 2, 0, "tail bits are zero");
+        assert!(pack_signs(2, 3, &[0.0; 5]).is_err());
+        assert!(BinaryMatrix::from_bits(1, 5, vec![1 << 5], vec![1.0]).is_err());
+        assert!(BinaryMatrix::from_bits(1, 5, vec![1, 0], vec![1.0]).is_err());
+        assert!(BinaryMatrix::from_bits(1, 5, vec![1], vec![]).is_err());
+        let w = BinaryMatrix::from_bits(2, 5, vec![0b11111, 0], vec![2.0, 0.5]).unwrap();
+        let mut c = [0.0; 2];
+        w.matmul_t(1, &[0b00011], &[], &mut c).unwrap();
+        // a = (−1, −1, +1, +1, +1): with all −1 the dot is 2 − 3 = −1; with all +1 it is 1.
+        assert_eq!(c, [-2.0, 0.5]);
+        assert!(w.matmul_t(1, &[1 << 7], &[], &mut c).is_err());
+        assert!(w.matmul_t(1, &[0], &[1.0, 2.0], &mut c).is_err());
+        assert!(w.dots(1, &[0], &mut [0; 3]).is_err());
+    }
+}
