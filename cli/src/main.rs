@@ -533,7 +533,7 @@ fn compress(
             lithe::format::lithe::encode_compressed(&c, lithe::compress::kmeans::Coding::Huffman)?;
         (b, Some(sec))
     } else {
-        (lithe::format::onnx::export(&c.graph)?, None)
+        (c.export_onnx()?, None)
     };
     std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
     let table = lithe::compress::energy::EnergyTable::horowitz_45nm();
@@ -619,10 +619,13 @@ fn compress(
         uj(&energy_dense),
         uj(&energy)
     );
-    if !is_lithe && (!c.quantized.is_empty() || !c.shared.is_empty() || !c.lowbit.is_empty()) {
+    if !is_lithe && c.int8.is_some() {
+        println!("note: .onnx holds the integer-only int8 model as a QDQ graph (int8 weights)");
+    } else if !is_lithe && (!c.quantized.is_empty() || !c.shared.is_empty() || !c.lowbit.is_empty())
+    {
         println!(
             "note: .onnx holds the compressed weights decoded to dense f32 (the dense fallback); \
-             the encoded size is the last pass's `bytes after` ({} bytes)",
+             write .lithe for the encoded layers ({} bytes by the last pass's report)",
             c.reports.last().map_or(0, |r| r.bytes_after)
         );
     }

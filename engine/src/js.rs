@@ -268,10 +268,15 @@ impl Model {
         self.compressed = None;
     }
 
-    /// The current model as ONNX bytes (compressed layers decoded to dense f32).
+    /// The current model as ONNX bytes: after a recipe that ends with `int8`, a QDQ graph of
+    /// the integer model; otherwise compressed layers decoded to dense f32.
     #[wasm_bindgen(js_name = exportOnnx)]
     pub fn export_onnx(&self) -> std::result::Result<Vec<u8>, JsValue> {
-        self.session.export_onnx().map_err(|e| js_error(&e))
+        match &self.compressed {
+            Some(c) => c.export_onnx(),
+            None => self.session.export_onnx(),
+        }
+        .map_err(|e| js_error(&e))
     }
 
     /// The current model as a `.lithe` container: after `compress`, its layers as encoded

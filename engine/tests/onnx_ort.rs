@@ -4,6 +4,7 @@
 //! `<workspace>/.venv/bin/python` (made by `cargo xtask setup`); skipped without one.
 
 mod onnx_support;
+use onnx_support::{python, write_npy};
 
 use lithe::exec;
 use lithe::format::onnx;
@@ -14,57 +15,6 @@ use std::process::Command;
 
 const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/models");
-
-/// A Python that can import onnxruntime and numpy, or `None` (with a message) when there is
-/// none. An explicit `$LITHE_PYTHON` that cannot is an error.
-fn python() -> anyhow::Result<Option<PathBuf>> {
-    let (py, explicit) = match std::env::var_os("LITHE_PYTHON") {
-        Some(p) => (PathBuf::from(p), true),
-        None => (Path::new(WORKSPACE).join(".venv/bin/python"), false),
-    };
-    let ok = py.exists()
-        && Command::new(&py)
-            .args(["-c", "import onnxruntime, numpy"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-    match (ok, explicit) {
-        (true, _) => Ok(Some(py)),
-        (false, true) => anyhow::bail!(
-            "LITHE_PYTHON={} cannot import onnxruntime and numpy",
-            py.display()
-        ),
-        (false, false) => {
-            eprintln!("skipped: no python with onnxruntime (run cargo xtask setup)");
-            Ok(None)
-        }
-    }
-}
-
-/// Writes a float32 little-endian `.npy` (format 1.0).
-fn write_npy(path: &Path, t: &Tensor) -> anyhow::Result<()> {
-    let dims: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
-    let shape = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
-    // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = Vec::with_capacity(10 + header.len() + t.len() * 4);
-    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
-    bytes.extend_from_slice(&u16::try_from(header.len())?.to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for v in t.as_standard_layout().iter() {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, bytes)?;
-    Ok(())
-}
 
 /// Runs Lithe on `x`, then onnx_check.py on every output; returns the failures.
 fn check(

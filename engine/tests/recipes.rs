@@ -47,6 +47,7 @@ fn shipped_recipes_parse_round_trip_and_the_data_free_ones_run() {
         "distill",
         "int4",
         "int8",
+        "int8-integer",
         "log2",
         "lottery",
         "slim",

@@ -362,7 +362,11 @@ fn export(format: ExportFormat) -> Result<Vec<u8>, Response> {
     STATE.with_borrow(|s| {
         let session = s.session.as_ref().ok_or_else(no_model)?;
         Ok(match format {
-            ExportFormat::Onnx => session.export_onnx()?,
+            ExportFormat::Onnx => match &s.compressed {
+                // An int8 recipe exports as QDQ while its codes still describe the weights.
+                Some((c, _)) if c.graph.weights == session.graph().weights => c.export_onnx()?,
+                _ => session.export_onnx()?,
+            },
             ExportFormat::Lithe => match &s.compressed {
                 // The codes still describe the weights (no fine-tuning since).
                 Some((c, _)) if c.graph.weights == session.graph().weights => {

@@ -29,6 +29,7 @@ pub mod lottery;
 pub mod lowbit;
 pub mod lowrank;
 pub mod prune;
+pub mod qdq;
 pub mod quantize;
 pub mod sparse;
 pub mod structured;
@@ -496,6 +497,16 @@ pub struct Compressed {
 }
 
 impl Compressed {
+    /// The result as ONNX bytes: a QDQ graph of the integer model when the recipe ended with
+    /// `int8` ([`qdq::to_qdq`]), else the graph with every compressed weight decoded to f32
+    /// (the dense fallback; pruned or thinned layers stay smaller).
+    pub fn export_onnx(&self) -> Result<Vec<u8>> {
+        match &self.int8 {
+            Some(q) => crate::format::onnx::export(&qdq::to_qdq(q)?),
+            None => crate::format::onnx::export(&self.graph),
+        }
+    }
+
     /// Energy per inference of the compressed model ([`energy::estimate`]): stored weight bytes
     /// from the last report, MACs skipping zeros. Weight-only quantization and sharing keep f32
     /// arithmetic (activations are float), so they save memory energy, not compute; the

@@ -4,6 +4,11 @@
 
 use lithe::graph::{AutoPad, ConvAttrs, Dim, GemmAttrs, Graph, Node, Op, PoolAttrs, ValueInfo};
 use lithe::tensor::Tensor;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root.
+const WORKSPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// A deterministic tensor with values in `[-0.5, 0.5) · scale + offset`.
 pub fn rand(shape: &[usize], seed: u64, scale: f32, offset: f32) -> Tensor {
@@ -312,4 +317,53 @@ pub fn act_quant() -> Graph {
 /// A batch of inputs for `g`'s only input.
 pub fn batch_input(g: &Graph, batch: usize, seed: u64) -> Tensor {
     rand(&g.inputs[0].concrete(batch), seed, 4.0, 0.0)
+}
+
+/// A Python that can import onnxruntime and numpy, or `None` (with a message).
+pub fn python() -> anyhow::Result<Option<PathBuf>> {
+    let (py, explicit) = match std::env::var_os("LITHE_PYTHON") {
+        Some(p) => (PathBuf::from(p), true),
+        None => (Path::new(WORKSPACE).join(".venv/bin/python"), false),
+    };
+    let ok = py.exists()
+        && Command::new(&py)
+            .args(["-c", "import onnxruntime, numpy"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+    match (ok, explicit) {
+        (true, _) => Ok(Some(py)),
+        (false, true) => anyhow::bail!(
+            "LITHE_PYTHON={} cannot import onnxruntime and numpy",
+            py.display()
+        ),
+        (false, false) => {
+            eprintln!("skipped: no python with onnxruntime (run cargo xtask setup)");
+            Ok(None)
+        }
+    }
+}
+
+/// Writes a float32 little-endian `.npy` (format 1.0).
+pub fn write_npy(path: &Path, t: &Tensor) -> anyhow::Result<()> {
+    let dims: Vec<String> = t.shape().iter().map(|d| d.to_string()).collect();
+    let shape = match dims.len() {
+        0 => "()".to_string(),
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}");
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = Vec::with_capacity(10 + header.len() + t.len() * 4);
+    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
+    bytes.extend_from_slice(&u16::try_from(header.len())?.to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for v in t.iter() {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, bytes)?;
+    Ok(())
 }
