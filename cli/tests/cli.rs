@@ -170,14 +170,27 @@ fn compress_with_a_recipe_writes_a_model_and_a_report() {
     // The dense fallback still loads and runs.
     let (ok, _, err) = lithe(&["info", out.to_str().unwrap()]);
     assert!(ok, "{err}");
-    // A .lithe output needs a `share` pass: a clear error, not a panic.
+    // A .lithe output stores the 8-bit codes as they are encoded, and the CLI opens it.
+    let x = tmp("x.lithe");
     let (ok, _, err) = lithe(&[
         "compress",
         "lenet-300-100",
         "--recipe",
         &format!("{recipes}/int8.json"),
         "-o",
-        tmp("x.lithe").to_str().unwrap(),
+        x.to_str().unwrap(),
     ]);
-    assert!(!ok && err.contains("share"), "{err}");
+    assert!(ok, "{err}");
+    let size = std::fs::metadata(&x).unwrap().len() as f64;
+    assert!(
+        size < before * 0.27,
+        "{size} bytes of .lithe vs {before} f32"
+    );
+    let (ok, _, err) = lithe(&["info", x.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    // A file that is neither ONNX nor .lithe: a clear error, not a panic.
+    let junk = tmp("junk.lithe");
+    std::fs::write(&junk, b"LITHE\x02garbage").unwrap();
+    let (ok, _, err) = lithe(&["info", junk.to_str().unwrap()]);
+    assert!(!ok && err.contains(".lithe"), "{err}");
 }

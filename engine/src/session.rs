@@ -152,12 +152,18 @@ impl Session {
         masks: &crate::train::Masks,
         on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<TrainSummary> {
-        let cfg = TrainConfig {
+        let cfg = self.before_training(cfg);
+        crate::train::train_masked(&mut self.graph, data, val, &cfg, masks, on_progress)
+    }
+
+    /// The config with this model's preprocessing filled in; forgets the plan, whose packed
+    /// weights the training is about to change.
+    fn before_training(&mut self, cfg: &TrainConfig) -> TrainConfig {
+        self.plan = OnceLock::new();
+        TrainConfig {
             preprocess: cfg.preprocess.or(Some(self.preprocess)),
             ..cfg.clone()
-        };
-        self.plan = OnceLock::new();
-        crate::train::train_masked(&mut self.graph, data, val, &cfg, masks, on_progress)
+        }
     }
 
     /// Trains in place by knowledge distillation from `teacher` ([`crate::train::distill`]),
@@ -171,11 +177,7 @@ impl Session {
         masks: &crate::train::Masks,
         on_progress: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<TrainSummary> {
-        let cfg = TrainConfig {
-            preprocess: cfg.preprocess.or(Some(self.preprocess)),
-            ..cfg.clone()
-        };
-        self.plan = OnceLock::new();
+        let cfg = self.before_training(cfg);
         crate::train::distill::distill(
             &mut self.graph,
             teacher,
