@@ -30,6 +30,7 @@
 
 use super::{broadcast_shape, conv, get, linear, norm_axis, opt};
 use crate::graph::{Node, Op};
+use crate::kernels;
 use crate::tensor::{self, DType, Tensor};
 use crate::{Error, Result};
 use ndarray::IxDyn;
@@ -567,6 +568,20 @@ fn matmul_i32(
     let nb: usize = batch.iter().product();
     let n_out = tensor::checked_numel(&[nb, m, n])?;
     let mut out = vec![0i32; n_out];
+    if azp.len() == 1 {
+        // One zero point for A: the int8 GEMM kernel (exact, the same wrapping i32 sums).
+        for t in 0..nb {
+            gemm_kernel(
+                &ai[t * m * k..(t + 1) * m * k],
+                azp[0],
+                &bi[t * k * n..(t + 1) * k * n],
+                bzp,
+                (m, k, n),
+                &mut out[t * m * n..(t + 1) * m * n],
+            )?;
+        }
+        return Ok((out_shape, out));
+    }
     let mut brow = vec![0i32; n];
     for t in 0..nb {
         for i in 0..m {
@@ -588,6 +603,28 @@ fn matmul_i32(
         }
     }
     Ok((out_shape, out))
+}
+
+/// `C = (A − a_zp)·(B − b_zp[col])` for one `m×k` by `k×n` pair on [`kernels::int8`]: the values
+/// are int8 or uint8 codes held in `i32`, and both operands of a pair share their type.
+fn gemm_kernel(
+    a: &[i32],
+    azp: i32,
+    b: &[i32],
+    bzp: &[i32],
+    (m, k, n): (usize, usize, usize),
+    c: &mut [i32],
+) -> Result<()> {
+    // A uint8 operand shows as codes above 127 somewhere (or a zero point above 127); shift
+    // the whole operand, zero point included, so that both stay in the same coordinates.
+    let shift_a = azp > i8::MAX as i32 || a.iter().any(|&v| v > i8::MAX as i32);
+    let shift_b = bzp.iter().chain(b).any(|&v| v > i8::MAX as i32);
+    let to_i8 = |v: i32, shift: bool| if shift { (v - 128) as i8 } else { v as i8 };
+    let ai: Vec<i8> = a.iter().map(|&v| to_i8(v, shift_a)).collect();
+    let bi: Vec<i8> = b.iter().map(|&v| to_i8(v, shift_b)).collect();
+    let bz: Vec<i8> = bzp.iter().map(|&v| to_i8(v, shift_b)).collect();
+    let packed = kernels::int8::PackedI8::new(k, n, &bi, &bz)?;
+    packed.gemm(m, &ai, to_i8(azp, shift_a), c)
 }
 
 /// DynamicQuantizeLinear as ONNX defines it (uint8, range widened to include 0).
