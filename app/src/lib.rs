@@ -10,3 +10,4 @@
 
 pub mod digit;
 pub mod protocol;
+pub mod sweep;

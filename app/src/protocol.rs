@@ -126,6 +126,12 @@ pub enum Request {
     /// Stop a running (or queued) fine-tuning after its current slice of steps; the weights
     /// trained so far are kept.
     Cancel,
+    /// Prune the model as loaded at every ratio of [`crate::sweep::SWEEP_PRUNE`] with a weight
+    /// format of [`FORMATS`], and measure each point on the test set (the current model stays).
+    Sweep {
+        /// The weight format.
+        format: String,
+    },
     /// Write the current model (or the report of its last compression) as a file to download.
     Export {
         /// What to write.
@@ -211,6 +217,8 @@ pub enum Stage {
     Train,
     /// Running a compression recipe.
     Compress,
+    /// Running a sweep (units are points).
+    Sweep,
 }
 
 impl Stage {
@@ -224,6 +232,7 @@ impl Stage {
             Stage::FetchTrain => "Downloading the training images",
             Stage::Train => "Fine-tuning",
             Stage::Compress => "Compressing",
+            Stage::Sweep => "Sweeping",
         }
     }
 }
@@ -306,6 +315,10 @@ pub enum Response {
         #[serde(with = "serde_wasm_bindgen::preserve")]
         bytes: js_sys::Uint8Array,
     },
+    /// One point of a running sweep.
+    SweepPoint(crate::sweep::SweepPoint),
+    /// The sweep has measured all its points (or was cancelled).
+    SweepDone,
 }
 
 /// Weight formats the compression card offers, as `(value, label)`.

@@ -138,10 +138,42 @@ fn check_page(ctx: &Ctx, s: &Session, page: &str, timeout: Duration) -> Result<f
     if !hash.contains("prune=90") {
         bail!("after pruning 90 % the URL fragment is {hash:?}");
     }
+    check_sweep(ctx, s, timeout)?;
     check_files(ctx, s, timeout)?;
     check_shared_link(s, page, timeout)?;
     check_distillation(ctx, s, timeout)?;
     Ok(accuracy)
+}
+
+/// Where the screenshot of the sweep chart goes.
+pub const SCREENSHOT_SWEEP: &str = "docs/screenshots/sweep.png";
+
+/// Runs a sweep (prune 0 → 95 % on the model as loaded) and waits until all its points are
+/// plotted; the current model's marker must be on the chart.
+fn check_sweep(ctx: &Ctx, s: &Session, timeout: Duration) -> Result<()> {
+    let script = "document.getElementById('sweep-title').scrollIntoView(); \
+                  document.getElementById('sweep-start').click(); return true;";
+    s.post("execute/sync", json!({ "script": script, "args": [] }))?;
+    let t = Instant::now();
+    let done = wait_text(s, "#sweep-status", timeout, |t| t.starts_with("Done"))?;
+    let dots = s.post(
+        "execute/sync",
+        json!({ "script": "return document.querySelectorAll('.sweep-chart circle.series-0').length \
+                           + ':' + !!document.getElementById('sweep-current');", "args": [] }),
+    )?;
+    println!(
+        "e2e: sweep → {done:?} after {:.1} s (points:current = {dots})",
+        t.elapsed().as_secs_f64()
+    );
+    if dots.as_str() != Some("11:true") {
+        bail!("the sweep chart shows {dots} (want 11 points and the current model)");
+    }
+    save_screenshot_to(ctx, s, SCREENSHOT_SWEEP)?;
+    s.post(
+        "execute/sync",
+        json!({ "script": "window.scrollTo(0, 0); return true;", "args": [] }),
+    )?;
+    Ok(())
 }
 
 /// Where the screenshot after a distillation job goes.

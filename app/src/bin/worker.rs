@@ -13,8 +13,9 @@ use lithe::metrics::EvalReport;
 use lithe::train::{Progress, Schedule, TrainConfig, TrainSummary};
 use lithe_app::protocol::{
     CompressSummary, DistillSettings, ExportFormat, MODELS_DIR, PANIC, PIXELS, Request, Response,
-    Stage, TEST_SET_URL, TRAIN_SET_URL, check_distill, check_fine_tune,
+    Stage, TEST_SET_URL, TRAIN_SET_URL, check_distill, check_fine_tune, recipe_json,
 };
+use lithe_app::sweep::{SWEEP_PRUNE, SweepPoint};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -103,7 +104,7 @@ fn enqueue(req: Request) {
             CANCEL.set(true);
             return;
         }
-        Request::FineTune { .. } => CANCEL.set(false),
+        Request::FineTune { .. } | Request::Sweep { .. } => CANCEL.set(false),
         _ => {}
     }
     QUEUE.with_borrow_mut(|q| q.push_back(req));
@@ -144,6 +145,7 @@ async fn handle(req: Request) -> Result<(), Response> {
         } => fine_tune(epochs, lr, distill).await,
         Request::Compress { recipe } => compress(&recipe).await,
         Request::Cancel => Ok(()),
+        Request::Sweep { format } => sweep(&format).await,
         Request::Export { format } => {
             let bytes = export(format)?;
             post(&Response::Exported {
@@ -404,6 +406,43 @@ fn export(format: ExportFormat) -> Result<Vec<u8>, Response> {
             }
         })
     })
+}
+
+/// Prunes the model as loaded at every ratio of [`SWEEP_PRUNE`] with weight `format`, evaluates
+/// each point on the test set and posts it; the current model is not touched. `Cancel` stops
+/// it between points.
+async fn sweep(format: &str) -> Result<(), Response> {
+    let Some(original) = STATE.with_borrow(|s| s.original.clone()) else {
+        return Err(no_model());
+    };
+    let data = test_set().await?;
+    let n = SWEEP_PRUNE.len();
+    progress(Stage::Sweep, 0, n);
+    for (k, &prune) in SWEEP_PRUNE.iter().enumerate() {
+        yield_now().await;
+        if CANCEL.get() {
+            break;
+        }
+        let recipe = lithe::compress::Recipe::from_json(&recipe_json(prune, format))?;
+        let c = recipe.apply(original.graph(), None, None, &mut |_| {
+            ControlFlow::Continue(())
+        })?;
+        let ratio = match (c.reports.first(), c.reports.last()) {
+            (Some(a), Some(b)) => a.bytes_before as f64 / b.bytes_after.max(1) as f64,
+            _ => 1.0,
+        };
+        let mut s = Session::from_graph(c.graph)?;
+        s.set_preprocess(original.preprocess());
+        let accuracy = s.evaluate(&data)?.accuracy;
+        post(&Response::SweepPoint(SweepPoint {
+            prune,
+            ratio,
+            accuracy,
+        }));
+        progress(Stage::Sweep, k + 1, n);
+    }
+    post(&Response::SweepDone);
+    Ok(())
 }
 
 /// Runs `recipe` on the model as loaded and makes the result the current model.

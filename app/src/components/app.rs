@@ -9,12 +9,14 @@ use crate::components::header::Header;
 use crate::components::metrics_panel::MetricsPanel;
 use crate::components::model_panel::ModelPanel;
 use crate::components::prediction::Prediction;
+use crate::components::sweep_panel::{Sweep, SweepPanel};
 use crate::state::{Evaluation, LoadedModel, Notice, Phase, TrainResult, TrainStep, Training};
 use leptos::prelude::*;
 use lithe_app::protocol::{
     CompressSummary, DistillSettings, ExportFormat, PANIC, Request, Response, SharedState, Stage,
     check_distill, check_fine_tune, recipe_json,
 };
+use lithe_app::sweep::{SWEEP_PRUNE, SweepPoint};
 use wasm_bindgen_futures::JsFuture;
 
 /// Restarts allowed in a row (without a successful evaluation in between) before giving up.
@@ -49,6 +51,7 @@ pub fn App() -> impl IntoView {
     let notice = RwSignal::new(None::<Notice>);
     let training = RwSignal::new(Training::default());
     let compressed = RwSignal::new(None::<CompressSummary>);
+    let sweeps = RwSignal::new(Vec::<Sweep>::new());
     // Test accuracy before the last finished fine-tuning of the current model.
     let before = RwSignal::new(None::<f32>);
     // What a shared link asked for: the zoo model and the compression knobs.
@@ -124,6 +127,7 @@ pub fn App() -> impl IntoView {
             eval.set(None);
             before.set(None);
             compressed.set(None);
+            sweeps.set(Vec::new());
             training.set(Training::default());
             // The drawing's answer is quick; the evaluation follows it.
             ctl.update_value(|c| c.classifying = false);
@@ -219,6 +223,12 @@ pub fn App() -> impl IntoView {
             classify();
             send(Request::Evaluate);
         }
+        Response::SweepPoint(p) => sweeps.update(|s| {
+            if let Some(w) = s.last_mut() {
+                w.points.push(p);
+            }
+        }),
+        Response::SweepDone => phase.set(Phase::Idle),
         Response::Exported { format, bytes } => {
             let name = model.with_untracked(|m| {
                 m.as_ref()
@@ -338,6 +348,34 @@ pub fn App() -> impl IntoView {
         });
         send(Request::Compress { recipe });
     });
+    let on_sweep = Callback::new(move |()| {
+        let format = weights.get_untracked();
+        sweeps.update(|s| {
+            s.push(Sweep {
+                label: format.clone(),
+                points: Vec::new(),
+            })
+        });
+        phase.set(Phase::Busy {
+            stage: Stage::Sweep,
+            done: 0,
+            total: SWEEP_PRUNE.len() as u32,
+        });
+        send(Request::Sweep { format });
+    });
+    // The current model on the sweep chart: its weight ratio and its last test accuracy.
+    let current = Signal::derive(move || {
+        let acc = eval.with(|e| e.as_ref().map(|e| e.report.accuracy))?;
+        let ratio = compressed.with(|c| {
+            c.as_ref()
+                .map_or(1.0, |c| c.bytes_before as f64 / c.bytes_after.max(1) as f64)
+        });
+        Some(SweepPoint {
+            prune: prune.get(),
+            ratio,
+            accuracy: acc,
+        })
+    });
     let on_download = Callback::new(move |format: ExportFormat| send(Request::Export { format }));
     let on_cancel = Callback::new(move |()| {
         training.update(|t| t.cancelling = true);
@@ -360,6 +398,7 @@ pub fn App() -> impl IntoView {
             <ModelPanel model=model zoo=zoo on_file=on_file on_default=on_default on_zoo=on_zoo />
             <MetricsPanel eval=eval phase=phase before=before />
             <CompressPanel result=compressed phase=phase prune=prune weights=weights on_apply=on_compress on_download=on_download />
+            <SweepPanel sweeps=sweeps current=current phase=phase on_sweep=on_sweep />
             <FineTunePanel training=training phase=phase on_start=on_train on_cancel=on_cancel />
             <section class="card try" aria-labelledby="try-title">
                 <h2 id="try-title">"Try it"</h2>

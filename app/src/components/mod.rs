@@ -12,3 +12,4 @@ pub mod metrics_panel;
 pub mod model_panel;
 pub mod model_upload;
 pub mod prediction;
+pub mod sweep_panel;
