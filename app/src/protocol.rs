@@ -126,11 +126,12 @@ pub enum Request {
     /// Stop a running (or queued) fine-tuning after its current slice of steps; the weights
     /// trained so far are kept.
     Cancel,
-    /// Prune the model as loaded at every ratio of [`crate::sweep::SWEEP_PRUNE`] with a weight
-    /// format of [`FORMATS`], and measure each point on the test set (the current model stays).
+    /// Compress the model as loaded at each point and measure it on the test set (the current
+    /// model stays); see [`crate::sweep::points`].
     Sweep {
-        /// The weight format.
-        format: String,
+        /// `(prune %, weight format)` pairs: 0–95 and a key of [`FORMATS`], at most
+        /// [`crate::sweep::MAX_SWEEP_POINTS`].
+        points: Vec<(u32, String)>,
     },
     /// Write the current model (or the report of its last compression) as a file to download.
     Export {
@@ -423,6 +424,26 @@ impl SharedState {
     pub fn compresses(&self) -> bool {
         self.prune > 0 || self.weights != "f32"
     }
+}
+
+/// Checks a sweep request's points (on both sides).
+pub fn check_sweep(points: &[(u32, String)]) -> Result<(), String> {
+    if points.is_empty() || points.len() > crate::sweep::MAX_SWEEP_POINTS {
+        return Err(format!(
+            "a sweep has 1 to {} points, not {}",
+            crate::sweep::MAX_SWEEP_POINTS,
+            points.len()
+        ));
+    }
+    for (p, f) in points {
+        if *p > 95 {
+            return Err(format!("prune ratio {p} % is above 95 %"));
+        }
+        if !FORMATS.iter().any(|(k, _)| k == f) {
+            return Err(format!("unknown weight format `{f}`"));
+        }
+    }
+    Ok(())
 }
 
 /// What a compression did, for the metrics the page shows.

@@ -1,8 +1,34 @@
 //! Sweeps: the prune ratios one click runs, and the geometry of the accuracy-vs-compression
 //! chart (pure functions, unit-tested natively).
 
-/// Prune ratios of a sweep, in percent.
+/// Prune ratios of a prune sweep, in percent.
 pub const SWEEP_PRUNE: [u32; 11] = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95];
+
+/// Weight formats of a bit-width sweep, 32 → 1 bit (keys of `protocol::FORMATS`).
+pub const SWEEP_BITS: [&str; 5] = ["f32", "int8", "int4", "int2", "binary"];
+
+/// Most points one sweep request may ask for.
+pub const MAX_SWEEP_POINTS: usize = 16;
+
+/// What a sweep varies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepKind {
+    /// The prune ratio, 0 → 95 %, at a fixed weight format.
+    Prune,
+    /// The weight format, 32 → 1 bit, at a fixed prune ratio.
+    Bits,
+}
+
+/// The `(prune %, weight format)` points of a sweep from the card's current knobs.
+pub fn points(kind: SweepKind, prune: u32, format: &str) -> Vec<(u32, String)> {
+    match kind {
+        SweepKind::Prune => SWEEP_PRUNE
+            .iter()
+            .map(|&p| (p, format.to_string()))
+            .collect(),
+        SweepKind::Bits => SWEEP_BITS.iter().map(|f| (prune, f.to_string())).collect(),
+    }
+}
 
 /// One measured point of a sweep.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -102,6 +128,20 @@ mod tests {
         // Out-of-range values stay inside the plot.
         let (x, y) = xy(&p(0, 0.0, -1.0), r);
         assert!((0.0..=WIDTH).contains(&x) && (0.0..=HEIGHT).contains(&y));
+    }
+
+    #[test]
+    fn sweep_points_follow_the_knobs() {
+        let p = points(SweepKind::Prune, 30, "int4");
+        assert_eq!(p.len(), SWEEP_PRUNE.len());
+        assert!(p.iter().all(|(_, f)| f == "int4") && p[10].0 == 95);
+        let b = points(SweepKind::Bits, 30, "int4");
+        assert_eq!(
+            b.iter().map(|(_, f)| f.as_str()).collect::<Vec<_>>(),
+            SWEEP_BITS
+        );
+        assert!(b.iter().all(|(pr, _)| *pr == 30));
+        assert!(SWEEP_PRUNE.len() <= MAX_SWEEP_POINTS);
     }
 
     #[test]

@@ -168,6 +168,20 @@ fn check_sweep(ctx: &Ctx, s: &Session, timeout: Duration) -> Result<()> {
     if dots.as_str() != Some("11:true") {
         bail!("the sweep chart shows {dots} (want 11 points and the current model)");
     }
+    // A bit-width sweep at the same prune ratio joins the chart as a second series.
+    s.post(
+        "execute/sync",
+        json!({ "script": "document.getElementById('sweep-bits').click(); return true;", "args": [] }),
+    )?;
+    let done = wait_text(s, "#sweep-status", timeout, |t| t.starts_with("Done (32"))?;
+    let bits = s.post(
+        "execute/sync",
+        json!({ "script": "return document.querySelectorAll('.sweep-chart circle.series-1').length;", "args": [] }),
+    )?;
+    println!("e2e: bit sweep → {done:?} ({bits} points)");
+    if bits.as_u64() != Some(5) {
+        bail!("the bit-width sweep plotted {bits} points, not 5");
+    }
     save_screenshot_to(ctx, s, SCREENSHOT_SWEEP)?;
     s.post(
         "execute/sync",

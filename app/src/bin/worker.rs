@@ -13,9 +13,9 @@ use lithe::metrics::EvalReport;
 use lithe::train::{Progress, Schedule, TrainConfig, TrainSummary};
 use lithe_app::protocol::{
     CompressSummary, DistillSettings, ExportFormat, MODELS_DIR, PANIC, PIXELS, Request, Response,
-    Stage, TEST_SET_URL, TRAIN_SET_URL, check_distill, check_fine_tune, recipe_json,
+    Stage, TEST_SET_URL, TRAIN_SET_URL, check_distill, check_fine_tune, check_sweep, recipe_json,
 };
-use lithe_app::sweep::{SWEEP_PRUNE, SweepPoint};
+use lithe_app::sweep::SweepPoint;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -145,7 +145,7 @@ async fn handle(req: Request) -> Result<(), Response> {
         } => fine_tune(epochs, lr, distill).await,
         Request::Compress { recipe } => compress(&recipe).await,
         Request::Cancel => Ok(()),
-        Request::Sweep { format } => sweep(&format).await,
+        Request::Sweep { points } => sweep(&points).await,
         Request::Export { format } => {
             let bytes = export(format)?;
             post(&Response::Exported {
@@ -408,17 +408,18 @@ fn export(format: ExportFormat) -> Result<Vec<u8>, Response> {
     })
 }
 
-/// Prunes the model as loaded at every ratio of [`SWEEP_PRUNE`] with weight `format`, evaluates
-/// each point on the test set and posts it; the current model is not touched. `Cancel` stops
-/// it between points.
-async fn sweep(format: &str) -> Result<(), Response> {
+/// Compresses the model as loaded at each `(prune %, format)` point, evaluates it on the test
+/// set and posts it; the current model is not touched. `Cancel` stops it between points.
+async fn sweep(points: &[(u32, String)]) -> Result<(), Response> {
+    check_sweep(points).map_err(|m| Response::error("settings", m))?;
     let Some(original) = STATE.with_borrow(|s| s.original.clone()) else {
         return Err(no_model());
     };
     let data = test_set().await?;
-    let n = SWEEP_PRUNE.len();
+    let n = points.len();
     progress(Stage::Sweep, 0, n);
-    for (k, &prune) in SWEEP_PRUNE.iter().enumerate() {
+    for (k, (prune, format)) in points.iter().enumerate() {
+        let prune = *prune;
         yield_now().await;
         if CANCEL.get() {
             break;

@@ -16,7 +16,7 @@ use lithe_app::protocol::{
     CompressSummary, DistillSettings, ExportFormat, PANIC, Request, Response, SharedState, Stage,
     check_distill, check_fine_tune, recipe_json,
 };
-use lithe_app::sweep::{SWEEP_PRUNE, SweepPoint};
+use lithe_app::sweep::{self, SweepKind, SweepPoint};
 use wasm_bindgen_futures::JsFuture;
 
 /// Restarts allowed in a row (without a successful evaluation in between) before giving up.
@@ -348,20 +348,26 @@ pub fn App() -> impl IntoView {
         });
         send(Request::Compress { recipe });
     });
-    let on_sweep = Callback::new(move |()| {
-        let format = weights.get_untracked();
+    let on_sweep = Callback::new(move |kind: SweepKind| {
+        let (p, format) = (prune.get_untracked(), weights.get_untracked());
+        let points = sweep::points(kind, p, &format);
+        let label = match kind {
+            SweepKind::Prune => format!("prune 0 → 95 %, {format}"),
+            SweepKind::Bits => format!("32 → 1 bit, prune {p} %"),
+        };
         sweeps.update(|s| {
             s.push(Sweep {
-                label: format.clone(),
+                label,
+                total: points.len(),
                 points: Vec::new(),
             })
         });
         phase.set(Phase::Busy {
             stage: Stage::Sweep,
             done: 0,
-            total: SWEEP_PRUNE.len() as u32,
+            total: points.len() as u32,
         });
-        send(Request::Sweep { format });
+        send(Request::Sweep { points });
     });
     // The current model on the sweep chart: its weight ratio and its last test accuracy.
     let current = Signal::derive(move || {

@@ -6,13 +6,15 @@
 use crate::format;
 use crate::state::Phase;
 use leptos::prelude::*;
-use lithe_app::sweep::{self, HEIGHT, SWEEP_PRUNE, SweepPoint, WIDTH};
+use lithe_app::sweep::{self, HEIGHT, SweepKind, SweepPoint, WIDTH};
 
 /// One sweep: what it ran and the points measured so far.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sweep {
-    /// The weight format of the sweep (a key of `protocol::FORMATS`).
+    /// What the sweep varied, for the legend.
     pub label: String,
+    /// How many points it asked for.
+    pub total: usize,
     /// Points in the order they arrived.
     pub points: Vec<SweepPoint>,
 }
@@ -29,8 +31,8 @@ pub fn SweepPanel(
     /// What the worker is doing; the button waits until it is idle.
     #[prop(into)]
     phase: Signal<Phase>,
-    /// Called when the user starts a sweep.
-    on_sweep: Callback<()>,
+    /// Called when the user starts a sweep of the prune ratio or of the bit width.
+    on_sweep: Callback<SweepKind>,
 ) -> impl IntoView {
     let busy = move || phase.with(|p| !matches!(p, Phase::Idle));
     let ranges = move || {
@@ -39,13 +41,12 @@ pub fn SweepPanel(
             sweep::ranges(s.iter().flat_map(|w| w.points.iter()).chain(cur.iter()))
         })
     };
-    let status =
-        move || {
-            sweeps.with(|s| {
-                s.last().map(|w| {
+    let status = move || {
+        sweeps.with(|s| {
+            s.last().map(|w| {
                 let n = w.points.len();
-                if n < SWEEP_PRUNE.len() {
-                    format!("Sweeping ({}): {n} of {} points", w.label, SWEEP_PRUNE.len())
+                if n < w.total {
+                    format!("Sweeping ({}): {n} of {} points", w.label, w.total)
                 } else {
                     let best = w
                         .points
@@ -54,19 +55,20 @@ pub fn SweepPanel(
                         .map(|p| p.ratio)
                         .fold(1.0f64, f64::max);
                     format!(
-                        "Done ({}): {n} points; within 1 pp of unpruned up to {best:.1}× smaller",
+                        "Done ({}): {n} points; within 1 pp of the first point up to {best:.1}× smaller",
                         w.label
                     )
                 }
             })
-            })
-        };
+        })
+    };
     view! {
         <section class="card sweep" aria-labelledby="sweep-title">
             <h2 id="sweep-title">"Sweep"</h2>
-            <p class="hint">"Prunes the model as loaded at 0, 10, …, 90 and 95 % with the weight format chosen above, and measures each point on the 10,000 test images. Earlier sweeps stay for comparison; the dashed line is the best trade-off found so far."</p>
+            <p class="hint">"Compresses the model as loaded at 0, 10, …, 90 and 95 % pruning with the weight format chosen above (or at float32, int8, int4, int2 and binary weights with the prune ratio chosen above), and measures each point on the 10,000 test images. Earlier sweeps stay for comparison; the dashed line is the best trade-off found so far."</p>
             <div class="actions">
-                <button id="sweep-start" type="button" prop:disabled=busy on:click=move |_| on_sweep.run(())>"Sweep prune 0 → 95 %"</button>
+                <button id="sweep-start" type="button" prop:disabled=busy on:click=move |_| on_sweep.run(SweepKind::Prune)>"Sweep prune 0 → 95 %"</button>
+                <button id="sweep-bits" type="button" class="ghost" prop:disabled=busy on:click=move |_| on_sweep.run(SweepKind::Bits)>"Sweep bits 32 → 1"</button>
             </div>
             <p id="sweep-status" role="status">{status}</p>
             <svg
