@@ -284,21 +284,26 @@ impl Importer {
         ])
     }
 
+    /// The shapes of `node`'s inputs at the `k`-th probe batch size (0: batch 1, 1: batch 2),
+    /// an absent optional input as `[]`; `None` when one is not known.
+    fn input_shapes(&self, node: &Node, k: usize) -> Option<Vec<Vec<usize>>> {
+        node.inputs
+            .iter()
+            .map(|i| {
+                if i.is_empty() {
+                    Some(Vec::new())
+                } else {
+                    self.shape_of(i).map(|[a, b]| if k == 0 { a } else { b })
+                }
+            })
+            .collect()
+    }
+
     /// Records the output shapes of a node just built, when they can be inferred (errors are
     /// left to validation and execution).
     fn record_shapes(&mut self, node: &Node) {
         for k in 0..2 {
-            let ins: Option<Vec<Vec<usize>>> = node
-                .inputs
-                .iter()
-                .map(|i| {
-                    if i.is_empty() {
-                        Some(Vec::new())
-                    } else {
-                        self.shape_of(i).map(|[a, b]| if k == 0 { a } else { b })
-                    }
-                })
-                .collect();
+            let ins = self.input_shapes(node, k);
             let Some(ins) = ins else { return };
             let refs: Vec<Option<&[usize]>> = node
                 .inputs
@@ -447,17 +452,7 @@ impl Importer {
     /// when it is run.
     fn check_quant_shapes(&self, node: &Node) -> Result<()> {
         for k in 0..2 {
-            let ins: Option<Vec<Vec<usize>>> = node
-                .inputs
-                .iter()
-                .map(|i| {
-                    if i.is_empty() {
-                        Some(Vec::new())
-                    } else {
-                        self.shape_of(i).map(|[a, b]| if k == 0 { a } else { b })
-                    }
-                })
-                .collect();
+            let ins = self.input_shapes(node, k);
             let Some(ins) = ins else { return Ok(()) };
             let refs: Vec<Option<&[usize]>> = node
                 .inputs
