@@ -3,6 +3,7 @@
 //! Every command is idempotent: it checks first and skips what is already there. See
 //! `docs/SETUP.md` for what each step installs, where, and how long it takes.
 
+mod browser;
 mod data;
 mod e2e;
 mod npm;
