@@ -72,20 +72,37 @@ fn argmax(row: &[f32]) -> usize {
         .0
 }
 
-/// Top-1 predictions of `g` on the first `limit` images, `batch` images per run.
+/// Top-1 predictions of `g` on the first `limit` images, `batch` images per run, through the
+/// execution plan (int8 kernels, QDQ fused) as `Session` runs it.
 fn predict(
     g: &Graph,
     data: &Dataset,
     limit: usize,
     batch: usize,
 ) -> anyhow::Result<(Vec<usize>, Vec<u8>)> {
+    predict_with(g, data, limit, batch, true)
+}
+
+/// [`predict`] through the plan (`planned`) or the reference interpreter.
+fn predict_with(
+    g: &Graph,
+    data: &Dataset,
+    limit: usize,
+    batch: usize,
+    planned: bool,
+) -> anyhow::Result<(Vec<usize>, Vec<u8>)> {
     let input = g.inputs[0].name.clone();
+    let plan = lithe::plan::Plan::new(g)?;
     let mut pred = Vec::new();
     let mut labels = Vec::new();
     let idx: Vec<usize> = (0..data.len().min(limit)).collect();
     for chunk in idx.chunks(batch) {
         let (x, y) = data.batch(chunk, &Preprocess::MNIST_NORM);
-        let out = exec::run(g, &[(&input, &x)])?;
+        let out = if planned {
+            plan.run(&[(&input, &x)])?
+        } else {
+            exec::run(g, &[(&input, &x)])?
+        };
         let classes = out[0].shape()[1];
         let flat: Vec<f32> = out[0].iter().copied().collect();
         pred.extend(flat.chunks(classes).map(argmax));
@@ -149,6 +166,60 @@ fn qdq_int8_model_accuracy() -> anyhow::Result<()> {
 #[test]
 fn dynamic_int8_model_accuracy() -> anyhow::Result<()> {
     model_accuracy(DYNAMIC, 99.15)
+}
+
+/// The plan's kernels against the reference interpreter on the first `limit` images: the
+/// dynamic model's integer ops give the same outputs bit for bit (so the same classes); the QDQ
+/// model's fused `QLinearConv`s sum exactly in integers where the reference rounds f32 products,
+/// so its classes must agree on ≥ 99.5 % of the images. Prints both times.
+fn plan_agreement(file: &str, limit: usize) -> anyhow::Result<()> {
+    let Some(bytes) = model(file)? else {
+        return Ok(());
+    };
+    let Some(data) = mnist_test()? else {
+        return Ok(());
+    };
+    let mut g = onnx::import(&bytes)?;
+    let batch = batch_for(file, &mut g);
+    let plan = lithe::plan::Plan::new(&g)?;
+    let ks = plan.kernels();
+    let int8 = ks.iter().filter(|(_, k)| k.starts_with("int8")).count();
+    eprintln!("{file}: planned kernels {ks:?}");
+    assert_eq!(
+        int8, 5,
+        "{file}: every conv and fc layer runs an int8 kernel: {ks:?}"
+    );
+    let t = Instant::now();
+    let (want, labels) = predict_with(&g, &data, limit, batch, false)?;
+    let t_ref = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let (got, _) = predict_with(&g, &data, limit, batch, true)?;
+    let t_plan = t.elapsed().as_secs_f64();
+    let agree = want.iter().zip(&got).filter(|(a, b)| a == b).count();
+    let pct = 100.0 * agree as f64 / want.len().max(1) as f64;
+    eprintln!(
+        "{file}: plan vs reference on {} images: classes agree on {pct:.2} %; accuracy {:.2} % \
+         (plan) vs {:.2} % (reference); {:.3} vs {:.3} ms/image (batch {batch})",
+        want.len(),
+        accuracy(&got, &labels),
+        accuracy(&want, &labels),
+        1000.0 * t_plan / want.len() as f64,
+        1000.0 * t_ref / want.len() as f64,
+    );
+    if file == DYNAMIC {
+        assert_eq!(got, want, "{file}: the int8 kernels change a class");
+    }
+    assert!(
+        pct >= 99.5,
+        "{file}: plan and reference agree on {pct:.2} % < 99.5 %"
+    );
+    Ok(())
+}
+
+#[test]
+fn planned_int8_models_agree_with_the_reference() -> anyhow::Result<()> {
+    plan_agreement(DYNAMIC, 300)?;
+    plan_agreement(QDQ, 1000)
 }
 
 /// Runs an ONNX model with onnxruntime (all graph optimizations off, after `onnx.checker`).

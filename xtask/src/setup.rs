@@ -131,6 +131,12 @@ fn cargo_tool(ctx: &Ctx, tool: &str, krate: &str, version: &str, locked: bool) -
     if locked {
         c.arg("--locked");
     }
+    // These are build tools: a quick optimised build is plenty. trunk's own release profile
+    // asks for fat LTO with one codegen unit, which alone costs minutes on a 2-core machine;
+    // config profiles (these variables) override the installed package's profile.
+    c.env("CARGO_PROFILE_RELEASE_LTO", "off")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1");
     run(&mut c)?;
     has_version(ctx, tool, version)
         .map(Outcome::Installed)

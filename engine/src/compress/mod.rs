@@ -30,6 +30,7 @@ pub mod lowbit;
 pub mod lowrank;
 pub mod prune;
 pub mod qdq;
+pub mod qdq_weights;
 pub mod quantize;
 pub mod sparse;
 pub mod structured;
@@ -498,12 +499,19 @@ pub struct Compressed {
 
 impl Compressed {
     /// The result as ONNX bytes: a QDQ graph of the integer model when the recipe ended with
-    /// `int8` ([`qdq::to_qdq`]), else the graph with every compressed weight decoded to f32
-    /// (the dense fallback; pruned or thinned layers stay smaller).
+    /// `int8` ([`qdq::to_qdq`]); else the graph with linear-quantized and binary/ternary weights
+    /// stored as int8/uint8 codes behind `DequantizeLinear` ([`qdq_weights::weights_as_qdq`])
+    /// and every other compressed weight decoded to f32 (the dense fallback: k-means, log2 and
+    /// DoReFa codes; pruned or thinned layers stay smaller).
     pub fn export_onnx(&self) -> Result<Vec<u8>> {
+        crate::format::onnx::export(&self.onnx_graph()?)
+    }
+
+    /// The graph [`Compressed::export_onnx`] writes.
+    pub fn onnx_graph(&self) -> Result<Graph> {
         match &self.int8 {
-            Some(q) => crate::format::onnx::export(&qdq::to_qdq(q)?),
-            None => crate::format::onnx::export(&self.graph),
+            Some(q) => qdq::to_qdq(q),
+            None => Ok(qdq_weights::weights_as_qdq(&self.graph, &self.quantized, &self.lowbit)?.0),
         }
     }
 

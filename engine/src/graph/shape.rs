@@ -1,6 +1,6 @@
 //! Shape inference over a whole graph.
 
-use super::Graph;
+use super::{Graph, Op};
 use crate::tensor::DType;
 use crate::{Error, Result};
 use std::collections::HashMap;
@@ -52,22 +52,44 @@ pub fn infer(g: &Graph, batch: usize) -> Result<HashMap<String, Vec<usize>>> {
     Ok(shapes)
 }
 
+/// Layout ops that move values without computing on them: their output has the element type of
+/// their first input, so they carry int8 values as well as floats (as in QDQ graphs).
+fn keeps_type(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Transpose { .. }
+    )
+}
+
 /// The element type of every value: node outputs from their op
 /// ([`crate::graph::Op::output_dtype`]), graph inputs and weights from the ops that read them
 /// ([`crate::graph::Op::input_dtype`]; `F32` when nothing reads them). Integer values are held
 /// as exact integers in `f32` tensors (see [`crate::tensor::F32_EXACT_INT`]). Errors when a value
-/// is read as two different types, or as a type other than the one its producer gives it.
+/// is read as two different types (layout ops such as Reshape and Flatten pass their input's type on), or as a type other than the one its producer gives it.
 pub fn dtypes(g: &Graph) -> Result<HashMap<String, DType>> {
     let mut out: HashMap<String, DType> = HashMap::new();
+    // Nodes are in topological order, so a layout op's input type is known when it is reached.
     for n in &g.nodes {
         for (k, o) in n.outputs.iter().enumerate() {
-            out.insert(o.clone(), n.op.output_dtype(k));
+            let t = match n.inputs.first() {
+                Some(x) if k == 0 && keeps_type(&n.op) => out.get(x).copied().unwrap_or(DType::F32),
+                _ => n.op.output_dtype(k),
+            };
+            out.insert(o.clone(), t);
         }
     }
     let mut sources: HashMap<&str, (DType, &str)> = HashMap::new();
     for n in &g.nodes {
         for (i, name) in n.inputs.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
-            let want = n.op.input_dtype(i);
+            let want = match out.get(name) {
+                // A layout op reads a computed value of any type (and passes it on).
+                Some(&have) if i == 0 && keeps_type(&n.op) => have,
+                _ => n.op.input_dtype(i),
+            };
             if let Some(&have) = out.get(name) {
                 if have != want {
                     return Err(Error::Graph(format!(

@@ -2,6 +2,7 @@
 
 use crate::data::{Dataset, Preprocess};
 use crate::graph::{Graph, Op};
+use crate::tensor::DType;
 use crate::train::loss::{argmax, cross_entropy};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -158,9 +159,10 @@ pub struct LayerInfo {
     pub shape: Vec<usize>,
     /// Weight elements owned by this node.
     pub params: usize,
-    /// Bytes of those weights as dense f32.
+    /// Bytes of those weights stored densely: 1 per int8/uint8 element (the constant weights of
+    /// quantized ONNX models), 4 per f32 or int32 element.
     pub bytes: usize,
-    /// Multiply-accumulates per image.
+    /// Multiply-accumulates per image (integer ones included).
     pub macs: u64,
 }
 
@@ -175,7 +177,7 @@ pub struct ModelInfo {
     pub layers: Vec<LayerInfo>,
     /// Total weight elements.
     pub params: usize,
-    /// Total dense f32 weight bytes.
+    /// Total dense weight bytes (see [`LayerInfo::bytes`]).
     pub bytes: usize,
     /// Total multiply-accumulates per image.
     pub macs: u64,
@@ -184,14 +186,23 @@ pub struct ModelInfo {
 /// Layer table and totals of `g` (shapes at batch 1).
 pub fn model_info(g: &Graph) -> Result<ModelInfo> {
     let shapes = g.infer_shapes(1)?;
+    let types = g.dtypes()?;
+    let elem_bytes = |name: &str| match types.get(name) {
+        Some(DType::I8 | DType::U8) => 1,
+        _ => 4,
+    };
     let mut layers = Vec::with_capacity(g.nodes.len());
     let mut seen = std::collections::HashSet::new();
     for n in &g.nodes {
-        let params: usize = n
+        let owned: Vec<&String> = n
             .inputs
             .iter()
             .filter(|i| g.weights.contains_key(*i) && seen.insert(i.as_str()))
-            .map(|i| g.weights[i].len())
+            .collect();
+        let params: usize = owned.iter().map(|i| g.weights[*i].len()).sum();
+        let bytes: usize = owned
+            .iter()
+            .map(|i| g.weights[*i].len() * elem_bytes(i))
             .sum();
         let out = shapes.get(&n.outputs[0]).cloned().unwrap_or_default();
         let in0 = n
@@ -200,9 +211,14 @@ pub fn model_info(g: &Graph) -> Result<ModelInfo> {
             .and_then(|i| shapes.get(i))
             .cloned()
             .unwrap_or_default();
+        // The weight slot: 3 for QLinearConv/QLinearMatMul, 1 otherwise.
+        let w_slot = match n.op {
+            Op::QLinearConv { .. } | Op::QLinearMatMul { .. } => 3,
+            _ => 1,
+        };
         let w = n
             .inputs
-            .get(1)
+            .get(w_slot)
             .and_then(|i| shapes.get(i))
             .cloned()
             .unwrap_or_default();
@@ -214,8 +230,12 @@ pub fn model_info(g: &Graph) -> Result<ModelInfo> {
                     .unwrap_or(0) as u64;
                 numel(&out) * k
             }
-            Op::MatMul => numel(&out) * in0.last().copied().unwrap_or(0) as u64,
-            Op::Conv(_) => numel(&out) * w.iter().skip(1).product::<usize>() as u64,
+            Op::MatMul | Op::MatMulInteger { .. } | Op::QLinearMatMul { .. } => {
+                numel(&out) * in0.last().copied().unwrap_or(0) as u64
+            }
+            Op::Conv(_) | Op::ConvInteger { .. } | Op::QLinearConv { .. } => {
+                numel(&out) * w.iter().skip(1).product::<usize>() as u64
+            }
             _ => 0,
         };
         layers.push(LayerInfo {
@@ -223,7 +243,7 @@ pub fn model_info(g: &Graph) -> Result<ModelInfo> {
             op: n.op.name().to_string(),
             shape: out,
             params,
-            bytes: params * 4,
+            bytes,
             macs,
         });
     }

@@ -11,6 +11,10 @@ mod pool;
 mod quant;
 mod reshape;
 
+pub(crate) use quant::{
+    Prepared as PreparedInt8, packed_matmul_applies, weight_slots as int8_weight_slots,
+};
+
 pub use elementwise::{broadcast_shape, reduce_to_shape};
 
 use elementwise::Arith;

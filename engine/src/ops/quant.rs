@@ -35,6 +35,9 @@ use crate::tensor::{self, DType, Tensor};
 use crate::{Error, Result};
 use ndarray::IxDyn;
 
+mod prepared;
+pub(crate) use prepared::{Prepared, packed_matmul_applies, weight_slots};
+
 fn invalid(node: &Node, detail: impl std::fmt::Display) -> Error {
     Error::Invalid(format!(
         "node `{}` ({}): {detail}",

@@ -6,10 +6,17 @@
 //! ([`crate::ops`]), which stays the oracle: [`Plan::run`] must agree with [`crate::exec::run`]
 //! (tests compare them on every zoo model, dense and pruned).
 //!
-//! Today's kernels: a pruned Gemm (density ≤ [`SPARSE_MAX_DENSITY`]) runs the CSR kernel
+//! Before choosing, [`fuse::fuse_qdq`] turns the `DequantizeLinear → Conv/Gemm →
+//! QuantizeLinear` pattern of statically quantized graphs into `QLinearConv`.
+//!
+//! Today's kernels: the integer ops (MatMulInteger, QLinearMatMul, ConvInteger, QLinearConv) with
+//! a constant weight run on the int8 GEMM ([`kernels::int8`], convolutions by int8 im2col) with
+//! the weight packed once; a pruned Gemm (density ≤ [`SPARSE_MAX_DENSITY`]) runs the CSR kernel
 //! ([`kernels::sparse`]); a dense Gemm runs the packed SIMD GEMM where that beats the reference
 //! (wasm `simd128`), and the reference matrix product otherwise (natively the reference uses
 //! `matrixmultiply`, which measured faster than our AVX2 kernel: docs/KERNELS.md).
+
+pub mod fuse;
 
 use crate::graph::{GemmAttrs, Graph, Node, Op};
 use crate::kernels::sparse::Csr;
@@ -42,6 +49,8 @@ pub enum WeightForm {
         /// `nonzero / len`.
         density: f32,
     },
+    /// The constant int8/uint8 weight (and weight zero point) of an integer op.
+    Int8,
 }
 
 /// What executes one node.
@@ -53,6 +62,10 @@ pub enum Kernel {
     DenseGemm(KernelKind),
     /// Compressed-sparse-row product over the kept weights.
     SparseGemm,
+    /// The int8 GEMM on a packed int8 weight (i32 sums), for MatMulInteger and QLinearMatMul.
+    Int8Gemm,
+    /// int8 im2col and the int8 GEMM, for ConvInteger and QLinearConv.
+    Int8Conv,
 }
 
 impl Kernel {
@@ -67,6 +80,8 @@ impl Kernel {
                 KernelKind::Avx2Fma => "gemm-avx2-fma",
             },
             Kernel::SparseGemm => "csr",
+            Kernel::Int8Gemm => "int8-gemm",
+            Kernel::Int8Conv => "int8-conv",
         }
     }
 }
@@ -83,6 +98,8 @@ pub fn choose(op: &Op, form: WeightForm, features: Features) -> Kernel {
                 Kernel::Reference
             }
         }
+        (Op::MatMulInteger { .. } | Op::QLinearMatMul { .. }, WeightForm::Int8) => Kernel::Int8Gemm,
+        (Op::ConvInteger { .. } | Op::QLinearConv { .. }, WeightForm::Int8) => Kernel::Int8Conv,
         _ => Kernel::Reference,
     }
 }
@@ -99,6 +116,8 @@ enum Packed {
     },
     /// `op(B)ᵀ` (`n × k`, one row per output) in CSR.
     Sparse(Csr),
+    /// An integer op's int8 weight, packed.
+    Int8(Box<ops::PreparedInt8>),
 }
 
 #[derive(Clone, Debug)]
@@ -117,6 +136,15 @@ pub struct Plan {
 }
 
 fn form(g: &Graph, n: &Node) -> WeightForm {
+    if let Some((w, z)) = ops::int8_weight_slots(&n.op) {
+        let constant = |i: usize| n.inputs.get(i).is_some_and(|s| g.weights.contains_key(s));
+        let absent = |i: usize| n.inputs.get(i).is_none_or(String::is_empty);
+        return if constant(w) && (absent(z) || constant(z)) {
+            WeightForm::Int8
+        } else {
+            WeightForm::None
+        };
+    }
     match (&n.op, n.inputs.get(1).and_then(|w| g.weights.get(w))) {
         (Op::Gemm(_), Some(w)) if w.ndim() == 2 => WeightForm::Dense2d {
             density: w.iter().filter(|v| **v != 0.0).count() as f32 / w.len().max(1) as f32,
@@ -153,6 +181,10 @@ impl Plan {
     pub fn for_features(g: &Graph, features: Features) -> Result<Plan> {
         let mut graph = g.clone();
         graph.validate()?;
+        if fuse::fuse_qdq(&mut graph)? > 0 {
+            graph.validate()?;
+            graph.dtypes()?;
+        }
         let mut steps = Vec::with_capacity(graph.nodes.len());
         for (i, n) in graph.nodes.iter().enumerate() {
             let mut kernel = choose(&n.op, form(&graph, n), features);
@@ -176,6 +208,18 @@ impl Plan {
                         }
                     }
                     Packed::Sparse(Csr::from_dense(nn, k, &bt)?)
+                }
+                (Kernel::Int8Gemm | Kernel::Int8Conv, op) => {
+                    let (w, z) = ops::int8_weight_slots(op).unwrap_or((1, 3));
+                    let weight = &graph.weights[&n.inputs[w]];
+                    let zp = n.inputs.get(z).and_then(|s| graph.weights.get(s));
+                    match ops::PreparedInt8::new(n, weight, zp)? {
+                        Some(p) => Packed::Int8(Box::new(p)),
+                        None => {
+                            kernel = Kernel::Reference;
+                            Packed::None
+                        }
+                    }
                 }
                 _ => Packed::None,
             };
@@ -216,6 +260,8 @@ impl Plan {
                 .map_or(0, |t| t.shape().first().copied().unwrap_or(0));
             match (packed, &n.op) {
                 (Packed::None, _) => Ok(ops::forward(n, ins, Mode::Eval)?.0),
+                (Packed::Int8(p), _) if ops::packed_matmul_applies(n, ins) => p.run(n, ins),
+                (Packed::Int8(_), _) => Ok(ops::forward(n, ins, Mode::Eval)?.0),
                 (Packed::Sparse(_), _) if batch > self.sparse_max_batch => {
                     Ok(ops::forward(n, ins, Mode::Eval)?.0)
                 }
@@ -232,7 +278,9 @@ fn gemm(node: &Node, at: &GemmAttrs, p: &Packed, ins: &[Option<&Tensor>]) -> Res
     let (k, n) = match p {
         Packed::Dense { k, n, .. } => (*k, *n),
         Packed::Sparse(c) => (c.cols(), c.rows()),
-        Packed::None => return Err(Error::Invalid("gemm: nothing packed".into())),
+        Packed::None | Packed::Int8(_) => {
+            return Err(Error::Invalid("gemm: no f32 weight packed".into()));
+        }
     };
     if a.ndim() != 2 || a.shape()[1] != k {
         return Err(Error::shape(
@@ -248,7 +296,7 @@ fn gemm(node: &Node, at: &GemmAttrs, p: &Packed, ins: &[Option<&Tensor>]) -> Res
     match p {
         Packed::Dense { b, .. } => kernels::gemm(m, k, n, &x, b, &mut y)?,
         Packed::Sparse(c) => c.matmul_t(m, &x, &mut y)?,
-        Packed::None => {}
+        Packed::None | Packed::Int8(_) => {}
     }
     if at.alpha != 1.0 {
         y.iter_mut().for_each(|v| *v *= at.alpha);
@@ -291,6 +339,22 @@ mod tests {
         );
         assert_eq!(choose(&gemm, dense, Features::NONE), Kernel::Reference);
         assert_eq!(choose(&Op::Relu, WeightForm::None, wasm), Kernel::Reference);
+        let mmi = Op::MatMulInteger {
+            a: crate::tensor::DType::U8,
+            b: crate::tensor::DType::I8,
+        };
+        assert_eq!(
+            choose(&mmi, WeightForm::Int8, Features::NONE),
+            Kernel::Int8Gemm
+        );
+        // A weight computed at run time has nothing to pack.
+        assert_eq!(choose(&mmi, WeightForm::None, wasm), Kernel::Reference);
+        let convi = Op::ConvInteger {
+            conv: crate::graph::ConvAttrs::new([3, 3]),
+            x: crate::tensor::DType::U8,
+            w: crate::tensor::DType::I8,
+        };
+        assert_eq!(choose(&convi, WeightForm::Int8, wasm), Kernel::Int8Conv);
         let ta = Op::Gemm(GemmAttrs {
             trans_a: true,
             ..GemmAttrs::default()

@@ -1,0 +1,322 @@
+//! The plan's int8 kernels for the ONNX integer ops (MatMulInteger, QLinearMatMul, ConvInteger,
+//! QLinearConv; weights packed once, convolutions by int8 im2col) against the reference ops,
+//! bit for bit, over odd sizes, both operand types, groups, strides, pads and dilations; and the
+//! QDQ fusion (`DequantizeLinear → Conv/Gemm → QuantizeLinear` to `QLinearConv`) against the
+//! unfused graph.
+
+use lithe::exec;
+use lithe::graph::{ConvAttrs, Dim, GemmAttrs, Graph, Node, Op, ValueInfo};
+use lithe::plan::Plan;
+use lithe::rng::Rng;
+use lithe::tensor::{DType, Tensor};
+
+fn t(shape: &[usize], v: Vec<f32>) -> Tensor {
+    Tensor::from_shape_vec(ndarray::IxDyn(shape), v).expect("shape")
+}
+
+/// `n` random codes of type `dt`.
+fn codes(rng: &mut Rng, n: usize, dt: DType) -> Vec<f32> {
+    (0..n)
+        .map(|_| match dt {
+            DType::U8 => rng.below(256) as f32,
+            _ => rng.below(256) as f32 - 128.0,
+        })
+        .collect()
+}
+
+fn input(name: &str, shape: &[usize]) -> ValueInfo {
+    ValueInfo {
+        name: name.into(),
+        shape: shape.iter().map(|&d| Dim::Fixed(d)).collect(),
+    }
+}
+
+/// Plan and reference on one graph: identical outputs, and the node ran `kernel`.
+fn same(g: &Graph, feeds: &[(&str, &Tensor)], kernel: &str, what: &str) {
+    let want = exec::run(g, feeds).unwrap_or_else(|e| panic!("{what}: reference: {e}"));
+    let plan = Plan::new(g).unwrap_or_else(|e| panic!("{what}: plan: {e}"));
+    let ks = plan.kernels();
+    assert!(
+        ks.iter().any(|(_, k)| *k == kernel),
+        "{what}: expected {kernel}: {ks:?}"
+    );
+    let got = plan
+        .run(feeds)
+        .unwrap_or_else(|e| panic!("{what}: plan run: {e}"));
+    assert_eq!(got, want, "{what}");
+}
+
+#[test]
+fn planned_integer_convolutions_match_the_reference_bit_for_bit() {
+    let mut rng = Rng::new(11);
+    // (batch, channels, h, w, outputs, kernel, stride, pads, dilation, groups)
+    type Case = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        [usize; 2],
+        usize,
+        [usize; 4],
+        usize,
+        usize,
+    );
+    let cases: &[Case] = &[
+        (1, 1, 1, 1, 1, [1, 1], 1, [0; 4], 1, 1),
+        (1, 1, 5, 7, 3, [3, 3], 1, [1, 1, 1, 1], 1, 1),
+        (3, 2, 9, 6, 17, [3, 2], 2, [0, 1, 2, 0], 1, 1),
+        (2, 4, 8, 8, 6, [3, 3], 1, [2, 2, 2, 2], 2, 2),
+        (1, 5, 7, 5, 5, [3, 3], 1, [1, 1, 1, 1], 1, 5),
+        (2, 3, 13, 11, 33, [5, 5], 3, [2, 0, 1, 2], 1, 1),
+        (1, 16, 4, 4, 1, [1, 1], 1, [0; 4], 1, 1),
+    ];
+    for (ci, &(n, c, h, w, m, k, s, pads, d, groups)) in cases.iter().enumerate() {
+        for (tx, tw) in [
+            (DType::U8, DType::I8),
+            (DType::I8, DType::I8),
+            (DType::U8, DType::U8),
+        ] {
+            for qlinear in [false, true] {
+                let mut attrs = ConvAttrs::new(k);
+                attrs.strides = [s, s];
+                attrs.pads = pads;
+                attrs.dilations = [d, d];
+                attrs.groups = groups;
+                let cg = c / groups;
+                let mut g = Graph {
+                    name: "conv".into(),
+                    inputs: vec![input("x", &[n, c, h, w])],
+                    outputs: vec!["y".into()],
+                    ..Graph::default()
+                };
+                let x = t(&[n, c, h, w], codes(&mut rng, n * c * h * w, tx));
+                let wv = codes(&mut rng, m * cg * k[0] * k[1], tw);
+                g.weights.insert("w".into(), t(&[m, cg, k[0], k[1]], wv));
+                let zp = |rng: &mut Rng, dt: DType| codes(rng, 1, dt)[0];
+                g.weights
+                    .insert("xzp".into(), t(&[], vec![zp(&mut rng, tx)]));
+                // Per-channel weight zero points on odd cases, one on even ones.
+                let wzp = if ci % 2 == 1 {
+                    t(&[m], codes(&mut rng, m, tw))
+                } else {
+                    t(&[], vec![zp(&mut rng, tw)])
+                };
+                g.weights.insert("wzp".into(), wzp);
+                let node = if qlinear {
+                    g.weights.insert("xs".into(), t(&[], vec![0.02]));
+                    let ws: Vec<f32> = (0..m).map(|i| 0.001 * (1 + i % 7) as f32).collect();
+                    g.weights.insert("ws".into(), t(&[m], ws));
+                    g.weights.insert("ys".into(), t(&[], vec![0.05]));
+                    g.weights.insert("yzp".into(), t(&[], vec![3.0]));
+                    let b: Vec<f32> = (0..m).map(|i| (i as f32 - 4.0) * 37.0).collect();
+                    g.weights.insert("b".into(), t(&[m], b));
+                    Node {
+                        name: "y".into(),
+                        op: Op::QLinearConv {
+                            conv: attrs,
+                            x: tx,
+                            w: tw,
+                            y: DType::I8,
+                        },
+                        inputs: ["x", "xs", "xzp", "w", "ws", "wzp", "ys", "yzp", "b"]
+                            .map(String::from)
+                            .to_vec(),
+                        outputs: vec!["y".into()],
+                    }
+                } else {
+                    Node {
+                        name: "y".into(),
+                        op: Op::ConvInteger {
+                            conv: attrs,
+                            x: tx,
+                            w: tw,
+                        },
+                        inputs: ["x", "w", "xzp", "wzp"].map(String::from).to_vec(),
+                        outputs: vec!["y".into()],
+                    }
+                };
+                g.nodes.push(node);
+                let what = format!("case {ci} {tx}/{tw} qlinear={qlinear}");
+                same(&g, &[("x", &x)], "int8-conv", &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn planned_integer_matmuls_match_the_reference_bit_for_bit() {
+    let mut rng = Rng::new(12);
+    for a_shape in [
+        vec![7],
+        vec![1, 1],
+        vec![3, 5],
+        vec![2, 3, 33],
+        vec![17, 64],
+    ] {
+        let k = *a_shape.last().expect("rank");
+        for n in [1usize, 16, 17, 33] {
+            for (ta, tb) in [(DType::U8, DType::I8), (DType::I8, DType::U8)] {
+                for qlinear in [false, true] {
+                    let len: usize = a_shape.iter().product();
+                    let a = t(&a_shape, codes(&mut rng, len, ta));
+                    let mut g = Graph {
+                        name: "mm".into(),
+                        inputs: vec![input("a", &a_shape)],
+                        outputs: vec!["y".into()],
+                        ..Graph::default()
+                    };
+                    g.weights
+                        .insert("b".into(), t(&[k, n], codes(&mut rng, k * n, tb)));
+                    g.weights
+                        .insert("azp".into(), t(&[], codes(&mut rng, 1, ta)));
+                    g.weights
+                        .insert("bzp".into(), t(&[n], codes(&mut rng, n, tb)));
+                    let node = if qlinear {
+                        g.weights.insert("as".into(), t(&[], vec![0.03]));
+                        let bs: Vec<f32> = (0..n).map(|i| 0.002 * (1 + i % 5) as f32).collect();
+                        g.weights.insert("bs".into(), t(&[n], bs));
+                        g.weights.insert("ys".into(), t(&[], vec![0.4]));
+                        g.weights.insert("yzp".into(), t(&[], vec![128.0]));
+                        Node {
+                            name: "y".into(),
+                            op: Op::QLinearMatMul {
+                                a: ta,
+                                b: tb,
+                                y: DType::U8,
+                            },
+                            inputs: ["a", "as", "azp", "b", "bs", "bzp", "ys", "yzp"]
+                                .map(String::from)
+                                .to_vec(),
+                            outputs: vec!["y".into()],
+                        }
+                    } else {
+                        Node {
+                            name: "y".into(),
+                            op: Op::MatMulInteger { a: ta, b: tb },
+                            inputs: ["a", "b", "azp", "bzp"].map(String::from).to_vec(),
+                            outputs: vec!["y".into()],
+                        }
+                    };
+                    g.nodes.push(node);
+                    let what = format!("A {a_shape:?} n {n} {ta}/{tb} qlinear={qlinear}");
+                    same(&g, &[("a", &a)], "int8-gemm", &what);
+                }
+            }
+        }
+    }
+}
+
+/// A statically quantized graph as exporters write it: `Q → DQ → Conv(DQ w, DQ int32 b) → Q →
+/// DQ → Flatten → Q → DQ → Gemm(DQ w, f32 b) → Q → DQ`, with the Gemm's weight transposed or
+/// not.
+fn qdq_graph(trans_b: bool, rng: &mut Rng) -> Graph {
+    let mut g = Graph {
+        name: "qdq".into(),
+        inputs: vec![input("x", &[2, 3, 6, 6])],
+        outputs: vec!["out".into()],
+        ..Graph::default()
+    };
+    let w = &mut g.weights;
+    w.insert("sx".into(), t(&[], vec![0.02]));
+    w.insert("zx".into(), t(&[], vec![128.0]));
+    w.insert("wq".into(), t(&[4, 3, 3, 3], codes(rng, 108, DType::I8)));
+    let sw = vec![0.004, 0.005, 0.003, 0.006];
+    w.insert("sw".into(), t(&[4], sw.clone()));
+    w.insert("zw".into(), t(&[4], vec![0.0; 4]));
+    let bq: Vec<f32> = (0..4).map(|i| (i as f32 - 1.5) * 300.0).collect();
+    w.insert("bq".into(), t(&[4], bq));
+    let sb: Vec<f32> = sw.iter().map(|s| s * 0.02).collect();
+    w.insert("sb".into(), t(&[4], sb));
+    w.insert("zb".into(), t(&[4], vec![0.0; 4]));
+    w.insert("sy".into(), t(&[], vec![0.03]));
+    w.insert("zy".into(), t(&[], vec![0.0]));
+    let (k, n) = (4 * 5 * 5, 5);
+    let fc = codes(rng, k * n, DType::I8);
+    let fc_shape = if trans_b { [n, k] } else { [k, n] };
+    w.insert("fq".into(), t(&fc_shape, fc));
+    w.insert("fs".into(), t(&[], vec![0.002]));
+    w.insert("fz".into(), t(&[], vec![0.0]));
+    w.insert("fb".into(), t(&[n], vec![0.1, -0.2, 0.3, 0.0, 0.05]));
+    w.insert("so".into(), t(&[], vec![0.1]));
+    w.insert("zo".into(), t(&[], vec![-3.0]));
+    let q = |to| Op::QuantizeLinear { axis: 1, to };
+    let dq = |from| Op::DequantizeLinear { axis: 0, from };
+    let node = |name: &str, op: Op, inputs: &[&str]| Node::new(name, op, inputs);
+    let gemm = GemmAttrs {
+        trans_b,
+        ..GemmAttrs::default()
+    };
+    let mut conv = ConvAttrs::new([3, 3]);
+    conv.pads = [0, 0, 1, 1];
+    g.nodes = vec![
+        node("xq", q(DType::U8), &["x", "sx", "zx"]),
+        node("xd", dq(DType::U8), &["xq", "sx", "zx"]),
+        node("wd", dq(DType::I8), &["wq", "sw", "zw"]),
+        node("bd", dq(DType::I32), &["bq", "sb", "zb"]),
+        node("conv", Op::Conv(conv), &["xd", "wd", "bd"]),
+        node("cq", q(DType::U8), &["conv", "sy", "zy"]),
+        node("cd", dq(DType::U8), &["cq", "sy", "zy"]),
+        node("flat", Op::Flatten { axis: 1 }, &["cd"]),
+        node("fq_", q(DType::U8), &["flat", "sy", "zy"]),
+        node("fd", dq(DType::U8), &["fq_", "sy", "zy"]),
+        node("fwd", dq(DType::I8), &["fq", "fs", "fz"]),
+        node("fc", Op::Gemm(gemm), &["fd", "fwd", "fb"]),
+        node("oq", q(DType::I8), &["fc", "so", "zo"]),
+        node("out", dq(DType::I8), &["oq", "so", "zo"]),
+    ];
+    g
+}
+
+#[test]
+fn qdq_convs_and_gemms_fuse_into_int8_kernels() {
+    let mut rng = Rng::new(13);
+    for trans_b in [true, false] {
+        let mut g = qdq_graph(trans_b, &mut rng);
+        g.validate().expect("valid");
+        let x: Vec<f32> = (0..2 * 3 * 36).map(|_| rng.normal()).collect();
+        let x = t(&[2, 3, 6, 6], x);
+        let want = exec::run(&g, &[("x", &x)]).expect("reference");
+        let plan = Plan::new(&g).expect("plan");
+        let ks = plan.kernels();
+        let fused: Vec<_> = ks.iter().filter(|(_, k)| *k == "int8-conv").collect();
+        assert_eq!(fused.len(), 2, "trans_b={trans_b}: {ks:?}");
+        assert!(
+            !ks.iter()
+                .any(|(n, _)| n == "conv" || n == "fc" || n == "wd"),
+            "fused and dead nodes are gone: {ks:?}"
+        );
+        let got = plan.run(&[("x", &x)]).expect("plan run");
+        // Outputs on the grid of `so` = 0.1: at most one step apart.
+        for (a, b) in want[0].iter().zip(got[0].iter()) {
+            assert!((a - b).abs() <= 0.1 + 1e-6, "trans_b={trans_b}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn a_conv_whose_output_is_read_twice_is_not_fused() {
+    let mut rng = Rng::new(14);
+    let mut g = qdq_graph(true, &mut rng);
+    // A second reader of the conv's float output: fusing would lose it.
+    g.nodes.push(Node::new("relu", Op::Relu, &["conv"]));
+    g.outputs.push("relu".into());
+    let plan = Plan::new(&g).expect("plan");
+    let ks = plan.kernels();
+    assert!(
+        ks.iter().any(|(n, k)| n == "conv" && *k == "reference"),
+        "{ks:?}"
+    );
+    assert_eq!(
+        ks.iter().filter(|(_, k)| *k == "int8-conv").count(),
+        1,
+        "{ks:?}"
+    );
+    let x = t(
+        &[2, 3, 6, 6],
+        (0..216).map(|i| (i % 13) as f32 * 0.1).collect(),
+    );
+    let want = exec::run(&g, &[("x", &x)]).expect("reference");
+    let got = plan.run(&[("x", &x)]).expect("plan");
+    assert_eq!(want[1], got[1], "the unfused conv's output");
+}
