@@ -1,5 +1,5 @@
 //! Any bytes given to the ONNX importer give a graph or an error, never a panic; an imported
-//! graph also survives shape inference and export.
+//! graph also survives shape inference, export and planning (QDQ fusion, int8 weight packing).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,5 +9,6 @@ fuzz_target!(|data: &[u8]| {
         && g.infer_shapes(1).is_ok()
     {
         let _ = lithe::format::onnx::export(&g);
+        let _ = lithe::plan::Plan::new(&g);
     }
 });

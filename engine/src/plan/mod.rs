@@ -19,6 +19,8 @@
 pub mod fuse;
 
 use crate::graph::{GemmAttrs, Graph, Node, Op};
+use crate::kernels::binary::{BinaryMatrix, pack_signs};
+use crate::kernels::codebook::CodebookMatrix;
 use crate::kernels::sparse::Csr;
 use crate::kernels::{self, Features, KernelKind};
 use crate::ops::{self, Mode};
@@ -29,7 +31,7 @@ use crate::{Error, Result};
 /// does 30 % of the multiply-adds but with gathered loads.
 pub const SPARSE_MAX_DENSITY: f32 = 0.3;
 
-/// The largest batch for which a planned sparse Gemm uses the CSR kernel; larger batches run the
+/// The largest batch for which a planned sparse (or codebook) Gemm uses its kernel; larger batches run the
 /// reference product on the (zero-filled) dense weight. Natively the reference product is
 /// `matrixmultiply` at near-peak speed, and measured break-even against the CSR kernel on
 /// LeNet-300-100 pruned to 8 % is about 16 images (docs/KERNELS.md), so the limit is 8; in a
@@ -51,7 +53,25 @@ pub enum WeightForm {
     },
     /// The constant int8/uint8 weight (and weight zero point) of an integer op.
     Int8,
+    /// A 2-D f32 weight whose every output row holds only `±α_j` (a binarized layer);
+    /// `sign_input` when the layer's input comes from a `Sign` node (binary activations).
+    Binary {
+        /// The input is `Sign(·)`.
+        sign_input: bool,
+    },
+    /// A 2-D f32 weight with at most 256 distinct values (k-means shared or per-tensor
+    /// quantized).
+    Codebook {
+        /// Distinct values.
+        entries: usize,
+        /// `nonzero / len`.
+        density: f32,
+    },
 }
+
+/// Largest codebook the plan runs on the codebook kernel: with at most 16 entries the table
+/// stays in registers / L1 and the codes take half a byte of information.
+pub const CODEBOOK_MAX_ENTRIES: usize = 16;
 
 /// What executes one node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +86,10 @@ pub enum Kernel {
     Int8Gemm,
     /// int8 im2col and the int8 GEMM, for ConvInteger and QLinearConv.
     Int8Conv,
+    /// XNOR-popcount on sign-packed weights and activations (binary weights after `Sign`).
+    Xnor,
+    /// Codes into a per-layer codebook, decoded on the fly.
+    Codebook,
 }
 
 impl Kernel {
@@ -82,6 +106,8 @@ impl Kernel {
             Kernel::SparseGemm => "csr",
             Kernel::Int8Gemm => "int8-gemm",
             Kernel::Int8Conv => "int8-conv",
+            Kernel::Xnor => "xnor",
+            Kernel::Codebook => "codebook",
         }
     }
 }
@@ -89,6 +115,17 @@ impl Kernel {
 /// The kernel for a node with `op` and weight `form` on a host with `features`. Pure.
 pub fn choose(op: &Op, form: WeightForm, features: Features) -> Kernel {
     match (op, form) {
+        (Op::Gemm(a), WeightForm::Binary { sign_input: true }) if !a.trans_a => Kernel::Xnor,
+        (Op::Gemm(_), WeightForm::Binary { sign_input: false }) => {
+            choose(op, WeightForm::Dense2d { density: 1.0 }, features)
+        }
+        (Op::Gemm(a), WeightForm::Codebook { entries, density }) if !a.trans_a => {
+            if density > SPARSE_MAX_DENSITY && entries <= CODEBOOK_MAX_ENTRIES {
+                Kernel::Codebook
+            } else {
+                choose(op, WeightForm::Dense2d { density }, features)
+            }
+        }
         (Op::Gemm(a), WeightForm::Dense2d { density }) if !a.trans_a => {
             if density <= SPARSE_MAX_DENSITY {
                 Kernel::SparseGemm
@@ -118,6 +155,10 @@ enum Packed {
     Sparse(Csr),
     /// An integer op's int8 weight, packed.
     Int8(Box<ops::PreparedInt8>),
+    /// `op(B)ᵀ`'s signs and per-row `α`.
+    Xnor(BinaryMatrix),
+    /// `op(B)ᵀ` as codes into its distinct values.
+    Codebook(CodebookMatrix),
 }
 
 #[derive(Clone, Debug)]
@@ -135,7 +176,50 @@ pub struct Plan {
     sparse_max_batch: usize,
 }
 
-fn form(g: &Graph, n: &Node) -> WeightForm {
+/// Values produced by `Sign` nodes (binary activations).
+fn sign_values(g: &Graph) -> std::collections::HashSet<&str> {
+    g.nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Sign))
+        .flat_map(|n| n.outputs.iter().map(String::as_str))
+        .collect()
+}
+
+/// `α_j` of every output column of `op(B)` (`k×n`) when each column holds only `±α_j`.
+fn binary_columns(k: usize, n: usize, b: &[f32]) -> Option<Vec<f32>> {
+    if k == 0 || n == 0 {
+        return None;
+    }
+    let alpha: Vec<f32> = b[..n].iter().map(|v| v.abs()).collect();
+    if alpha.iter().any(|a| !(a.is_finite() && *a > 0.0)) {
+        return None;
+    }
+    b.chunks(n)
+        .all(|row| row.iter().zip(&alpha).all(|(v, a)| v.abs() == *a))
+        .then_some(alpha)
+}
+
+/// The distinct values of `w`, sorted, when there are at most 256 of them.
+fn distinct_values(w: &[f32]) -> Option<Vec<f32>> {
+    let mut seen: Vec<u32> = Vec::new();
+    for v in w {
+        let b = v.to_bits();
+        if !v.is_finite() {
+            return None;
+        }
+        if !seen.contains(&b) {
+            if seen.len() == 256 {
+                return None;
+            }
+            seen.push(b);
+        }
+    }
+    let mut out: Vec<f32> = seen.into_iter().map(f32::from_bits).collect();
+    out.sort_by(f32::total_cmp);
+    Some(out)
+}
+
+fn form(g: &Graph, n: &Node, signs: &std::collections::HashSet<&str>) -> WeightForm {
     if let Some((w, z)) = ops::int8_weight_slots(&n.op) {
         let constant = |i: usize| n.inputs.get(i).is_some_and(|s| g.weights.contains_key(s));
         let absent = |i: usize| n.inputs.get(i).is_none_or(String::is_empty);
@@ -146,11 +230,34 @@ fn form(g: &Graph, n: &Node) -> WeightForm {
         };
     }
     match (&n.op, n.inputs.get(1).and_then(|w| g.weights.get(w))) {
-        (Op::Gemm(_), Some(w)) if w.ndim() == 2 => WeightForm::Dense2d {
-            density: w.iter().filter(|v| **v != 0.0).count() as f32 / w.len().max(1) as f32,
-        },
+        (Op::Gemm(a), Some(w)) if w.ndim() == 2 => {
+            let density = w.iter().filter(|v| **v != 0.0).count() as f32 / w.len().max(1) as f32;
+            let (k, nn, b) = op_b(a, w);
+            if binary_columns(k, nn, &b).is_some() {
+                let sign_input = n.inputs.first().is_some_and(|x| signs.contains(x.as_str()));
+                return WeightForm::Binary { sign_input };
+            }
+            match distinct_values(&b) {
+                Some(v) => WeightForm::Codebook {
+                    entries: v.len(),
+                    density,
+                },
+                None => WeightForm::Dense2d { density },
+            }
+        }
         _ => WeightForm::None,
     }
+}
+
+/// The transpose of a row-major `k×n` matrix (one row per output).
+fn transpose(k: usize, n: usize, b: &[f32]) -> Vec<f32> {
+    let mut bt = vec![0.0; k * n];
+    for p in 0..k {
+        for j in 0..n {
+            bt[j * k + p] = b[p * n + j];
+        }
+    }
+    bt
 }
 
 /// `op(B)` of a Gemm as `(k, n, row-major k×n)`.
@@ -186,8 +293,9 @@ impl Plan {
             graph.dtypes()?;
         }
         let mut steps = Vec::with_capacity(graph.nodes.len());
+        let signs = sign_values(&graph);
         for (i, n) in graph.nodes.iter().enumerate() {
-            let mut kernel = choose(&n.op, form(&graph, n), features);
+            let mut kernel = choose(&n.op, form(&graph, n, &signs), features);
             if let Kernel::DenseGemm(k) = kernel
                 && kernels::Kernels::for_kind(k).is_none()
             {
@@ -201,13 +309,26 @@ impl Plan {
                 (Kernel::SparseGemm, Op::Gemm(a)) => {
                     let (k, nn, b) = op_b(a, &graph.weights[&n.inputs[1]]);
                     // CSR wants one row per output: op(B)ᵀ.
-                    let mut bt = vec![0.0; k * nn];
-                    for p in 0..k {
-                        for j in 0..nn {
-                            bt[j * k + p] = b[p * nn + j];
-                        }
-                    }
-                    Packed::Sparse(Csr::from_dense(nn, k, &bt)?)
+                    Packed::Sparse(Csr::from_dense(nn, k, &transpose(k, nn, &b))?)
+                }
+                (Kernel::Xnor, Op::Gemm(a)) => {
+                    let (k, nn, b) = op_b(a, &graph.weights[&n.inputs[1]]);
+                    let alpha = binary_columns(k, nn, &b).unwrap_or_default();
+                    Packed::Xnor(BinaryMatrix::from_f32(nn, k, &transpose(k, nn, &b), alpha)?)
+                }
+                (Kernel::Codebook, Op::Gemm(a)) => {
+                    let (k, nn, b) = op_b(a, &graph.weights[&n.inputs[1]]);
+                    let book = distinct_values(&b).unwrap_or_default();
+                    let bt = transpose(k, nn, &b);
+                    let codes: Vec<u8> = bt
+                        .iter()
+                        .map(|v| {
+                            book.binary_search_by(|e| e.total_cmp(v))
+                                .map_or(0, |i| i as u8)
+                        })
+                        .collect();
+                    let bits = (usize::BITS - book.len().saturating_sub(1).leading_zeros()).max(1);
+                    Packed::Codebook(CodebookMatrix::new(nn, k, bits as u8, codes, book)?)
                 }
                 (Kernel::Int8Gemm | Kernel::Int8Conv, op) => {
                     let (w, z) = ops::int8_weight_slots(op).unwrap_or((1, 3));
@@ -262,7 +383,19 @@ impl Plan {
                 (Packed::None, _) => Ok(ops::forward(n, ins, Mode::Eval)?.0),
                 (Packed::Int8(p), _) if ops::packed_matmul_applies(n, ins) => p.run(n, ins),
                 (Packed::Int8(_), _) => Ok(ops::forward(n, ins, Mode::Eval)?.0),
-                (Packed::Sparse(_), _) if batch > self.sparse_max_batch => {
+                // XNOR needs every activation at ±1; a Sign of an exact 0 gives 0.
+                (Packed::Xnor(_), _)
+                    if ins
+                        .first()
+                        .copied()
+                        .flatten()
+                        .is_none_or(|x| x.iter().any(|v| *v == 0.0)) =>
+                {
+                    Ok(ops::forward(n, ins, Mode::Eval)?.0)
+                }
+                // The codebook kernel has the same profile: natively it wins at small batches
+                // (7–11× at batch 1 on LeNet-300-100) and loses to `matrixmultiply` at 64.
+                (Packed::Sparse(_) | Packed::Codebook(_), _) if batch > self.sparse_max_batch => {
                     Ok(ops::forward(n, ins, Mode::Eval)?.0)
                 }
                 (p, Op::Gemm(a)) => Ok(vec![gemm(n, a, p, ins)?]),
@@ -278,6 +411,8 @@ fn gemm(node: &Node, at: &GemmAttrs, p: &Packed, ins: &[Option<&Tensor>]) -> Res
     let (k, n) = match p {
         Packed::Dense { k, n, .. } => (*k, *n),
         Packed::Sparse(c) => (c.cols(), c.rows()),
+        Packed::Xnor(b) => (b.k(), b.rows()),
+        Packed::Codebook(c) => (c.cols(), c.rows()),
         Packed::None | Packed::Int8(_) => {
             return Err(Error::Invalid("gemm: no f32 weight packed".into()));
         }
@@ -296,6 +431,8 @@ fn gemm(node: &Node, at: &GemmAttrs, p: &Packed, ins: &[Option<&Tensor>]) -> Res
     match p {
         Packed::Dense { b, .. } => kernels::gemm(m, k, n, &x, b, &mut y)?,
         Packed::Sparse(c) => c.matmul_t(m, &x, &mut y)?,
+        Packed::Xnor(b) => b.matmul_t(m, &pack_signs(m, k, &x)?, &[], &mut y)?,
+        Packed::Codebook(c) => c.matmul_t(m, &x, &mut y)?,
         Packed::None | Packed::Int8(_) => {}
     }
     if at.alpha != 1.0 {
@@ -355,6 +492,32 @@ mod tests {
             w: crate::tensor::DType::I8,
         };
         assert_eq!(choose(&convi, WeightForm::Int8, wasm), Kernel::Int8Conv);
+        // Binarized weights: XNOR after Sign, the dense rule otherwise.
+        let binary_in = WeightForm::Binary { sign_input: true };
+        assert_eq!(choose(&gemm, binary_in, Features::NONE), Kernel::Xnor);
+        let binary_f32 = WeightForm::Binary { sign_input: false };
+        assert_eq!(choose(&gemm, binary_f32, Features::NONE), Kernel::Reference);
+        assert_eq!(
+            choose(&gemm, binary_f32, wasm),
+            Kernel::DenseGemm(KernelKind::Simd128)
+        );
+        // Codebooks: small ones on the codebook kernel, pruned ones sparse, big ones dense.
+        let book = |entries, density| WeightForm::Codebook { entries, density };
+        assert_eq!(choose(&gemm, book(16, 0.9), wasm), Kernel::Codebook);
+        assert_eq!(
+            choose(&gemm, book(2, 1.0), Features::NONE),
+            Kernel::Codebook
+        );
+        assert_eq!(
+            choose(&gemm, book(17, 0.9), Features::NONE),
+            Kernel::Reference
+        );
+        assert_eq!(choose(&gemm, book(16, 0.08), wasm), Kernel::SparseGemm);
+        let gemm_ta = Op::Gemm(GemmAttrs {
+            trans_a: true,
+            ..GemmAttrs::default()
+        });
+        assert_eq!(choose(&gemm_ta, book(16, 0.9), wasm), Kernel::Reference);
         let ta = Op::Gemm(GemmAttrs {
             trans_a: true,
             ..GemmAttrs::default()

@@ -1,4 +1,6 @@
-//! The plan's int8 kernels for the ONNX integer ops (MatMulInteger, QLinearMatMul, ConvInteger,
+//! The plan's kernels for compressed weights against the reference interpreter: XNOR for
+//! binarized layers after `Sign`, the codebook kernel for shared weights, and the int8 kernels
+//! for the ONNX integer ops (MatMulInteger, QLinearMatMul, ConvInteger,
 //! QLinearConv; weights packed once, convolutions by int8 im2col) against the reference ops,
 //! bit for bit, over odd sizes, both operand types, groups, strides, pads and dilations; and the
 //! QDQ fusion (`DequantizeLinear → Conv/Gemm → QuantizeLinear` to `QLinearConv`) against the
@@ -319,4 +321,208 @@ fn a_conv_whose_output_is_read_twice_is_not_fused() {
     let want = exec::run(&g, &[("x", &x)]).expect("reference");
     let got = plan.run(&[("x", &x)]).expect("plan");
     assert_eq!(want[1], got[1], "the unfused conv's output");
+}
+
+fn close(a: &[Tensor], b: &[Tensor], what: &str) {
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x.shape(), y.shape(), "{what}");
+        for (u, v) in x.iter().zip(y.iter()) {
+            assert!(
+                (u - v).abs() <= 1e-4 * (1.0 + u.abs()),
+                "{what}: {u} vs {v}"
+            );
+        }
+    }
+}
+
+#[test]
+fn shared_weights_run_on_the_codebook_kernel() {
+    use lithe::compress::Recipe;
+    use std::ops::ControlFlow;
+    let g = lithe::zoo::build(lithe::zoo::Arch::Lenet300100, 3).expect("zoo");
+    let recipe =
+        Recipe::from_json(r#"{"passes": [{"pass": "share", "bits": 4, "iterations": 5}]}"#)
+            .expect("recipe");
+    let c = recipe
+        .apply(&g, None, None, &mut |_| ControlFlow::Continue(()))
+        .expect("share");
+    let plan = Plan::new(&c.graph).expect("plan");
+    let ks = plan.kernels();
+    assert_eq!(
+        ks.iter().filter(|(_, k)| *k == "codebook").count(),
+        3,
+        "every 4-bit shared Gemm: {ks:?}"
+    );
+    let mut rng = Rng::new(5);
+    for batch in [1usize, 3, 7] {
+        let x = t(
+            &[batch, 1, 28, 28],
+            (0..batch * 784).map(|_| rng.uniform()).collect(),
+        );
+        let want = exec::run(&c.graph, &[("input", &x)]).expect("reference");
+        let got = plan.run(&[("input", &x)]).expect("plan");
+        close(&want, &got, &format!("batch {batch}"));
+    }
+}
+
+/// A binarized MLP: `Gemm → Sign → Gemm(±α_j) → Sign → Gemm(±α_j)`.
+fn bnn(rng: &mut Rng, k: usize, h: usize) -> Graph {
+    let mut g = Graph {
+        name: "bnn".into(),
+        inputs: vec![ValueInfo {
+            name: "x".into(),
+            shape: vec![Dim::Sym("N".into()), Dim::Fixed(k)],
+        }],
+        outputs: vec!["y".into()],
+        ..Graph::default()
+    };
+    let binary = |rng: &mut Rng, out: usize, inn: usize| {
+        let alpha: Vec<f32> = (0..out).map(|_| 0.01 + rng.uniform()).collect();
+        let w: Vec<f32> = (0..out * inn)
+            .map(|i| {
+                if rng.uniform() < 0.5 {
+                    -alpha[i / inn]
+                } else {
+                    alpha[i / inn]
+                }
+            })
+            .collect();
+        t(&[out, inn], w)
+    };
+    g.weights.insert(
+        "w1".into(),
+        t(&[h, k], (0..h * k).map(|_| rng.normal()).collect()),
+    );
+    g.weights.insert("w2".into(), binary(rng, h, h));
+    g.weights
+        .insert("b2".into(), t(&[h], (0..h).map(|_| rng.normal()).collect()));
+    g.weights.insert("w3".into(), binary(rng, 10, h));
+    let gemm = Op::Gemm(GemmAttrs {
+        trans_b: true,
+        ..GemmAttrs::default()
+    });
+    g.nodes = vec![
+        Node::new("h1", gemm.clone(), &["x", "w1"]),
+        Node::new("s1", Op::Sign, &["h1"]),
+        Node::new("h2", gemm.clone(), &["s1", "w2", "b2"]),
+        Node::new("s2", Op::Sign, &["h2"]),
+        Node::new("y", gemm, &["s2", "w3"]),
+    ];
+    g
+}
+
+#[test]
+fn binarized_layers_after_sign_run_on_xnor() {
+    let mut rng = Rng::new(6);
+    for (k, h) in [(5usize, 3usize), (33, 65), (100, 130)] {
+        let g = bnn(&mut rng, k, h);
+        let plan = Plan::new(&g).expect("plan");
+        let ks = plan.kernels();
+        let kinds: Vec<&str> = ks.iter().map(|(_, k)| *k).collect();
+        assert_eq!(kinds.iter().filter(|k| **k == "xnor").count(), 2, "{ks:?}");
+        // The first layer's input is not binary: it stays f32.
+        assert_ne!(kinds[0], "xnor", "{ks:?}");
+        for batch in [1usize, 4, 9] {
+            let x = t(&[batch, k], (0..batch * k).map(|_| rng.normal()).collect());
+            let want = exec::run(&g, &[("x", &x)]).expect("reference");
+            let got = plan.run(&[("x", &x)]).expect("plan");
+            close(&want, &got, &format!("k {k} h {h} batch {batch}"));
+        }
+        // An exact zero reaching a Sign gives 0, which XNOR cannot hold: the plan falls back.
+        let mut x = vec![0.0f32; k];
+        x[0] = 1.0;
+        let x = t(&[1, k], x);
+        let mut g0 = g.clone();
+        g0.weights.insert("w1".into(), t(&[h, k], vec![0.0; h * k]));
+        let plan0 = Plan::new(&g0).expect("plan");
+        let want = exec::run(&g0, &[("x", &x)]).expect("reference");
+        let got = plan0.run(&[("x", &x)]).expect("plan");
+        close(&want, &got, "zeros after Sign");
+    }
+}
+
+/// Milliseconds per image of `f` over `images` images (best of 3 rounds).
+fn ms_per_image(images: usize, mut f: impl FnMut()) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    1000.0 * best / images as f64
+}
+
+/// Prints plan vs reference interpreter time per image for each compressed form (figures for
+/// docs/KERNELS.md; nothing is asserted about speed):
+/// `cargo test --release -p lithe --test plan_kernels -- --ignored --nocapture measure`.
+#[test]
+#[ignore = "timing figures; run with --ignored --nocapture"]
+fn measure_planned_forms() {
+    use lithe::compress::Recipe;
+    use std::ops::ControlFlow;
+    let mut rng = Rng::new(9);
+    let mut rows: Vec<(String, Graph, String)> = Vec::new();
+    let g = lithe::zoo::build(lithe::zoo::Arch::Lenet300100, 3).expect("zoo");
+    rows.push(("LeNet-300-100 f32".into(), g.clone(), "input".into()));
+    for bits in [2, 4] {
+        let r = format!(r#"{{"passes": [{{"pass": "share", "bits": {bits}, "iterations": 5}}]}}"#);
+        let c = Recipe::from_json(&r)
+            .expect("recipe")
+            .apply(&g, None, None, &mut |_| ControlFlow::Continue(()))
+            .expect("share");
+        rows.push((
+            format!("LeNet-300-100 shared {bits}-bit"),
+            c.graph,
+            "input".into(),
+        ));
+    }
+    rows.push((
+        "BNN 784-1024-1024-10".into(),
+        bnn(&mut rng, 784, 1024),
+        "x".into(),
+    ));
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/models");
+    for file in [
+        "burn-mnist-cnn-dynamic-int8.onnx",
+        "burn-mnist-cnn-qdq-int8.onnx",
+        "burn-mnist-cnn.onnx",
+    ] {
+        if let Ok(bytes) = std::fs::read(format!("{models}/{file}")) {
+            let mut g = lithe::format::onnx::import(&bytes).expect("import");
+            g.inputs[0].shape[0] = Dim::Sym("N".into());
+            let name = g.inputs[0].name.clone();
+            rows.push((file.into(), g, name));
+        }
+    }
+    for (what, g, input) in &rows {
+        let plan = Plan::new(g).expect("plan");
+        let mut kinds: Vec<&str> = plan.kernels().iter().map(|(_, k)| *k).collect();
+        kinds.retain(|k| *k != "reference");
+        kinds.dedup();
+        for batch in [1usize, 64] {
+            if what.contains("dynamic") && batch > 1 {
+                continue; // its DynamicQuantizeLinear takes the range of the whole batch
+            }
+            let mut shape = g.inputs[0].concrete(batch);
+            shape[0] = batch;
+            let n: usize = shape.iter().product();
+            let x = t(&shape, (0..n).map(|_| rng.uniform()).collect());
+            let images = if batch == 1 { 200 } else { 640 };
+            let runs = images / batch;
+            let r = ms_per_image(images, || {
+                for _ in 0..runs {
+                    exec::run(g, &[(input, &x)]).expect("reference");
+                }
+            });
+            let p = ms_per_image(images, || {
+                for _ in 0..runs {
+                    plan.run(&[(input, &x)]).expect("plan");
+                }
+            });
+            eprintln!(
+                "{what:<34} batch {batch:>2}: reference {r:.4} ms/image, plan {p:.4} ms/image ({:.2}×) kernels {kinds:?}",
+                r / p
+            );
+        }
+    }
 }
