@@ -88,7 +88,9 @@ pub fn check_lottery(rate: f32, rounds: u32, epochs: u32) -> Result<(), String> 
         return Err("choose a lottery prune rate per round from 0.05 to 0.9, e.g. 0.5".into());
     }
     if !(1..=MAX_LOTTERY_ROUNDS).contains(&rounds) {
-        return Err(format!("choose 1 to {MAX_LOTTERY_ROUNDS} rounds (not {rounds})"));
+        return Err(format!(
+            "choose 1 to {MAX_LOTTERY_ROUNDS} rounds (not {rounds})"
+        ));
     }
     check_fine_tune(epochs, 0.001)
 }
@@ -795,7 +797,11 @@ mod tests {
         assert_eq!(bad, default);
         let some = SharedState::from_fragment("weights=binary&prune=101&model=tiny-mlp");
         assert_eq!(
-            (some.model.as_str(), some.knobs.prune, some.knobs.weights.as_str()),
+            (
+                some.model.as_str(),
+                some.knobs.prune,
+                some.knobs.weights.as_str()
+            ),
             ("tiny-mlp", 0, "binary")
         );
     }
@@ -859,7 +865,10 @@ mod tests {
         k.layers.insert("gone".into(), 90);
         let j = k.recipe_json(&prunable, None);
         assert!(j.contains(r#""by": "per_layer""#), "{j}");
-        assert!(j.contains(r#""fc1": 0.9"#) && j.contains(r#""fc3": 0.5"#), "{j}");
+        assert!(
+            j.contains(r#""fc1": 0.9"#) && j.contains(r#""fc3": 0.5"#),
+            "{j}"
+        );
         assert!(!j.contains("gone"), "{j}");
         // One layer alone: that layer's ratio and rank only.
         let j = k.recipe_json(&prunable, Some("fc2"));
@@ -875,8 +884,14 @@ mod tests {
             weights: "uint8".into(),
             ..Knobs::default()
         };
-        assert!(asym.recipe_json(&[], None).contains(r#""symmetric": false"#));
-        assert_eq!(Knobs::default().recipe_json(&prunable, None), r#"{"passes": []}"#);
+        assert!(
+            asym.recipe_json(&[], None)
+                .contains(r#""symmetric": false"#)
+        );
+        assert_eq!(
+            Knobs::default().recipe_json(&prunable, None),
+            r#"{"passes": []}"#
+        );
     }
 
     #[test]
