@@ -612,14 +612,90 @@ impl Knobs {
     }
 }
 
-/// What a shared link restores: the zoo model and every knob of the compression card. It lives
-/// in the URL's fragment, e.g. `#model=lenet-5&prune=90&weights=int4&rank=32&layer.fc1=95`.
+/// The fine-tune card's knobs, as text (as the inputs hold them; checked when a job starts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrainKnobs {
+    /// Epochs per run.
+    pub epochs: String,
+    /// Learning rate.
+    pub lr: String,
+    /// Teacher (zoo name) or empty for labels only.
+    pub teacher: String,
+    /// Distillation temperature.
+    pub temperature: String,
+    /// Teacher weight α.
+    pub alpha: String,
+    /// Teaching assistant (zoo name) or empty.
+    pub ta: String,
+    /// Lottery prune rate per round.
+    pub rate: String,
+    /// Lottery rounds.
+    pub rounds: String,
+}
+
+impl Default for TrainKnobs {
+    fn default() -> Self {
+        TrainKnobs {
+            epochs: "1".into(),
+            lr: "0.0001".into(),
+            teacher: String::new(),
+            temperature: "4".into(),
+            alpha: "0.5".into(),
+            ta: String::new(),
+            rate: "0.5".into(),
+            rounds: "2".into(),
+        }
+    }
+}
+
+impl TrainKnobs {
+    /// `(URL key, value)` of every knob.
+    fn fields(&self) -> [(&'static str, &String); 8] {
+        [
+            ("epochs", &self.epochs),
+            ("lr", &self.lr),
+            ("teacher", &self.teacher),
+            ("T", &self.temperature),
+            ("alpha", &self.alpha),
+            ("ta", &self.ta),
+            ("rate", &self.rate),
+            ("rounds", &self.rounds),
+        ]
+    }
+
+    /// Sets the knob for URL key `key` when `v` is a plausible value (a zoo name for the
+    /// models, a short number otherwise); returns whether `key` is one of them.
+    fn set(&mut self, key: &str, v: &str) -> bool {
+        let number = v.len() <= 12 && !v.is_empty() && v.parse::<f64>().is_ok_and(f64::is_finite);
+        let zoo = v.is_empty() || lithe::zoo::Arch::from_name(v).is_ok();
+        let slot = match key {
+            "epochs" if number => &mut self.epochs,
+            "lr" if number => &mut self.lr,
+            "T" if number => &mut self.temperature,
+            "alpha" if number => &mut self.alpha,
+            "rate" if number => &mut self.rate,
+            "rounds" if number => &mut self.rounds,
+            "teacher" if zoo => &mut self.teacher,
+            "ta" if zoo => &mut self.ta,
+            "epochs" | "lr" | "T" | "alpha" | "rate" | "rounds" | "teacher" | "ta" => return true,
+            _ => return false,
+        };
+        *slot = v.to_string();
+        true
+    }
+}
+
+/// What a shared link restores: the zoo model, every knob of the compression card and of the
+/// fine-tune card. It lives in the URL's fragment, e.g.
+/// `#model=lenet-5&prune=90&weights=int4&rank=32&layer.fc1=95&teacher=lenet-5`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SharedState {
     /// A zoo model name (`lithe::zoo::Arch`); empty = the default model.
     pub model: String,
     /// The compression card.
     pub knobs: Knobs,
+    /// The fine-tune card.
+    pub train: TrainKnobs,
 }
 
 /// Whether `p` is a prune ratio the sliders offer (0–95 in steps of 5).
@@ -634,9 +710,10 @@ impl SharedState {
     pub fn from_fragment(fragment: &str) -> SharedState {
         let mut s = SharedState {
             model: DEFAULT_MODEL.into(),
-            knobs: Knobs::default(),
+            ..SharedState::default()
         };
         let k = &mut s.knobs;
+        let train = &mut s.train;
         for pair in fragment.trim_start_matches('#').split('&') {
             let Some((key, v)) = pair.split_once('=') else {
                 continue;
@@ -652,6 +729,7 @@ impl SharedState {
                     }
                 }
                 "huffman" => k.huffman = v != "off",
+                _ if train.set(key, v) => {}
                 _ => {
                     if let (Some(name), Some(p)) = (key.strip_prefix("layer."), slider_percent(v))
                         && plain_name(name)
@@ -690,6 +768,17 @@ impl SharedState {
         for (name, p) in &k.layers {
             if plain_name(name) {
                 f.push_str(&format!("&layer.{name}={p}"));
+            }
+        }
+        let defaults = TrainKnobs::default();
+        for ((key, v), (_, d)) in self.train.fields().into_iter().zip(defaults.fields()) {
+            let mut probe = TrainKnobs::default();
+            // Only values a link can carry back (the same check as on reading).
+            if v != d
+                && probe.set(key, v)
+                && probe.fields().iter().any(|(k, x)| *k == key && *x == v)
+            {
+                f.push_str(&format!("&{key}={v}"));
             }
         }
         f
@@ -753,6 +842,9 @@ pub struct CompressSummary {
     pub histograms: Vec<Histogram>,
     /// Wall time of the recipe in milliseconds (the evaluation that follows is separate).
     pub millis: f64,
+    /// Wall time of what the worker did after the recipe (execution plan, sizes, `.lithe`
+    /// encoding, histograms), in milliseconds.
+    pub extra_millis: f64,
 }
 
 impl Response {
@@ -777,6 +869,7 @@ mod tests {
     fn shared_state_round_trips_and_ignores_bad_values() {
         let s = SharedState {
             model: "lenet-5".into(),
+            train: TrainKnobs::default(),
             knobs: Knobs {
                 prune: 90,
                 weights: "int4".into(),
@@ -813,6 +906,7 @@ mod tests {
         layers.insert("conv_2".to_string(), 0);
         let s = SharedState {
             model: "tiny-mlp".into(),
+            train: TrainKnobs::default(),
             knobs: Knobs {
                 prune: 40,
                 layers,
@@ -828,6 +922,24 @@ mod tests {
             "#model=tiny-mlp&prune=40&weights=uint4&structure=filters&rank=32&huffman=off&layer.conv_2=0&layer.fc1=95"
         );
         assert_eq!(SharedState::from_fragment(&f), s);
+        // The fine-tune card's knobs too; values a link cannot carry are left out.
+        let mut t = s.clone();
+        t.train.teacher = "lenet-5".into();
+        t.train.ta = "lenet-300-100".into();
+        t.train.lr = "0.001".into();
+        t.train.rounds = "3".into();
+        let f = t.to_fragment();
+        assert!(
+            f.ends_with("&lr=0.001&teacher=lenet-5&ta=lenet-300-100&rounds=3"),
+            "{f}"
+        );
+        assert_eq!(SharedState::from_fragment(&f), t);
+        t.train.alpha = "a&b=c".into();
+        assert!(!t.to_fragment().contains("alpha"));
+        let odd = SharedState::from_fragment("#teacher=vgg&epochs=lots&T=2");
+        assert_eq!(odd.train.teacher, "");
+        assert_eq!(odd.train.epochs, "1");
+        assert_eq!(odd.train.temperature, "2");
         // Only Huffman off compresses nothing.
         let h = Knobs {
             huffman: false,

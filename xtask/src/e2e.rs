@@ -249,6 +249,10 @@ fn turn_knob(
             && idle.contains("Ready")
         {
             let bytes = s.text_of("#compress-bytes")?.unwrap_or_default();
+            // Where the time went: recipe + the rest in the worker, then the evaluation.
+            let recipe = s.text_of("#compress-time")?.unwrap_or_default();
+            let eval = s.text_of("#eval-time")?.unwrap_or_default();
+            let live = format!("{live} (recipe {recipe}; evaluation {eval})");
             return Ok((bytes, macs, live));
         }
         if t.elapsed() > timeout {
@@ -266,6 +270,8 @@ fn turn_knob(
 
 /// Where the screenshot of the compression card's histograms and sensitivity strip goes.
 pub const SCREENSHOT_KNOBS: &str = "docs/screenshots/knobs.png";
+/// Where the screenshot of the layer table with its sensitivity strip goes.
+pub const SCREENSHOT_SENSITIVITY: &str = "docs/screenshots/sensitivity.png";
 
 /// With LeNet-300-100 pruned 90 %: histograms are drawn; a per-layer ratio changes the size;
 /// structured pruning shrinks the MACs; an SVD rank changes the size; the sensitivity strip
@@ -331,7 +337,12 @@ fn check_knobs(ctx: &Ctx, s: &Session, timeout: Duration) -> Result<()> {
     }
     js(
         s,
-        "document.getElementById('compress-title').scrollIntoView(); return true;",
+        "document.getElementById('model-title').scrollIntoView(); return true;",
+    )?;
+    save_screenshot_to(ctx, s, SCREENSHOT_SENSITIVITY)?;
+    js(
+        s,
+        "document.querySelector('.histograms').scrollIntoView({block: 'end'}); return true;",
     )?;
     save_screenshot_to(ctx, s, SCREENSHOT_KNOBS)?;
     js(s, "window.scrollTo(0, 0); return true;")?;

@@ -71,6 +71,7 @@ pub fn App() -> impl IntoView {
     let shared = SharedState::from_fragment(&location_hash());
     let zoo = RwSignal::new(shared.model.clone());
     let knobs = RwSignal::new(shared.knobs.clone());
+    let train_knobs = RwSignal::new(shared.train.clone());
     // The model as loaded (the per-layer knobs and the sensitivity name its layers).
     let loaded_info = RwSignal::new(None::<ModelInfo>);
     let prunable = Memo::new(move |_| {
@@ -97,6 +98,7 @@ pub fn App() -> impl IntoView {
         let s = SharedState {
             model: zoo.get(),
             knobs: knobs.get(),
+            train: train_knobs.get(),
         };
         set_location_hash(&s.to_fragment());
     });
@@ -513,7 +515,7 @@ pub fn App() -> impl IntoView {
             <MetricsPanel eval=eval phase=phase before=before />
             <CompressPanel result=compressed phase=phase knobs=knobs prunable=prunable live_millis=live_millis on_apply=on_compress on_sensitivity=on_sensitivity on_download=on_download />
             <SweepPanel sweeps=sweeps current=current phase=phase on_sweep=on_sweep />
-            <FineTunePanel training=training phase=phase on_start=on_train on_cancel=on_cancel on_lottery=on_lottery />
+            <FineTunePanel training=training phase=phase on_start=on_train on_cancel=on_cancel on_lottery=on_lottery knobs=train_knobs />
             <section class="card try" aria-labelledby="try-title">
                 <h2 id="try-title">"Try it"</h2>
                 <DrawPad on_digit=on_digit />

@@ -194,7 +194,7 @@ pub fn CompressPanel(
                         <div><dt>"Zero weights"</dt><dd id="compress-sparsity">{format::percent(r.sparsity)}</dd></div>
                         <div><dt>"Energy per image (45 nm estimate)"</dt><dd id="compress-energy">{format!("{:.2} µJ → {:.2} µJ", r.energy_before_pj / 1e6, r.energy_after_pj / 1e6)}</dd></div>
                         <div><dt>"Kernels"</dt><dd id="compress-kernels">{kernels}</dd></div>
-                        <div><dt>"Recipe time"</dt><dd id="compress-time">{format::millis(r.millis)}</dd></div>
+                        <div><dt>"Recipe time"</dt><dd id="compress-time">{format!("{} + {} plan, sizes, histograms", format::millis(r.millis), format::millis(r.extra_millis))}</dd></div>
                         <div><dt>"Change → new accuracy"</dt><dd id="live-time">{move || live_millis.get().map_or("…".to_string(), format::millis)}</dd></div>
                     </dl>
                     <WeightHistograms histograms=histograms />

@@ -5,7 +5,7 @@
 use crate::format;
 use crate::state::{Phase, Training};
 use leptos::prelude::*;
-use lithe_app::protocol::{DistillSettings, MAX_EPOCHS, MAX_LOTTERY_ROUNDS};
+use lithe_app::protocol::{DistillSettings, MAX_EPOCHS, MAX_LOTTERY_ROUNDS, TrainKnobs};
 
 /// Fine-tunes the loaded model on 6,000 MNIST training images.
 #[component]
@@ -24,15 +24,30 @@ pub fn FineTunePanel(
     /// Called with (prune rate per round, rounds, epochs per run) to train a lottery ticket.
     /// Values that do not parse arrive as NaN / 0 and are rejected.
     on_lottery: Callback<(f32, u32, u32)>,
+    /// The card's knobs as the URL keeps them: read at start, written back on every change.
+    knobs: RwSignal<TrainKnobs>,
 ) -> impl IntoView {
-    let ta = RwSignal::new(String::new());
-    let rate = RwSignal::new("0.5".to_string());
-    let rounds = RwSignal::new("2".to_string());
-    let epochs = RwSignal::new("1".to_string());
-    let lr = RwSignal::new("0.0001".to_string());
-    let teacher = RwSignal::new(String::new());
-    let temperature = RwSignal::new("4".to_string());
-    let alpha = RwSignal::new("0.5".to_string());
+    let init = knobs.get_untracked();
+    let epochs = RwSignal::new(init.epochs);
+    let lr = RwSignal::new(init.lr);
+    let teacher = RwSignal::new(init.teacher);
+    let temperature = RwSignal::new(init.temperature);
+    let alpha = RwSignal::new(init.alpha);
+    let ta = RwSignal::new(init.ta);
+    let rate = RwSignal::new(init.rate);
+    let rounds = RwSignal::new(init.rounds);
+    Effect::new(move |_| {
+        knobs.set(TrainKnobs {
+            epochs: epochs.get(),
+            lr: lr.get(),
+            teacher: teacher.get(),
+            temperature: temperature.get(),
+            alpha: alpha.get(),
+            ta: ta.get(),
+            rate: rate.get(),
+            rounds: rounds.get(),
+        })
+    });
     let running = move || training.with(|t| t.running);
     let start_disabled = move || running() || phase.with(|p| !matches!(p, Phase::Idle));
     let start = move |_| {
