@@ -76,6 +76,22 @@ impl WorkerLink {
         wasm_bindgen_futures::spawn_local(async move { link.spawn() });
     }
 
+    /// Terminates the worker without warning and reports it as dead, as the browser would
+    /// when it crashed (the page then recovers).
+    pub fn kill(&self) {
+        let old = {
+            let mut st = self.inner.state.borrow_mut();
+            st.ready = false;
+            st.worker.take()
+        };
+        if let Some(w) = old {
+            w.set_onmessage(None);
+            w.set_onerror(None);
+            w.terminate();
+        }
+        (self.inner.on_event)(LinkEvent::Died("the worker was terminated".into()));
+    }
+
     fn spawn(&self) {
         let old = {
             let mut st = self.inner.state.borrow_mut();

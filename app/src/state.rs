@@ -84,11 +84,12 @@ impl Notice {
             "shape" | "input" => "This model does not fit 28×28 MNIST digits",
             "graph" | "attribute" => "This model's graph is not valid",
             "fetch" => "A download failed",
-            "settings" => "These fine-tuning settings cannot be used",
+            "settings" => "These settings cannot be used",
             "diverged" => "Training diverged (the loss is no longer a number)",
             "no_model" => "No model is loaded",
             "panic" => "The engine crashed",
             "worker" => "The engine's worker stopped",
+            "recovered" => "The engine's worker stopped and was restarted",
             "read" => "The file could not be read",
             "protocol" => "The page and the engine misunderstood each other",
             _ => "Something went wrong",
@@ -116,6 +117,10 @@ pub struct Training {
     pub losses: Vec<f32>,
     /// The last finished job.
     pub result: Option<TrainResult>,
+    /// The running or last job is a lottery ticket (else fine-tuning / distillation).
+    pub lottery: bool,
+    /// The runs of the last lottery job.
+    pub rounds: Vec<lithe_app::protocol::LotteryRound>,
 }
 
 /// One progress report of a fine-tuning job.

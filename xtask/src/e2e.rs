@@ -124,6 +124,7 @@ fn check_page(ctx: &Ctx, s: &Session, page: &str, timeout: Duration) -> Result<f
         );
     }
     check_compress(ctx, s, &last_text, timeout)?;
+    check_knobs(ctx, s, timeout)?;
     let hash = s.post(
         "execute/sync",
         json!({ "script": "return location.hash;", "args": [] }),
@@ -136,7 +137,10 @@ fn check_page(ctx: &Ctx, s: &Session, page: &str, timeout: Duration) -> Result<f
     check_sweep(ctx, s, timeout)?;
     check_files(ctx, s, timeout)?;
     check_shared_link(s, page, timeout)?;
+    check_recovery(s, timeout)?;
     check_distillation(ctx, s, timeout)?;
+    check_lottery(s, timeout)?;
+    check_phone(ctx, s)?;
     Ok(accuracy)
 }
 
@@ -185,16 +189,269 @@ fn check_sweep(ctx: &Ctx, s: &Session, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Runs `script` in the page and returns its value.
+fn js(s: &Session, script: &str) -> Result<Value> {
+    s.post("execute/sync", json!({ "script": script, "args": [] }))
+}
+
+/// Sets the `<select>`/`<input>` matched by `css` to `value` and fires `change` (as a user's
+/// pick does).
+fn choose(s: &Session, css: &str, value: &str) -> Result<()> {
+    let script = format!(
+        "const e = document.querySelector({css:?}); if (!e) return false; e.value = {value:?}; \
+         e.dispatchEvent(new Event('change', {{bubbles: true}})); return true;"
+    );
+    if js(s, &script)?.as_bool() != Some(true) {
+        bail!("no element {css} to set to {value}");
+    }
+    Ok(())
+}
+
+/// The `N.N×` compression ratio in a `#compress-bytes` text.
+fn ratio_of(text: &str) -> Option<f64> {
+    text.split('(')
+        .nth(1)
+        .and_then(|r| r.split('×').next())
+        .and_then(|r| r.trim().parse().ok())
+}
+
+/// The two integers of a `#compress-macs` text, `266,200 → 26,620`.
+fn macs_of(text: &str) -> Option<(u64, u64)> {
+    let (a, b) = text.split_once('→')?;
+    let n = |t: &str| t.trim().replace(',', "").parse().ok();
+    Some((n(a)?, n(b)?))
+}
+
+/// Changes one knob (`css` ← `value`) and waits until `#compress-bytes` and `#compress-macs`
+/// have changed and the new accuracy is on screen (`#live-time` filled); returns
+/// `(bytes text, macs text, live time text)`.
+fn turn_knob(
+    s: &Session,
+    css: &str,
+    value: &str,
+    timeout: Duration,
+) -> Result<(String, String, String)> {
+    let before = (
+        s.text_of("#compress-bytes")?.unwrap_or_default(),
+        s.text_of("#compress-macs")?.unwrap_or_default(),
+    );
+    // The page shows `…` in `#live-time` from the change until the new accuracy is shown.
+    choose(s, css, value)?;
+    let t = Instant::now();
+    loop {
+        let bytes = s.text_of("#compress-bytes")?.unwrap_or_default();
+        let macs = s.text_of("#compress-macs")?.unwrap_or_default();
+        let live = s.text_of("#live-time")?.unwrap_or_default();
+        let idle = s.text_of(".status")?.unwrap_or_default();
+        if (bytes, macs.clone()) != before
+            && live.contains('s')
+            && !live.contains('…')
+            && idle.contains("Ready")
+        {
+            let bytes = s.text_of("#compress-bytes")?.unwrap_or_default();
+            // Where the time went: recipe + the rest in the worker, then the evaluation.
+            let recipe = s.text_of("#compress-time")?.unwrap_or_default();
+            let eval = s.text_of("#eval-time")?.unwrap_or_default();
+            let live = format!("{live} (recipe {recipe}; evaluation {eval})");
+            return Ok((bytes, macs, live));
+        }
+        if t.elapsed() > timeout {
+            bail!(
+                "after setting {css} to {value}: weights {:?}, MACs {:?}, live {:?}\n--- browser console ---\n{}",
+                s.text_of("#compress-bytes")?,
+                s.text_of("#compress-macs")?,
+                s.text_of("#live-time")?,
+                s.browser_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Where the screenshot of the compression card's histograms and sensitivity strip goes.
+pub const SCREENSHOT_KNOBS: &str = "docs/screenshots/knobs.png";
+/// Where the screenshot of the layer table with its sensitivity strip goes.
+pub const SCREENSHOT_SENSITIVITY: &str = "docs/screenshots/sensitivity.png";
+
+/// With LeNet-300-100 pruned 90 %: histograms are drawn; a per-layer ratio changes the size;
+/// structured pruning shrinks the MACs; an SVD rank changes the size; the sensitivity strip
+/// appears. Leaves the knobs as they were (prune 90 %, unstructured, no SVD).
+fn check_knobs(ctx: &Ctx, s: &Session, timeout: Duration) -> Result<()> {
+    let hist = js(
+        s,
+        "return document.querySelectorAll('.histogram rect.after').length + ':' + document.querySelectorAll('.histogram').length;",
+    )?;
+    println!("e2e: histograms (filled bars : layers) = {hist}");
+    if hist
+        .as_str()
+        .is_none_or(|h| h.starts_with("0:") || h.ends_with(":0"))
+    {
+        bail!("no weight histograms after pruning 90 % ({hist})");
+    }
+    let ratio0 = ratio_of(&s.text_of("#compress-bytes")?.unwrap_or_default()).unwrap_or(0.0);
+    let (b, _, live) = turn_knob(s, ".layer-prune[data-layer=fc1]", "95", timeout)?;
+    println!("e2e: fc1 at 95 % → weights {b:?}; change → accuracy in {live}");
+    if ratio_of(&b).unwrap_or(0.0) <= ratio0 {
+        bail!("a per-layer ratio of 95 % on fc1 did not shrink the weights ({b:?}, was {ratio0}×)");
+    }
+    turn_knob(s, ".layer-prune[data-layer=fc1]", "", timeout)?;
+    let (b, m, live) = turn_knob(s, "#compress-structure", "filters", timeout)?;
+    println!("e2e: structured 90 % → weights {b:?}, MACs {m:?}; change → accuracy in {live}");
+    match macs_of(&m) {
+        Some((before, after)) if after * 2 < before => {}
+        _ => bail!("structured pruning did not shrink the MACs: {m:?}"),
+    }
+    turn_knob(s, "#compress-structure", "weights", timeout)?;
+    let ratio90 = ratio_of(&s.text_of("#compress-bytes")?.unwrap_or_default()).unwrap_or(0.0);
+    let (b, _, live) = turn_knob(s, "#compress-rank", "16", timeout)?;
+    println!("e2e: SVD rank 16 + prune 90 % → weights {b:?}; change → accuracy in {live}");
+    if ratio_of(&b).is_none_or(|r| (r - ratio90).abs() < 0.05) {
+        bail!("an SVD rank of 16 did not change the size ({b:?}, was {ratio90}×)");
+    }
+    turn_knob(s, "#compress-rank", "0", timeout)?;
+    js(
+        s,
+        "document.getElementById('sensitivity-start').click(); return true;",
+    )?;
+    let t = Instant::now();
+    loop {
+        let cells = js(
+            s,
+            "return Array.from(document.querySelectorAll('td.sens')).map(e => e.textContent).join(' | ');",
+        )?;
+        let text = cells.as_str().unwrap_or_default().to_string();
+        if text.matches("pp").count() + text.matches("n/a").count() >= 3 {
+            println!(
+                "e2e: sensitivity strip (prune 90 %): {text} after {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        if t.elapsed() > timeout {
+            bail!(
+                "the sensitivity strip did not appear ({text:?})\n--- browser console ---\n{}",
+                s.browser_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    js(
+        s,
+        "document.getElementById('model-title').scrollIntoView(); return true;",
+    )?;
+    save_screenshot_to(ctx, s, SCREENSHOT_SENSITIVITY)?;
+    js(
+        s,
+        "document.querySelector('.histograms').scrollIntoView({block: 'end'}); return true;",
+    )?;
+    save_screenshot_to(ctx, s, SCREENSHOT_KNOBS)?;
+    js(s, "window.scrollTo(0, 0); return true;")?;
+    Ok(())
+}
+
+/// Kills the worker through the page's debug hook and waits until the page has started a new
+/// one, reloaded the current model with its knobs and shows its accuracy again.
+fn check_recovery(s: &Session, timeout: Duration) -> Result<()> {
+    let model = s.text_of("#model-source")?.unwrap_or_default();
+    js(s, "window.__litheKillWorker(); return true;")?;
+    let t = Instant::now();
+    let banner = wait_text(s, "[role=alert]", timeout, |t| t.contains("restarted"))?;
+    wait_text(s, ".status", timeout, |t| t.contains("Ready"))?;
+    let acc = wait_text(s, ACCURACY_SELECTOR, timeout, |t| {
+        parse_percent(t).is_some()
+    })?;
+    let bytes = wait_text(s, "#compress-bytes", timeout, |t| t.contains('×'))?;
+    let now = s.text_of("#model-source")?.unwrap_or_default();
+    let hash = js(s, "return location.hash;")?;
+    println!(
+        "e2e: worker killed → {:?}; {now:?} at {acc:?}, weights {bytes:?}, URL {hash} after {:.1} s",
+        banner.lines().next().unwrap_or_default(),
+        t.elapsed().as_secs_f64()
+    );
+    if now != model {
+        bail!("after the restart the page shows {now:?}, not {model:?}");
+    }
+    if !hash.as_str().unwrap_or_default().contains("prune=50") {
+        bail!("the restart lost the knobs: URL {hash}");
+    }
+    js(
+        s,
+        "const b = document.querySelector('[role=alert] button'); if (b) b.click(); return true;",
+    )?;
+    Ok(())
+}
+
+/// Trains a lottery ticket (1 round, 1 epoch) and waits for its runs and the result line.
+fn check_lottery(s: &Session, timeout: Duration) -> Result<()> {
+    js(
+        s,
+        "document.querySelector('details.lottery').open = true; \
+           const r = document.getElementById('lottery-rounds'); r.value = '1'; \
+           r.dispatchEvent(new Event('input', {bubbles: true})); \
+           document.getElementById('lottery-start').click(); return true;",
+    )?;
+    let t = Instant::now();
+    let runs = wait_text(s, "#lottery-rounds-list", timeout, |t| t.contains("run 1"))?;
+    let result = wait_text(s, "#tune-result", timeout, |t| t.contains("Done"))?;
+    println!(
+        "e2e: lottery ticket: {} · {result:?} after {:.1} s",
+        runs.replace('\n', " · "),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Where the phone-width screenshot goes.
+pub const SCREENSHOT_PHONE: &str = "docs/screenshots/phone.png";
+
+/// Narrows the window to a phone's 390×844 and checks that nothing overflows sideways.
+fn check_phone(ctx: &Ctx, s: &Session) -> Result<()> {
+    s.post("window/rect", json!({ "width": 390, "height": 844 }))?;
+    std::thread::sleep(Duration::from_millis(500));
+    js(s, "window.scrollTo(0, 0); return true;")?;
+    let sizes = js(
+        s,
+        "return [document.documentElement.scrollWidth, window.innerWidth];",
+    )?;
+    let (scroll, inner) = (
+        sizes.get(0).and_then(Value::as_u64).unwrap_or(u64::MAX),
+        sizes.get(1).and_then(Value::as_u64).unwrap_or(0),
+    );
+    save_screenshot_to(ctx, s, SCREENSHOT_PHONE)?;
+    println!("e2e: phone width: scrollWidth {scroll} px, innerWidth {inner} px");
+    if scroll > inner {
+        let wide = js(
+            s,
+            "return Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > window.innerWidth + 0.5).slice(0, 8).map(e => e.tagName + '.' + e.className + '#' + e.id).join(', ');",
+        )?;
+        bail!("at 390 px the page is {scroll} px wide (window {inner} px); too wide: {wide}");
+    }
+    Ok(())
+}
+
 /// Where the screenshot after a distillation job goes.
 pub const SCREENSHOT_DISTILL: &str = "docs/screenshots/distill.png";
 
 /// Picks LeNet-5 as the teacher on the fine-tune card, runs one epoch and waits until the
 /// progress bar has run and the result line says it is done.
 fn check_distillation(ctx: &Ctx, s: &Session, timeout: Duration) -> Result<()> {
+    // Long tasks on the main thread during the job (none may exceed 50 ms).
+    js(
+        s,
+        "window.__litheLong = []; new PerformanceObserver(l => { \
+           for (const e of l.getEntries()) window.__litheLong.push(e.duration); \
+         }).observe({type: 'longtask'}); return true;",
+    )?;
     let script = "const t = document.getElementById('tune-teacher'); t.value = 'lenet-5'; \
-                  t.dispatchEvent(new Event('change', {bubbles: true})); \
-                  document.getElementById('tune-start').click(); return true;";
+                  t.dispatchEvent(new Event('change', {bubbles: true})); return true;";
     s.post("execute/sync", json!({ "script": script, "args": [] }))?;
+    // The assistant's select appears with the teacher's settings.
+    std::thread::sleep(Duration::from_millis(300));
+    choose(s, "#tune-ta", "lenet-300-100")?;
+    js(
+        s,
+        "document.getElementById('tune-start').click(); return true;",
+    )?;
     let t = Instant::now();
     let mut seen_progress = false;
     let result = loop {
@@ -220,9 +477,21 @@ fn check_distillation(ctx: &Ctx, s: &Session, timeout: Duration) -> Result<()> {
         bail!("the distillation job finished without showing its progress bar");
     }
     println!(
-        "e2e: distillation from lenet-5: {result:?} after {:.1} s",
+        "e2e: distillation lenet-5 → lenet-300-100 → model: {result:?} after {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    let long = js(
+        s,
+        "const l = window.__litheLong || []; return [l.length, l.length ? Math.max(...l) : 0];",
+    )?;
+    let (count, longest) = (
+        long.get(0).and_then(Value::as_u64).unwrap_or(0),
+        long.get(1).and_then(Value::as_f64).unwrap_or(0.0),
+    );
+    println!("e2e: main-thread long tasks during the job: {count}, longest {longest:.0} ms");
+    if longest > 50.0 {
+        bail!("the main thread ran a task of {longest:.0} ms during the distillation job");
+    }
     save_screenshot_to(ctx, s, SCREENSHOT_DISTILL)
 }
 
@@ -406,12 +675,7 @@ fn check_compress(ctx: &Ctx, s: &Session, accuracy_text: &str, timeout: Duration
                 "e2e: prune 90 % → {ACCURACY_SELECTOR} {a:?}, weights {b:?}, after {:.2} s",
                 t.elapsed().as_secs_f64()
             );
-            let ratio: f64 = b
-                .split('(')
-                .nth(1)
-                .and_then(|r| r.split('×').next())
-                .and_then(|r| r.trim().parse().ok())
-                .with_context(|| format!("no ratio in {b:?}"))?;
+            let ratio: f64 = ratio_of(b).with_context(|| format!("no ratio in {b:?}"))?;
             if ratio < 5.0 {
                 bail!("pruning 90 % gave only {ratio}× smaller weights ({b:?})");
             }

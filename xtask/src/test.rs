@@ -155,7 +155,28 @@ fn stage(ctx: &Ctx, name: &str) -> Result<Outcome> {
             if !success {
                 bail!("wasm tests (Node / headless Chromium) failed");
             }
-            ok(&count_tests(&out))
+            // The playground's components, mounted in headless Chromium.
+            let mut c = wasm_cargo(
+                ctx,
+                &[
+                    "test",
+                    "-p",
+                    "lithe-app",
+                    "--target",
+                    "wasm32-unknown-unknown",
+                    "--test",
+                    "components",
+                ],
+            );
+            let (success, ui) = run_tee(&mut c)?;
+            if !success {
+                bail!("the playground's component tests (headless Chromium) failed");
+            }
+            ok(&format!(
+                "{}; components: {}",
+                count_tests(&out),
+                count_tests(&ui)
+            ))
         }
         "wasm-engine" => {
             // Plain #[test] functions do not run on wasm32; only #[wasm_bindgen_test] ones do.

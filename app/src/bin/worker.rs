@@ -12,8 +12,9 @@ use lithe::data::Dataset;
 use lithe::metrics::EvalReport;
 use lithe::train::{Progress, Schedule, TrainConfig, TrainSummary};
 use lithe_app::protocol::{
-    CompressSummary, DistillSettings, ExportFormat, MODELS_DIR, PANIC, PIXELS, Request, Response,
-    Stage, TEST_SET_URL, TRAIN_SET_URL, check_distill, check_fine_tune, check_sweep, recipe_json,
+    CompressSummary, DistillSettings, ExportFormat, Histogram, Knobs, LotteryRound, MODELS_DIR,
+    PANIC, PIXELS, Request, Response, Sensitivity, Stage, TEST_SET_URL, TRAIN_SET_URL,
+    check_distill, check_fine_tune, check_lottery, check_sweep, histogram, recipe_json,
 };
 use lithe_app::sweep::SweepPoint;
 use std::cell::{Cell, RefCell};
@@ -43,6 +44,8 @@ struct State {
     /// The last compression's result and recipe, for `.lithe` and report downloads (cleared
     /// when a model is loaded or fine-tuned, since the weights no longer match the codes).
     compressed: Option<(lithe::compress::Compressed, String)>,
+    /// Huffman-code the `.lithe` download (the last `Compress` said).
+    huffman: bool,
     /// The last evaluation's accuracy, for the report.
     accuracy: Option<f32>,
     test_set: Option<Rc<Dataset>>,
@@ -104,7 +107,10 @@ fn enqueue(req: Request) {
             CANCEL.set(true);
             return;
         }
-        Request::FineTune { .. } | Request::Sweep { .. } => CANCEL.set(false),
+        Request::FineTune { .. }
+        | Request::Sweep { .. }
+        | Request::Sensitivity { .. }
+        | Request::Lottery { .. } => CANCEL.set(false),
         _ => {}
     }
     QUEUE.with_borrow_mut(|q| q.push_back(req));
@@ -143,7 +149,13 @@ async fn handle(req: Request) -> Result<(), Response> {
             lr,
             distill,
         } => fine_tune(epochs, lr, distill).await,
-        Request::Compress { recipe } => compress(&recipe).await,
+        Request::Compress { recipe, huffman } => compress(&recipe, huffman).await,
+        Request::Sensitivity { knobs } => sensitivity(&knobs).await,
+        Request::Lottery {
+            rate,
+            rounds,
+            epochs,
+        } => lottery(rate, rounds, epochs).await,
         Request::Cancel => Ok(()),
         Request::Sweep { points } => sweep(&points).await,
         Request::Export { format } => {
@@ -228,9 +240,8 @@ async fn evaluate() -> Result<(EvalReport, f64), Response> {
     let mut total = Merged::default();
     for start in (0..n).step_by(EVAL_CHUNK) {
         let idx: Vec<usize> = (start..(start + EVAL_CHUNK).min(n)).collect();
-        let part = data.subset(&idx);
         let report = STATE.with_borrow(|s| match &s.session {
-            Some(session) => session.evaluate(&part).map_err(Response::from),
+            Some(session) => evaluate_part(session, &data, &idx).map_err(Response::from),
             None => Err(no_model()),
         })?;
         total.add(&report);
@@ -239,6 +250,78 @@ async fn evaluate() -> Result<(EvalReport, f64), Response> {
     let report = total.finish();
     STATE.with_borrow_mut(|s| s.accuracy = Some(report.accuracy));
     Ok((report, now() - t0))
+}
+
+/// Accuracy of `session` on all of `data` (in chunks through [`evaluate_part`]).
+fn evaluate_all(session: &Session, data: &Dataset) -> lithe::Result<f32> {
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let mut total = Merged::default();
+    for part in idx.chunks(EVAL_CHUNK) {
+        total.add(&evaluate_part(session, data, part)?);
+    }
+    Ok(total.finish().accuracy)
+}
+
+/// The images at `idx` run through the session's execution plan — the kernels the card lists
+/// (CSR for pruned layers, SIMD GEMM for dense ones), which is what makes a pruned model quick
+/// to measure — scored like `metrics::evaluate` (outputs taken as logits). Graphs with a fixed
+/// batch size go through `Session::evaluate` (the reference interpreter).
+fn evaluate_part(session: &Session, data: &Dataset, idx: &[usize]) -> lithe::Result<EvalReport> {
+    let g = session.graph();
+    let n = idx.len();
+    let input = match g.inputs.first() {
+        Some(i) if n > 0 && !matches!(i.shape.first(), Some(lithe::graph::Dim::Fixed(_))) => i,
+        _ => return session.evaluate(&data.subset(idx)),
+    };
+    let shape = input.concrete(n);
+    let (x, y) = data.batch(idx, &session.preprocess());
+    if shape.iter().product::<usize>() != x.len() {
+        return session.evaluate(&data.subset(idx));
+    }
+    let x = lithe::tensor::from_vec(&shape, x.iter().copied().collect())?;
+    let out = session.run(&x)?;
+    let logits: Vec<f32> = out
+        .first()
+        .map(|t| t.iter().copied().collect())
+        .unwrap_or_default();
+    let k = data.classes;
+    let classes = logits.len() / n;
+    if classes < k || classes * n != logits.len() {
+        return Err(lithe::Error::Invalid(format!(
+            "the model has {classes} outputs per image but the dataset has {k} classes"
+        )));
+    }
+    let mut confusion = vec![vec![0u32; k]; k];
+    let mut loss = 0f64;
+    for (row, &label) in logits.chunks(classes).zip(&y) {
+        let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lse = mx as f64
+            + row
+                .iter()
+                .map(|v| ((v - mx) as f64).exp())
+                .sum::<f64>()
+                .ln();
+        let label = usize::from(label);
+        loss += lse - f64::from(row.get(label).copied().unwrap_or(mx));
+        let pred = row[..k]
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+            )
+            .0;
+        if let Some(r) = confusion.get_mut(label) {
+            r[pred] += 1;
+        }
+    }
+    Ok(EvalReport {
+        count: n,
+        accuracy: 0.0,
+        loss: (loss / n as f64) as f32,
+        per_class: vec![],
+        confusion,
+    })
 }
 
 /// The training images, downloaded and decoded on first use.
@@ -260,35 +343,110 @@ async fn train_set() -> Result<Rc<Dataset>, Response> {
 /// to its event loop, which is when a `Cancel` can arrive. Each epoch shuffles the images;
 /// the learning rate follows a cosine decay over the whole run, computed here per slice
 /// (each slice trains at a constant rate; Adam's moments start afresh in each slice).
+///
+/// With a teaching assistant, a first phase distills the TA (its zoo weights) from the teacher
+/// with the same settings, and the second phase distills the student from the TA.
 async fn fine_tune(epochs: u32, lr: f32, distill: Option<DistillSettings>) -> Result<(), Response> {
     check_fine_tune(epochs, lr).map_err(|m| Response::error("settings", m))?;
     if STATE.with_borrow(|s| s.session.is_none()) {
         return Err(no_model());
     }
-    // The teacher: a zoo model, fetched and imported once per job.
-    let teacher = match &distill {
+    // The teacher (and the TA): zoo models, fetched and imported once per job.
+    let (teacher, ta) = match &distill {
         Some(d) => {
             check_distill(d).map_err(|m| Response::error("settings", m))?;
-            let arch = lithe::zoo::Arch::from_name(&d.teacher)?;
-            progress(Stage::FetchModel, 0, 1);
-            let bytes = fetch_bytes(&format!("{MODELS_DIR}/{}.onnx", arch.name())).await?;
             let params = lithe::train::distill::DistillParams {
                 temperature: d.temperature,
                 alpha: d.alpha,
                 feature: None,
                 standardize: true,
             };
-            Some((Session::from_bytes(&bytes)?, params))
+            let teacher = zoo_session(&d.teacher).await?;
+            let ta = match &d.ta {
+                Some(name) => Some(zoo_session(name).await?),
+                None => None,
+            };
+            (Some((teacher, params)), ta)
         }
-        None => None,
+        None => (None, None),
     };
     let data = train_set().await?;
+    let phases = if ta.is_some() { 2 } else { 1 };
+    let t0 = now();
+    let mut plan = Phases {
+        epochs: epochs as usize,
+        lr,
+        phases,
+        phase: 0,
+    };
+    let run = match (ta, teacher) {
+        (Some(mut ta), Some((t, params))) => {
+            // Teacher → TA, then TA → student.
+            let first = train_phase(&mut Some(&mut ta), Some((&t, &params)), &data, &plan).await?;
+            if first.cancelled {
+                first
+            } else {
+                plan.phase = 1;
+                let mut second = train_phase(&mut None, Some((&ta, &params)), &data, &plan).await?;
+                // The time covers both phases, so the steps do too.
+                second.steps += first.steps;
+                second
+            }
+        }
+        (_, teacher) => {
+            train_phase(
+                &mut None,
+                teacher.as_ref().map(|(t, p)| (t, p)),
+                &data,
+                &plan,
+            )
+            .await?
+        }
+    };
+    let train_millis = now() - t0;
+    let summary = run.summary();
+    let (report, eval_millis) = evaluate().await?;
+    post(&Response::TrainDone {
+        summary: Box::new(summary),
+        report: Box::new(report),
+        train_millis,
+        eval_millis,
+    });
+    Ok(())
+}
+
+/// A zoo model, downloaded and imported.
+async fn zoo_session(name: &str) -> Result<Session, Response> {
+    let arch = lithe::zoo::Arch::from_name(name)?;
+    progress(Stage::FetchModel, 0, 1);
+    let bytes = fetch_bytes(&format!("{MODELS_DIR}/{}.onnx", arch.name())).await?;
+    Ok(Session::from_bytes(&bytes)?)
+}
+
+/// The shape of a training job: `phases` runs of `epochs` each; progress counts over all.
+struct Phases {
+    epochs: usize,
+    lr: f32,
+    phases: usize,
+    phase: usize,
+}
+
+/// One training run in slices (see [`fine_tune`]): trains `local` when given (with no masks),
+/// else the current model (keeping its pruning masks), from `teacher` when given.
+async fn train_phase(
+    local: &mut Option<&mut Session>,
+    teacher: Option<(&Session, &lithe::train::distill::DistillParams)>,
+    data: &Dataset,
+    plan: &Phases,
+) -> Result<Run, Response> {
     let n = data.len();
-    let epochs = epochs as usize;
+    let epochs = plan.epochs;
     let steps = n.div_ceil(BATCH);
     let total_steps = steps * epochs;
-    progress(Stage::Train, 0, total_steps);
-    let t0 = now();
+    let all_steps = total_steps * plan.phases;
+    let offset = plan.phase * total_steps;
+    progress(Stage::Train, offset, all_steps);
+    let no_masks = lithe::train::Masks::new();
     let mut run = Run::default();
     'epochs: for epoch in 0..epochs {
         let order = shuffled(n, epoch as u64 + 1);
@@ -308,7 +466,7 @@ async fn fine_tune(epochs: u32, lr: f32, distill: Option<DistillSettings>) -> Re
             let done_before = epoch * steps + first;
             let cfg = TrainConfig {
                 epochs: 1,
-                lr: lr * cosine(done_before, total_steps),
+                lr: plan.lr * cosine(done_before, total_steps),
                 batch_size: BATCH,
                 log_every: SLICE_STEPS,
                 schedule: Schedule::Constant,
@@ -316,37 +474,242 @@ async fn fine_tune(epochs: u32, lr: f32, distill: Option<DistillSettings>) -> Re
                 ..Default::default()
             };
             let part = data.subset(idx);
+            let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
             let mut report = |p: &Progress| {
-                let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
                 post(&Response::TrainProgress {
-                    epoch: clamp(epoch),
-                    epochs: clamp(epochs),
+                    epoch: clamp(plan.phase * epochs + epoch),
+                    epochs: clamp(plan.phases * epochs),
                     step: clamp(first + p.step),
                     steps: clamp(steps),
                     loss: p.loss,
                     accuracy: p.accuracy,
                 });
-                progress(Stage::Train, done_before + p.step, total_steps);
+                progress(Stage::Train, offset + done_before + p.step, all_steps);
                 ControlFlow::Continue(())
             };
-            let s = STATE.with_borrow_mut(|st| match (&mut st.session, &teacher) {
-                (Some(session), Some((t, params))) => session
-                    .distill(t.graph(), params, &part, &cfg, &st.masks, &mut report)
-                    .map_err(Response::from),
-                (Some(session), None) => session
-                    .train_masked(&part, None, &cfg, &st.masks, &mut report)
-                    .map_err(Response::from),
-                (None, _) => Err(no_model()),
-            })?;
+            let s = match local {
+                Some(session) => train_step(session, teacher, &part, &cfg, &no_masks, &mut report),
+                None => STATE.with_borrow_mut(|st| match &mut st.session {
+                    Some(session) => {
+                        train_step(session, teacher, &part, &cfg, &st.masks, &mut report)
+                    }
+                    None => Err(no_model()),
+                }),
+            }?;
             epoch_run.add(&s, part.len());
         }
         run.steps += epoch_run.steps;
         run.last = Some(epoch_run.finish());
         run.epochs_done = epoch + 1;
     }
+    Ok(run)
+}
+
+/// One slice of training: distillation when there is a teacher, else labels only.
+fn train_step(
+    session: &mut Session,
+    teacher: Option<(&Session, &lithe::train::distill::DistillParams)>,
+    part: &Dataset,
+    cfg: &TrainConfig,
+    masks: &lithe::train::Masks,
+    report: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+) -> Result<TrainSummary, Response> {
+    match teacher {
+        Some((t, params)) => session.distill(t.graph(), params, part, cfg, masks, report),
+        None => session.train_masked(part, None, cfg, masks, report),
+    }
+    .map_err(Response::from)
+}
+
+/// Weight histograms of every prunable layer of `before`, and of the same layer in `after`
+/// when it kept its weight's name (SVD replaces it with two factors).
+fn histograms(before: &lithe::graph::Graph, after: &lithe::graph::Graph) -> Vec<Histogram> {
+    let now: Vec<_> = lithe::compress::targets(after);
+    lithe::compress::targets(before)
+        .into_iter()
+        .filter_map(|t| {
+            let w = before.weights.get(&t.weight)?;
+            let limit = w.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let kept = now
+                .iter()
+                .find(|n| n.node == t.node && n.weight == t.weight)
+                .and_then(|n| after.weights.get(&n.weight));
+            let (after_bins, zeros) = match kept {
+                Some(a) => (
+                    histogram(a.iter().copied(), limit, true),
+                    a.iter().filter(|v| **v == 0.0).count() as f32 / a.len().max(1) as f32,
+                ),
+                None => (Vec::new(), 0.0),
+            };
+            Some(Histogram {
+                layer: t.node,
+                limit,
+                before: histogram(w.iter().copied(), limit, false),
+                after: after_bins,
+                zeros,
+            })
+        })
+        .collect()
+}
+
+/// For each prunable layer of the model as loaded: the test accuracy when only that layer is
+/// compressed with `knobs`. `Cancel` stops it between layers.
+async fn sensitivity(knobs: &Knobs) -> Result<(), Response> {
+    let Some(original) = STATE.with_borrow(|s| s.original.clone()) else {
+        return Err(no_model());
+    };
+    let data = test_set().await?;
+    let g = original.graph();
+    let prunable: Vec<String> = lithe::compress::targets(g)
+        .into_iter()
+        .map(|t| t.node)
+        .collect();
+    let n = prunable.len() + 1;
+    progress(Stage::Sensitivity, 0, n);
+    yield_now().await;
+    let base = evaluate_all(&original, &data)?;
+    progress(Stage::Sensitivity, 1, n);
+    let mut layers = Vec::new();
+    let mut cancelled = false;
+    for (k, name) in prunable.iter().enumerate() {
+        yield_now().await;
+        if CANCEL.get() {
+            cancelled = true;
+            break;
+        }
+        match one_layer(&original, knobs, &prunable, name, &data) {
+            Ok(acc) => layers.push((name.clone(), Some(acc), String::new())),
+            Err(e) => layers.push((name.clone(), None, e.to_string())),
+        }
+        progress(Stage::Sensitivity, k + 2, n);
+    }
+    post(&Response::Sensitivity(Sensitivity {
+        base,
+        layers,
+        cancelled,
+    }));
+    Ok(())
+}
+
+/// Test accuracy of `original` with only layer `name` compressed by `knobs`: the pruning,
+/// factorisation and filter passes are restricted to it, and every other weight the recipe
+/// changed (quantization touches all layers) is restored where its shape is unchanged.
+fn one_layer(
+    original: &Session,
+    knobs: &Knobs,
+    prunable: &[String],
+    name: &str,
+    data: &Dataset,
+) -> lithe::Result<f32> {
+    let g = original.graph();
+    let recipe = lithe::compress::Recipe::from_json(&knobs.recipe_json(prunable, Some(name)))?;
+    let c = recipe.apply(g, None, None, &mut |_| ControlFlow::Continue(()))?;
+    let mut out = c.graph;
+    let own: Vec<String> = out
+        .nodes
+        .iter()
+        .filter(|n| n.name == name || n.name.starts_with(&format!("{name}_lowrank")))
+        .flat_map(|n| n.inputs.iter().cloned())
+        .collect();
+    for (w, t) in out.weights.iter_mut() {
+        if own.contains(w) {
+            continue;
+        }
+        if let Some(o) = g.weights.get(w)
+            && o.shape() == t.shape()
+        {
+            *t = o.clone();
+        }
+    }
+    let mut s = Session::from_graph(out)?;
+    s.set_preprocess(original.preprocess());
+    evaluate_all(&s, data)
+}
+
+/// Trains a lottery ticket from the loaded zoo model's initial weights on the 6,000 training
+/// images (each run evaluated on the test set); the ticket becomes the current model.
+///
+/// `lottery::run` is one synchronous call: progress reaches the page as it goes, but a `Cancel`
+/// can only arrive after it (the job is short: `(rounds + 1) · epochs` epochs).
+async fn lottery(rate: f32, rounds: u32, epochs: u32) -> Result<(), Response> {
+    check_lottery(rate, rounds, epochs).map_err(|m| Response::error("settings", m))?;
+    let Some(original) = STATE.with_borrow(|s| s.original.clone()) else {
+        return Err(no_model());
+    };
+    let init = lithe::compress::lottery::zoo_init(original.graph())?;
+    let data = train_set().await?;
+    let test = test_set().await?;
+    let spec: lithe::compress::lottery::LotterySpec = serde_json::from_value(serde_json::json!({
+        "rate": rate, "rounds": rounds, "epochs": epochs, "batch_size": BATCH,
+        "lr": 0.001, "seed": 1, "log_every": SLICE_STEPS,
+    }))
+    .map_err(|e| Response::error("settings", e.to_string()))?;
+    let steps = data.len().div_ceil(BATCH);
+    let runs = rounds as usize + 1;
+    let per_run = steps * epochs as usize;
+    let total = per_run * runs;
+    progress(Stage::Lottery, 0, total);
+    yield_now().await;
+    let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    let (mut run, mut prev) = (0usize, (0usize, 0usize));
+    let mut on_progress = |p: &Progress| {
+        if (p.epoch, p.step) < prev {
+            run += 1;
+        }
+        prev = (p.epoch, p.step);
+        post(&Response::TrainProgress {
+            epoch: clamp(run * epochs as usize + p.epoch),
+            epochs: clamp(runs * epochs as usize),
+            step: clamp(p.step),
+            steps: clamp(p.steps),
+            loss: p.loss,
+            accuracy: p.accuracy,
+        });
+        progress(
+            Stage::Lottery,
+            run * per_run + p.epoch * p.steps + p.step,
+            total,
+        );
+        ControlFlow::Continue(())
+    };
+    let t0 = now();
+    let out = lithe::compress::lottery::run(
+        original.graph(),
+        &init,
+        &data,
+        Some(&test),
+        &spec,
+        &lithe::train::Masks::new(),
+        &mut on_progress,
+    )?;
     let train_millis = now() - t0;
-    let summary = run.summary();
+    let rounds_out: Vec<LotteryRound> = out
+        .rounds
+        .iter()
+        .map(|r| LotteryRound {
+            round: clamp(r.round),
+            kept: r.kept as f32 / r.total.max(1) as f32,
+            accuracy: r.accuracy,
+        })
+        .collect();
+    let last = out.rounds.last();
+    let summary = TrainSummary {
+        epochs_done: runs * epochs as usize,
+        steps: total,
+        final_loss: last.map_or(0.0, |r| r.final_loss),
+        train_accuracy: last.map_or(0.0, |r| r.train_accuracy),
+        val_accuracy: vec![],
+        cancelled: false,
+    };
+    let mut session = Session::from_graph(out.graph)?;
+    session.set_preprocess(original.preprocess());
+    STATE.with_borrow_mut(|s| {
+        s.session = Some(session);
+        s.masks = out.masks;
+        s.compressed = None;
+    });
     let (report, eval_millis) = evaluate().await?;
+    post(&Response::LotteryRounds(rounds_out));
     post(&Response::TrainDone {
         summary: Box::new(summary),
         report: Box::new(report),
@@ -363,6 +726,11 @@ fn export(format: ExportFormat) -> Result<Vec<u8>, Response> {
     use lithe::format::lithe as container;
     STATE.with_borrow(|s| {
         let session = s.session.as_ref().ok_or_else(no_model)?;
+        let coding = if s.huffman || s.compressed.is_none() {
+            Coding::Huffman
+        } else {
+            Coding::Fixed
+        };
         Ok(match format {
             ExportFormat::Onnx => match &s.compressed {
                 // An int8 recipe exports as QDQ while its codes still describe the weights.
@@ -372,11 +740,11 @@ fn export(format: ExportFormat) -> Result<Vec<u8>, Response> {
             ExportFormat::Lithe => match &s.compressed {
                 // The codes still describe the weights (no fine-tuning since).
                 Some((c, _)) if c.graph.weights == session.graph().weights => {
-                    container::encode_compressed(c, Coding::Huffman)?.0
+                    container::encode_compressed(c, coding)?.0
                 }
                 _ => {
                     let layers = container::Layers::sparse_of(session.graph())?;
-                    container::encode_layers(session.graph(), &layers, Coding::Huffman)?.0
+                    container::encode_layers(session.graph(), &layers, coding)?.0
                 }
             },
             ExportFormat::Report => {
@@ -385,7 +753,7 @@ fn export(format: ExportFormat) -> Result<Vec<u8>, Response> {
                     Some((c, r)) => (
                         serde_json::from_str::<serde_json::Value>(r).unwrap_or_default(),
                         serde_json::to_value(&c.reports).unwrap_or_default(),
-                        container::encode_compressed(c, Coding::Huffman)?.0.len(),
+                        container::encode_compressed(c, coding)?.0.len(),
                     ),
                     None => (serde_json::Value::Null, serde_json::Value::Null, 0),
                 };
@@ -434,7 +802,7 @@ async fn sweep(points: &[(u32, String)]) -> Result<(), Response> {
         };
         let mut s = Session::from_graph(c.graph)?;
         s.set_preprocess(original.preprocess());
-        let accuracy = s.evaluate(&data)?.accuracy;
+        let accuracy = evaluate_all(&s, &data)?;
         post(&Response::SweepPoint(SweepPoint {
             prune,
             ratio,
@@ -447,7 +815,7 @@ async fn sweep(points: &[(u32, String)]) -> Result<(), Response> {
 }
 
 /// Runs `recipe` on the model as loaded and makes the result the current model.
-async fn compress(recipe: &str) -> Result<(), Response> {
+async fn compress(recipe: &str, huffman: bool) -> Result<(), Response> {
     let recipe_text = recipe.to_string();
     let recipe = lithe::compress::Recipe::from_json(recipe)?;
     let Some(original) = STATE.with_borrow(|s| s.original.clone()) else {
@@ -482,6 +850,13 @@ async fn compress(recipe: &str) -> Result<(), Response> {
         .map(|(n, k)| (n, k.to_string()))
         .collect();
     let dense = info.bytes as u64;
+    let coding = if huffman {
+        lithe::compress::kmeans::Coding::Huffman
+    } else {
+        lithe::compress::kmeans::Coding::Fixed
+    };
+    let lithe_bytes = lithe::format::lithe::encode_compressed(&c, coding)?.0.len() as u64;
+    let histograms = histograms(original.graph(), &c.graph);
     let summary = CompressSummary {
         passes: c.reports.iter().map(|r| r.pass.clone()).collect(),
         bytes_before: c.reports.first().map_or(dense, |r| r.bytes_before as u64),
@@ -493,7 +868,11 @@ async fn compress(recipe: &str) -> Result<(), Response> {
         energy_after_pj: energy_after.total_pj,
         kernels,
         info,
+        lithe_bytes,
+        huffman,
+        histograms,
         millis,
+        extra_millis: now() - t0 - millis,
     };
     // Layers that are binary or otherwise coded have no zeros to keep; only prune masks
     // constrain fine-tuning, and only while the weights they name still exist.
@@ -507,6 +886,7 @@ async fn compress(recipe: &str) -> Result<(), Response> {
         s.session = Some(session);
         s.masks = masks;
         s.compressed = Some((c, recipe_text));
+        s.huffman = huffman;
     });
     post(&Response::Compressed(Box::new(summary)));
     Ok(())

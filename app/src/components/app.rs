@@ -12,9 +12,10 @@ use crate::components::prediction::Prediction;
 use crate::components::sweep_panel::{Sweep, SweepPanel};
 use crate::state::{Evaluation, LoadedModel, Notice, Phase, TrainResult, TrainStep, Training};
 use leptos::prelude::*;
+use lithe::metrics::ModelInfo;
 use lithe_app::protocol::{
-    CompressSummary, DistillSettings, ExportFormat, PANIC, Request, Response, SharedState, Stage,
-    check_distill, check_fine_tune, recipe_json,
+    CompressSummary, DistillSettings, ExportFormat, Knobs, PANIC, Request, Response, Sensitivity,
+    SharedState, Stage, check_distill, check_fine_tune, check_lottery,
 };
 use lithe_app::sweep::{self, SweepKind, SweepPoint};
 use wasm_bindgen_futures::JsFuture;
@@ -39,6 +40,18 @@ struct Control {
     restarts: u32,
     /// The link asked for a compression: run it once the model is evaluated.
     pending_compress: bool,
+    /// When (page clock, ms) the last knob change sent its `Compress`; cleared when the new
+    /// accuracy arrives.
+    live_t0: Option<f64>,
+    /// The worker is being restarted: load the current model again once it is ready.
+    recovering: bool,
+}
+
+/// Milliseconds on the page's clock.
+fn now_ms() -> f64 {
+    window()
+        .performance()
+        .map_or_else(js_sys::Date::now, |p| p.now())
 }
 
 /// The playground.
@@ -57,8 +70,25 @@ pub fn App() -> impl IntoView {
     // What a shared link asked for: the zoo model and the compression knobs.
     let shared = SharedState::from_fragment(&location_hash());
     let zoo = RwSignal::new(shared.model.clone());
-    let prune = RwSignal::new(shared.prune);
-    let weights = RwSignal::new(shared.weights.clone());
+    let knobs = RwSignal::new(shared.knobs.clone());
+    let train_knobs = RwSignal::new(shared.train.clone());
+    // The model as loaded (the per-layer knobs and the sensitivity name its layers).
+    let loaded_info = RwSignal::new(None::<ModelInfo>);
+    let prunable = Memo::new(move |_| {
+        loaded_info.with(|i| {
+            i.as_ref().map_or_else(Vec::new, |i| {
+                i.layers
+                    .iter()
+                    .filter(|l| l.params > 0 && matches!(l.op.as_str(), "Gemm" | "Conv" | "MatMul"))
+                    .map(|l| l.name.clone())
+                    .collect()
+            })
+        })
+    });
+    let sensitivity = RwSignal::new(None::<Sensitivity>);
+    let live_millis = RwSignal::new(None::<f64>);
+    // An uploaded file, kept (as a handle, not its bytes) to load it again after a restart.
+    let file = StoredValue::new_local(None::<web_sys::File>);
     let ctl = StoredValue::new(Control {
         pending_compress: shared.compresses(),
         ..Control::default()
@@ -67,8 +97,8 @@ pub fn App() -> impl IntoView {
     Effect::new(move |_| {
         let s = SharedState {
             model: zoo.get(),
-            prune: prune.get(),
-            weights: weights.get(),
+            knobs: knobs.get(),
+            train: train_knobs.get(),
         };
         set_location_hash(&s.to_fragment());
     });
@@ -107,23 +137,74 @@ pub fn App() -> impl IntoView {
         send(req);
     };
     let load_default = move || {
+        file.set_value(None);
         let name = zoo.get_untracked();
         load(
             Request::LoadZoo { name: name.clone() },
             format!("{name} (zoo)"),
         )
     };
+    let load_file = move |f: web_sys::File| {
+        let name = f.name();
+        file.set_value(Some(f.clone()));
+        wasm_bindgen_futures::spawn_local(async move {
+            match JsFuture::from(f.array_buffer()).await {
+                Ok(buf) => load(
+                    Request::LoadOnnx {
+                        bytes: js_sys::Uint8Array::new(&buf),
+                    },
+                    name,
+                ),
+                Err(e) => notice.set(Some(Notice::new(
+                    "read",
+                    format!("{name}: {}", js_text(&e)),
+                ))),
+            }
+        });
+    };
+    // The current model again (after a restart): the file it came from, or the zoo.
+    let reload = move || match file.get_value() {
+        Some(f) => load_file(f),
+        None => load_default(),
+    };
+    let recipe = move || {
+        let names = prunable.get_untracked();
+        knobs.with_untracked(|k| k.recipe_json(&names, None))
+    };
+    let send_compress = move || {
+        phase.set(Phase::Busy {
+            stage: Stage::Compress,
+            done: 0,
+            total: 1,
+        });
+        send(Request::Compress {
+            recipe: recipe(),
+            huffman: knobs.with_untracked(|k| k.huffman),
+        });
+    };
 
     let on_response = move |resp: Response| match resp {
-        Response::Ready => load_default(),
+        Response::Ready => {
+            let recovering = ctl
+                .try_update_value(|c| std::mem::take(&mut c.recovering))
+                .unwrap_or_default();
+            if recovering {
+                reload();
+            } else {
+                load_default();
+            }
+        }
         Response::Progress { stage, done, total } => phase.set(Phase::Busy { stage, done, total }),
         Response::Loaded { info, file_bytes } => {
             let source = ctl.with_value(|c| c.requested.clone());
+            loaded_info.set(Some(info.clone()));
             model.set(Some(LoadedModel {
                 info,
                 file_bytes,
                 source,
             }));
+            sensitivity.set(None);
+            live_millis.set(None);
             eval.set(None);
             before.set(None);
             compressed.set(None);
@@ -135,24 +216,21 @@ pub fn App() -> impl IntoView {
             send(Request::Evaluate);
         }
         Response::Evaluated { report, millis } => {
-            let pending = ctl
+            let (pending, t0) = ctl
                 .try_update_value(|c| {
                     c.restarts = 0;
-                    std::mem::take(&mut c.pending_compress)
+                    (std::mem::take(&mut c.pending_compress), c.live_t0.take())
                 })
                 .unwrap_or_default();
             eval.set(Some(Evaluation { report, millis }));
+            if let Some(t0) = t0 {
+                live_millis.set(Some(now_ms() - t0));
+            }
             phase.set(Phase::Idle);
             if pending {
-                // A shared link's knobs, applied to the freshly loaded model.
-                phase.set(Phase::Busy {
-                    stage: Stage::Compress,
-                    done: 0,
-                    total: 1,
-                });
-                send(Request::Compress {
-                    recipe: recipe_json(prune.get_untracked(), &weights.get_untracked()),
-                });
+                // A shared link's knobs (or the knobs kept over a restart), applied to the
+                // freshly loaded model.
+                send_compress();
             }
         }
         Response::TrainProgress {
@@ -229,6 +307,11 @@ pub fn App() -> impl IntoView {
             }
         }),
         Response::SweepDone => phase.set(Phase::Idle),
+        Response::Sensitivity(s) => {
+            sensitivity.set(Some(s));
+            phase.set(Phase::Idle);
+        }
+        Response::LotteryRounds(r) => training.update(|t| t.rounds = r),
         Response::Exported { format, bytes } => {
             let name = model.with_untracked(|m| {
                 m.as_ref()
@@ -273,41 +356,32 @@ pub fn App() -> impl IntoView {
                 t.running = false;
                 t.cancelling = false;
             });
-            restart(link, ctl, phase, notice, Notice::new("worker", why));
+            let compresses = knobs.with_untracked(Knobs::compresses);
+            ctl.update_value(|c| {
+                c.pending_compress = compresses;
+                c.live_t0 = None;
+            });
+            restart(link, ctl, phase, notice, Notice::new("recovered", why));
         }
     };
     link.set_value(Some(WorkerLink::start(on_event)));
+    install_debug_hook(link);
 
-    let on_file = Callback::new(move |file: web_sys::File| {
-        let name = file.name();
-        if file.size() > MAX_UPLOAD_BYTES {
+    let on_file = Callback::new(move |f: web_sys::File| {
+        if f.size() > MAX_UPLOAD_BYTES {
             notice.set(Some(Notice::new(
                 "limit",
-                format!("{name} is larger than 512 MiB"),
+                format!("{} is larger than 512 MiB", f.name()),
             )));
             return;
         }
-        wasm_bindgen_futures::spawn_local(async move {
-            match JsFuture::from(file.array_buffer()).await {
-                Ok(buf) => load(
-                    Request::LoadOnnx {
-                        bytes: js_sys::Uint8Array::new(&buf),
-                    },
-                    name,
-                ),
-                Err(e) => notice.set(Some(Notice::new(
-                    "read",
-                    format!("{name}: {}", js_text(&e)),
-                ))),
-            }
-        });
+        load_file(f);
     });
     let on_default = Callback::new(move |()| load_default());
     let on_zoo = Callback::new(move |name: String| {
         // A new model starts uncompressed.
         zoo.set(name);
-        prune.set(0);
-        weights.set("f32".into());
+        knobs.set(Knobs::default());
         load_default();
     });
     let on_train = Callback::new(
@@ -327,6 +401,8 @@ pub fn App() -> impl IntoView {
                 t.last = None;
                 t.losses.clear();
                 t.result = None;
+                t.lottery = false;
+                t.rounds.clear();
             });
             phase.set(Phase::Busy {
                 stage: Stage::Train,
@@ -340,16 +416,50 @@ pub fn App() -> impl IntoView {
             });
         },
     );
-    let on_compress = Callback::new(move |recipe: String| {
+    let on_compress = Callback::new(move |()| {
+        let t0 = now_ms();
+        ctl.update_value(|c| c.live_t0 = Some(t0));
+        live_millis.set(None);
+        send_compress();
+    });
+    let on_sensitivity = Callback::new(move |()| {
         phase.set(Phase::Busy {
-            stage: Stage::Compress,
+            stage: Stage::Sensitivity,
             done: 0,
             total: 1,
         });
-        send(Request::Compress { recipe });
+        send(Request::Sensitivity {
+            knobs: knobs.get_untracked(),
+        });
+    });
+    let on_lottery = Callback::new(move |(rate, rounds, epochs): (f32, u32, u32)| {
+        if let Err(m) = check_lottery(rate, rounds, epochs) {
+            notice.set(Some(Notice::new("settings", m)));
+            return;
+        }
+        training.update(|t| {
+            t.running = true;
+            t.cancelling = false;
+            t.epochs = epochs;
+            t.last = None;
+            t.losses.clear();
+            t.result = None;
+            t.lottery = true;
+            t.rounds.clear();
+        });
+        phase.set(Phase::Busy {
+            stage: Stage::Lottery,
+            done: 0,
+            total: 1,
+        });
+        send(Request::Lottery {
+            rate,
+            rounds,
+            epochs,
+        });
     });
     let on_sweep = Callback::new(move |kind: SweepKind| {
-        let (p, format) = (prune.get_untracked(), weights.get_untracked());
+        let (p, format) = knobs.with_untracked(|k| (k.prune, k.weights.clone()));
         let points = sweep::points(kind, p, &format);
         let label = match kind {
             SweepKind::Prune => format!("prune 0 → 95 %, {format}"),
@@ -377,7 +487,7 @@ pub fn App() -> impl IntoView {
                 .map_or(1.0, |c| c.bytes_before as f64 / c.bytes_after.max(1) as f64)
         });
         Some(SweepPoint {
-            prune: prune.get(),
+            prune: knobs.with(|k| k.prune),
             ratio,
             accuracy: acc,
         })
@@ -401,11 +511,11 @@ pub fn App() -> impl IntoView {
         <Header phase=phase />
         <main class="layout">
             <ErrorBanner notice=notice />
-            <ModelPanel model=model zoo=zoo on_file=on_file on_default=on_default on_zoo=on_zoo />
+            <ModelPanel model=model zoo=zoo on_file=on_file on_default=on_default on_zoo=on_zoo sensitivity=sensitivity />
             <MetricsPanel eval=eval phase=phase before=before />
-            <CompressPanel result=compressed phase=phase prune=prune weights=weights on_apply=on_compress on_download=on_download />
+            <CompressPanel result=compressed phase=phase knobs=knobs prunable=prunable live_millis=live_millis on_apply=on_compress on_sensitivity=on_sensitivity on_download=on_download />
             <SweepPanel sweeps=sweeps current=current phase=phase on_sweep=on_sweep />
-            <FineTunePanel training=training phase=phase on_start=on_train on_cancel=on_cancel />
+            <FineTunePanel training=training phase=phase on_start=on_train on_cancel=on_cancel on_lottery=on_lottery knobs=train_knobs />
             <section class="card try" aria-labelledby="try-title">
                 <h2 id="try-title">"Try it"</h2>
                 <DrawPad on_digit=on_digit />
@@ -430,6 +540,7 @@ fn restart(
         .try_update_value(|c| {
             c.restarts += 1;
             c.classifying = false;
+            c.recovering = true;
             c.restarts
         })
         .unwrap_or(u32::MAX);
@@ -440,13 +551,34 @@ fn restart(
         );
         phase.set(Phase::Dead);
     } else {
-        why.message = format!("{} — restarting it with the zoo model.", why.message);
+        why.message = format!(
+            "{} — a new worker was started and the current model is being loaded again; your settings are kept.",
+            why.message
+        );
         phase.set(Phase::Starting);
         if let Some(l) = link.get_value() {
             l.restart();
         }
     }
     notice.set(Some(why));
+}
+
+/// `window.__litheKillWorker()`: terminates the worker as if it had died (for the end-to-end
+/// test of the recovery; harmless for a user, who gets the same recovery).
+fn install_debug_hook(link: StoredValue<Option<WorkerLink>, LocalStorage>) {
+    use wasm_bindgen::prelude::*;
+    let hook = Closure::<dyn Fn()>::new(move || {
+        if let Some(l) = link.get_value() {
+            l.kill();
+        }
+    });
+    let _ = js_sys::Reflect::set(
+        &window(),
+        &JsValue::from_str("__litheKillWorker"),
+        hook.as_ref(),
+    );
+    // The hook lives as long as the page.
+    hook.forget();
 }
 
 /// Offers `bytes` to the user as a download called `name` (a Blob URL on a temporary link).

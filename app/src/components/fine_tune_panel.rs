@@ -5,7 +5,7 @@
 use crate::format;
 use crate::state::{Phase, Training};
 use leptos::prelude::*;
-use lithe_app::protocol::{DistillSettings, MAX_EPOCHS};
+use lithe_app::protocol::{DistillSettings, MAX_EPOCHS, MAX_LOTTERY_ROUNDS, TrainKnobs};
 
 /// Fine-tunes the loaded model on 6,000 MNIST training images.
 #[component]
@@ -21,12 +21,33 @@ pub fn FineTunePanel(
     on_start: Callback<(u32, f32, Option<DistillSettings>)>,
     /// Called when the user cancels the running job.
     on_cancel: Callback<()>,
+    /// Called with (prune rate per round, rounds, epochs per run) to train a lottery ticket.
+    /// Values that do not parse arrive as NaN / 0 and are rejected.
+    on_lottery: Callback<(f32, u32, u32)>,
+    /// The card's knobs as the URL keeps them: read at start, written back on every change.
+    knobs: RwSignal<TrainKnobs>,
 ) -> impl IntoView {
-    let epochs = RwSignal::new("1".to_string());
-    let lr = RwSignal::new("0.0001".to_string());
-    let teacher = RwSignal::new(String::new());
-    let temperature = RwSignal::new("4".to_string());
-    let alpha = RwSignal::new("0.5".to_string());
+    let init = knobs.get_untracked();
+    let epochs = RwSignal::new(init.epochs);
+    let lr = RwSignal::new(init.lr);
+    let teacher = RwSignal::new(init.teacher);
+    let temperature = RwSignal::new(init.temperature);
+    let alpha = RwSignal::new(init.alpha);
+    let ta = RwSignal::new(init.ta);
+    let rate = RwSignal::new(init.rate);
+    let rounds = RwSignal::new(init.rounds);
+    Effect::new(move |_| {
+        knobs.set(TrainKnobs {
+            epochs: epochs.get(),
+            lr: lr.get(),
+            teacher: teacher.get(),
+            temperature: temperature.get(),
+            alpha: alpha.get(),
+            ta: ta.get(),
+            rate: rate.get(),
+            rounds: rounds.get(),
+        })
+    });
     let running = move || training.with(|t| t.running);
     let start_disabled = move || running() || phase.with(|p| !matches!(p, Phase::Idle));
     let start = move |_| {
@@ -37,6 +58,7 @@ pub fn FineTunePanel(
             teacher: t,
             temperature: temperature.with(|s| s.trim().parse().unwrap_or(f32::NAN)),
             alpha: alpha.with(|s| s.trim().parse().unwrap_or(f32::NAN)),
+            ta: Some(ta.get_untracked()).filter(|t| !t.is_empty()),
         });
         on_start.run((e, r, d));
     };
@@ -120,6 +142,20 @@ pub fn FineTunePanel(
                         prop:disabled=running
                     />
                     <span id="tune-alpha-hint" class="hint">"Share of the loss that comes from the teacher; the rest comes from the labels."</span>
+                    <label for="tune-ta">"Teaching assistant"</label>
+                    <select
+                        id="tune-ta"
+                        aria-describedby="tune-ta-hint"
+                        on:change=move |ev| ta.set(event_target_value(&ev))
+                        prop:disabled=running
+                    >
+                        <option value="" selected=move || ta.get().is_empty()>"none (teacher → model)"</option>
+                        {lithe::zoo::Arch::ALL.iter().map(|a| {
+                            let name = a.name();
+                            view! { <option value=name selected=move || ta.get() == name>{name}</option> }
+                        }).collect_view()}
+                    </select>
+                    <span id="tune-ta-hint" class="hint">"Teacher → assistant → model (Mirzadeh et al. 2020): a mid-sized zoo model first learns from the teacher, then teaches; twice the training time."</span>
                 })}
             </div>
             <div class="actions">
@@ -138,6 +174,33 @@ pub fn FineTunePanel(
                     }
                 })}
             </div>
+            <details class="lottery">
+                <summary>"Lottery ticket"</summary>
+                <p class="hint">"Frankle & Carbin 2019: train from the zoo model's initial weights, remove the smallest weights of each layer, rewind the rest to their initial values, repeat; then train the ticket. Replaces the current model (zoo models only; runs to the end once started)."</p>
+                <div class="tune-form">
+                    <label for="lottery-rate">"Prune per round"</label>
+                    <input id="lottery-rate" type="number" min="0.05" max="0.9" step="0.05"
+                        aria-describedby="lottery-rate-hint"
+                        prop:value=move || rate.get()
+                        on:input=move |ev| rate.set(event_target_value(&ev))
+                        prop:disabled=running />
+                    <span id="lottery-rate-hint" class="hint">"Share of the surviving weights removed after each run."</span>
+                    <label for="lottery-rounds">"Rounds"</label>
+                    <input id="lottery-rounds" type="number" min="1" max=MAX_LOTTERY_ROUNDS.to_string() step="1"
+                        aria-describedby="lottery-rounds-hint"
+                        prop:value=move || rounds.get()
+                        on:input=move |ev| rounds.set(event_target_value(&ev))
+                        prop:disabled=running />
+                    <span id="lottery-rounds-hint" class="hint">"Prune-and-rewind rounds; each trains for the epochs above (rounds + 1 runs in all)."</span>
+                </div>
+                <button id="lottery-start" type="button" prop:disabled=start_disabled
+                    on:click=move |_| {
+                        let e = epochs.with(|s| s.trim().parse::<u32>().unwrap_or(0));
+                        let r = rate.with(|s| s.trim().parse::<f32>().unwrap_or(f32::NAN));
+                        let n = rounds.with(|s| s.trim().parse::<u32>().unwrap_or(0));
+                        on_lottery.run((r, n, e));
+                    }>"Train a ticket"</button>
+            </details>
             {move || live().map(|(p, done, total, points)| view! {
                 <div class="progress">
                     <progress id="tune-progress" max=total value=done aria-label="Fine-tuning progress"></progress>
@@ -150,6 +213,13 @@ pub fn FineTunePanel(
                 <svg class="loss-curve" viewBox="-2 -2 204 44" preserveAspectRatio="none" role="img" aria-label="Training loss per report">
                     <polyline points=points fill="none" stroke="currentColor" stroke-width="1.5" vector-effect="non-scaling-stroke"></polyline>
                 </svg>
+            })}
+            {move || training.with(|t| (!t.rounds.is_empty()).then(|| t.rounds.clone())).map(|rounds| view! {
+                <ol id="lottery-rounds-list" class="rounds" aria-label="Lottery runs">
+                    {rounds.into_iter().map(|r| view! {
+                        <li>{format!("run {}: {:.1} % of the weights kept → {}", r.round, r.kept * 100.0, r.accuracy.map_or("—".to_string(), format::percent))}</li>
+                    }).collect_view()}
+                </ol>
             })}
             {move || training.with(|t| t.result.clone()).map(|r| {
                 let plural = if r.epochs_done == 1 { "" } else { "s" };

@@ -7,6 +7,7 @@ pub mod draw_pad;
 pub mod error_banner;
 pub mod fine_tune_panel;
 pub mod header;
+pub mod histogram;
 pub mod layer_table;
 pub mod metrics_panel;
 pub mod model_panel;

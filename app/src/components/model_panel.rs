@@ -5,6 +5,7 @@ use crate::components::model_upload::ModelUpload;
 use crate::format;
 use crate::state::LoadedModel;
 use leptos::prelude::*;
+use lithe_app::protocol::Sensitivity;
 
 /// Shows the loaded model (or a placeholder) with buttons to open a file or go back to the
 /// zoo model.
@@ -22,6 +23,9 @@ pub fn ModelPanel(
     zoo: Signal<String>,
     /// Called with a zoo model name picked from the list.
     on_zoo: Callback<String>,
+    /// Per-layer sensitivity, once measured (a heat strip column in the layer table).
+    #[prop(into)]
+    sensitivity: Signal<Option<Sensitivity>>,
 ) -> impl IntoView {
     view! {
         <section
@@ -65,7 +69,7 @@ pub fn ModelPanel(
                         <span>{format!("{} params", format::int(m.info.params as u64))}</span>
                         <span>{format!("{} MACs / image", format::int(m.info.macs))}</span>
                     </p>
-                    <LayerTable info=m.info />
+                    <LayerTable info=m.info sensitivity=sensitivity />
                 }
                 .into_any(),
             }}
