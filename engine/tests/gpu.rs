@@ -86,9 +86,18 @@ fn zoo_models_match_exec_run() {
             let c = block_on(check::compare_graph(&gpu, batch, 11 + batch as u64))
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             println!(
-                "{name} batch {batch}: max rel err {:e}, {} nodes on the GPU, {} on the CPU",
-                c.max_rel_err, c.gpu_nodes, c.cpu_nodes
+                "{name} batch {batch}: max rel err {:e} (output spread {}), {} nodes on the GPU, {} on the CPU: {:?}",
+                c.max_rel_err,
+                c.output_spread,
+                c.gpu_nodes,
+                c.cpu_nodes,
+                c.devices
+                    .iter()
+                    .filter(|d| d.2 == Device::Cpu)
+                    .map(|d| d.1)
+                    .collect::<Vec<_>>()
             );
+            assert!(c.output_spread > 1e-3, "{name}: the output is constant");
             // Every Gemm and Conv of the zoo runs on the GPU.
             for (node, op, dev) in &c.devices {
                 if matches!(*op, "Gemm" | "Conv" | "MatMul") {

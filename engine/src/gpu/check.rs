@@ -40,6 +40,8 @@ impl SelfTest {
 pub struct GraphCheck {
     /// Largest relative error over the outputs.
     pub max_rel_err: f32,
+    /// Largest `max − min` within one output (a constant output would prove little).
+    pub output_spread: f32,
     /// Nodes that ran on the GPU.
     pub gpu_nodes: usize,
     /// Nodes that ran on the CPU reference.
@@ -262,7 +264,8 @@ impl Suite<'_> {
 
     async fn pools(&mut self) -> Result<()> {
         // (shape, kernel, stride, pads, dilation, ceil_mode, count_include_pad)
-        let cases: [([usize; 4], usize, usize, [usize; 4], usize, bool, bool); 6] = [
+        type Case = ([usize; 4], usize, usize, [usize; 4], usize, bool, bool);
+        let cases: [Case; 6] = [
             ([1, 1, 1, 1], 1, 1, [0; 4], 1, false, false),
             ([2, 3, 28, 28], 2, 2, [0; 4], 1, false, false),
             ([1, 4, 17, 17], 3, 2, [1, 1, 1, 1], 1, true, false),
@@ -460,13 +463,21 @@ pub async fn compare_graph(session: &GpuSession, batch: usize, seed: u64) -> Res
         .inputs
         .first()
         .ok_or_else(|| Error::Graph("the graph has no input".into()))?;
-    let x = random(&mut Rng::new(seed), &input.concrete(batch))?;
+    // Pixels preprocessed to [0, 1), as the zoo models see them.
+    let x = random(&mut Rng::new(seed), &input.concrete(batch))?.mapv(|v| (v + 1.0) / 2.0);
     let feeds = [(input.name.as_str(), &x)];
     let want = crate::exec::run(g, &feeds)?;
     let got = session.run(&feeds).await?;
     let mut worst = 0f32;
+    let mut spread = 0f32;
     for (i, (gt, wt)) in got.outputs.iter().zip(&want).enumerate() {
         worst = worst.max(rel_err(&format!("{} output #{i}", g.name), gt, wt)?);
+        let (lo, hi) = wt
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+                (l.min(v), h.max(v))
+            });
+        spread = spread.max(hi - lo);
     }
     if got.outputs.len() != want.len() || worst > TOLERANCE {
         return Err(Error::Invalid(format!(
@@ -483,6 +494,7 @@ pub async fn compare_graph(session: &GpuSession, batch: usize, seed: u64) -> Res
         .count();
     Ok(GraphCheck {
         max_rel_err: worst,
+        output_spread: spread,
         gpu_nodes,
         cpu_nodes: got.devices.len() - gpu_nodes,
         devices: got

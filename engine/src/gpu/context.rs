@@ -121,16 +121,62 @@ fn gpu_err(msg: impl Into<String>) -> Error {
 /// browsers without WebGPU have none).
 #[cfg(target_arch = "wasm32")]
 fn browser_has_webgpu() -> Result<()> {
-    use web_js_sys::{self as js_sys, Reflect};
+    use wgpu::web_sys::js_sys::{self, Reflect};
     let nav = Reflect::get(&js_sys::global(), &"navigator".into()).unwrap_or_default();
     if nav.is_undefined() || nav.is_null() {
-        return Err(gpu_err("no WebGPU adapter (navigator missing)"));
+        return Err(gpu_err("no WebGPU adapter (navigator.gpu missing)"));
     }
     let gpu = Reflect::get(&nav, &"gpu".into()).unwrap_or_default();
     if gpu.is_undefined() || gpu.is_null() {
         return Err(gpu_err("no WebGPU adapter (navigator.gpu missing)"));
     }
     Ok(())
+}
+
+/// In the browser: a readable adapter name from `GPUAdapter.info` (wgpu passes on only its
+/// `description`, which Chromium leaves empty), e.g. `google swiftshader`.
+#[cfg(target_arch = "wasm32")]
+async fn browser_adapter_name() -> Option<String> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use wgpu::web_sys::js_sys::{self, Function, Promise, Reflect};
+    use wgpu::web_sys::wasm_bindgen::{JsCast, JsValue, closure::Closure};
+    let get = |v: &JsValue, k: &str| Reflect::get(v, &k.into()).ok();
+    let gpu = get(&js_sys::global(), "navigator").and_then(|n| get(&n, "gpu"))?;
+    let request: Function = get(&gpu, "requestAdapter")?.dyn_into().ok()?;
+    let promise: Promise = request.call0(&gpu).ok()?.dyn_into().ok()?;
+    let (tx, rx) = oneshot::<Option<JsValue>>();
+    let tx = Rc::new(RefCell::new(Some(tx)));
+    let (t1, t2) = (tx.clone(), tx);
+    let ok = Closure::once(move |v: JsValue| {
+        if let Some(s) = t1.borrow_mut().take() {
+            s.send(Some(v));
+        }
+    });
+    let err = Closure::once(move |_: JsValue| {
+        if let Some(s) = t2.borrow_mut().take() {
+            s.send(None);
+        }
+    });
+    let _ = promise.then2(&ok, &err);
+    let adapter = rx.await.flatten()?;
+    let info = get(&adapter, "info")?;
+    let field = |k: &str| {
+        get(&info, k)
+            .and_then(|v| v.as_string())
+            .unwrap_or_default()
+    };
+    let description = field("description");
+    let name = if description.is_empty() {
+        [field("vendor"), field("architecture"), field("device")]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    } else {
+        description
+    };
+    (!name.is_empty()).then_some(name)
 }
 
 impl GpuContext {
@@ -148,7 +194,14 @@ impl GpuContext {
             })
             .await
             .map_err(|e| gpu_err(format!("no WebGPU adapter ({e})")))?;
-        let info = adapter.get_info();
+        #[allow(unused_mut)]
+        let mut info = adapter.get_info();
+        #[cfg(target_arch = "wasm32")]
+        if info.name.is_empty() {
+            info.name = browser_adapter_name()
+                .await
+                .unwrap_or_else(|| "WebGPU adapter".into());
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("lithe"),
@@ -229,7 +282,7 @@ impl GpuContext {
 
     fn check_bytes(&self, bytes: u64, what: &str) -> Result<()> {
         let lim = self.device.limits();
-        let max = u64::from(lim.max_storage_buffer_binding_size).min(lim.max_buffer_size);
+        let max = lim.max_storage_buffer_binding_size.min(lim.max_buffer_size);
         if bytes > max {
             return Err(gpu_err(format!(
                 "{what} needs a buffer of {bytes} bytes; this GPU allows {max}"

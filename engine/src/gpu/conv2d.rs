@@ -70,7 +70,7 @@ pub fn conv2d(
     weight: &GpuTensor,
     bias: Option<&GpuTensor>,
 ) -> Result<GpuTensor> {
-    if s.groups == 0 || s.c % s.groups != 0 || s.m % s.groups != 0 {
+    if s.groups == 0 || !s.c.is_multiple_of(s.groups) || !s.m.is_multiple_of(s.groups) {
         return Err(Error::Invalid(format!(
             "{} channels and {} filters do not split into {} groups",
             s.c, s.m, s.groups

@@ -84,6 +84,29 @@ pub struct GpuSession {
     ctx: Arc<GpuContext>,
     graph: Graph,
     weights: HashMap<String, GpuTensor>,
+    /// Inference BatchNorm as a per-channel `x · k + off` (as the reference computes it), by
+    /// node name: `(k, off)`, each `[C]`.
+    affine: HashMap<String, (GpuTensor, GpuTensor)>,
+}
+
+/// `(k, off)` of an inference BatchNorm whose statistics are weights: `k = s / √(v + ε)`,
+/// `off = b − m·k`, exactly as [`crate::ops`] computes them.
+fn batchnorm_affine(g: &Graph, n: &Node) -> Option<(Vec<f32>, Vec<f32>)> {
+    let Op::BatchNorm { epsilon, .. } = n.op else {
+        return None;
+    };
+    let w = |i: usize| -> Option<Vec<f32>> {
+        let t = g.weights.get(n.inputs.get(i)?)?;
+        (t.ndim() == 1).then(|| t.iter().copied().collect())
+    };
+    let (s, b, m, v) = (w(1)?, w(2)?, w(3)?, w(4)?);
+    let c = s.len();
+    if b.len() != c || m.len() != c || v.len() != c {
+        return None;
+    }
+    let k: Vec<f32> = (0..c).map(|i| s[i] / (v[i] + epsilon).sqrt()).collect();
+    let off = (0..c).map(|i| b[i] - m[i] * k[i]).collect();
+    Some((k, off))
 }
 
 impl std::fmt::Debug for GpuSession {
@@ -100,6 +123,13 @@ impl GpuSession {
     pub fn new(ctx: Arc<GpuContext>, graph: &Graph) -> Result<GpuSession> {
         let mut graph = graph.clone();
         graph.validate()?;
+        let mut affine = HashMap::new();
+        for n in &graph.nodes {
+            if let Some((k, off)) = batchnorm_affine(&graph, n) {
+                let c = [k.len()];
+                affine.insert(n.name.clone(), (ctx.upload(&c, &k)?, ctx.upload(&c, &off)?));
+            }
+        }
         let mut weights = HashMap::new();
         for n in graph.nodes.iter().filter(|n| has_gpu_kernel(n)) {
             for i in &n.inputs {
@@ -114,6 +144,7 @@ impl GpuSession {
             ctx,
             graph,
             weights,
+            affine,
         })
     }
 
@@ -135,7 +166,7 @@ impl GpuSession {
             .map(|n| NodeDevice {
                 node: n.name.clone(),
                 op: n.op.name(),
-                device: if has_gpu_kernel(n) {
+                device: if self.on_gpu(n) {
                     Device::Gpu
                 } else {
                     Device::Cpu
@@ -167,7 +198,7 @@ impl GpuSession {
             .collect();
         let mut devices = Vec::with_capacity(g.nodes.len());
         for n in &g.nodes {
-            let on_gpu = if has_gpu_kernel(n) {
+            let on_gpu = if self.on_gpu(n) {
                 self.gpu_step(n, &mut vals)?
             } else {
                 None
@@ -226,6 +257,11 @@ impl GpuSession {
             outputs.push(v);
         }
         Ok(GpuRun { outputs, devices })
+    }
+
+    /// Whether `n` has a GPU kernel here (BatchNorm: when its statistics are weights).
+    fn on_gpu(&self, n: &Node) -> bool {
+        has_gpu_kernel(n) || self.affine.contains_key(&n.name)
     }
 
     /// Input `i` of `n` on the device (uploaded once and kept), `None` when absent.
@@ -335,6 +371,19 @@ impl GpuSession {
                     return Ok(None);
                 }
                 pool(ctx, &PoolSpec::global_average(x.shape()), &x)?
+            }
+            Op::BatchNorm { .. } => {
+                let Some((k, off)) = self.affine.get(&n.name) else {
+                    return Ok(None);
+                };
+                let s = x.shape();
+                if s.len() < 2 || s[1] != k.len() || s.len() > MAX_RANK {
+                    return Ok(None);
+                }
+                let mut cs = vec![1; s.len() - 1];
+                cs[0] = s[1];
+                let scaled = binary(ctx, Binary::Mul, &x, &k.reshaped(cs.clone()))?;
+                binary(ctx, Binary::Add, &scaled, &off.reshaped(cs))?
             }
             Op::Relu => unary(ctx, Unary::Relu, &x)?,
             Op::Clip { min, max } => unary(
