@@ -186,3 +186,39 @@ fn matmul_gflops() {
         );
     }
 }
+
+#[test]
+fn a_relu_after_a_gemm_is_right_whether_or_not_it_can_be_fused() {
+    use lithe::graph::{Dim, Graph, Node, Op, ValueInfo};
+    let Some(ctx) = ctx() else { return };
+    for expose_gemm in [false, true] {
+        let mut g = Graph {
+            name: "fc-relu".into(),
+            ..Default::default()
+        };
+        g.inputs.push(ValueInfo {
+            name: "x".into(),
+            shape: vec![Dim::Sym("N".into()), Dim::Fixed(17)],
+        });
+        let w: Vec<f32> = (0..17 * 33)
+            .map(|i| ((i * 7) % 13) as f32 / 6.5 - 1.0)
+            .collect();
+        g.weights
+            .insert("w".into(), lithe::tensor::from_vec(&[17, 33], w).unwrap());
+        g.nodes
+            .push(Node::new("fc", Op::Gemm(Default::default()), &["x", "w"]));
+        g.nodes.push(Node::new("relu", Op::Relu, &["fc"]));
+        g.outputs.push("relu".into());
+        if expose_gemm {
+            // The Gemm's output is read twice: the Relu must not be folded into it.
+            g.outputs.push("fc".into());
+        }
+        let gpu = GpuSession::new(ctx.clone(), &g).expect("session");
+        let c = block_on(check::compare_graph(&gpu, 5, 9)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            c.devices.iter().all(|d| d.2 == Device::Gpu),
+            "{:?}",
+            c.devices
+        );
+    }
+}

@@ -197,36 +197,50 @@ impl GpuSession {
             })
             .collect();
         let mut devices = Vec::with_capacity(g.nodes.len());
-        for n in &g.nodes {
-            let on_gpu = if self.on_gpu(n) {
-                self.gpu_step(n, &mut vals)?
+        // A Relu folded into the Gemm / MatMul / Conv just before it (its index).
+        let mut fused: Option<usize> = None;
+        for (idx, n) in g.nodes.iter().enumerate() {
+            let device = if fused == Some(idx) {
+                Device::Gpu
             } else {
-                None
-            };
-            let device = match on_gpu {
-                Some(y) => {
-                    let name = n.outputs.first().cloned().unwrap_or_default();
-                    vals.insert(
-                        name,
-                        Val {
-                            host: None,
-                            dev: Some(y),
-                        },
-                    );
-                    Device::Gpu
-                }
-                None => {
-                    let outs = self.cpu_step(n, &mut vals).await?;
-                    for (name, t) in n.outputs.iter().zip(outs) {
+                let relu = fusable_relu(g, idx, &uses);
+                let on_gpu = if self.on_gpu(n) {
+                    self.gpu_step(n, &mut vals, relu.is_some())?
+                } else {
+                    None
+                };
+                match on_gpu {
+                    Some((y, applied)) => {
+                        let out = match relu {
+                            Some(j) if applied => {
+                                fused = Some(j);
+                                &g.nodes[j]
+                            }
+                            _ => n,
+                        };
+                        let name = out.outputs.first().cloned().unwrap_or_default();
                         vals.insert(
-                            name.clone(),
+                            name,
                             Val {
-                                host: Some(t),
-                                dev: None,
+                                host: None,
+                                dev: Some(y),
                             },
                         );
+                        Device::Gpu
                     }
-                    Device::Cpu
+                    None => {
+                        let outs = self.cpu_step(n, &mut vals).await?;
+                        for (name, t) in n.outputs.iter().zip(outs) {
+                            vals.insert(
+                                name.clone(),
+                                Val {
+                                    host: Some(t),
+                                    dev: None,
+                                },
+                            );
+                        }
+                        Device::Cpu
+                    }
                 }
             };
             devices.push(NodeDevice {
@@ -291,8 +305,14 @@ impl GpuSession {
         Ok(v.dev.clone())
     }
 
-    /// Runs `n` on the GPU; `None` when its inputs' shapes need the CPU.
-    fn gpu_step(&self, n: &Node, vals: &mut HashMap<String, Val>) -> Result<Option<GpuTensor>> {
+    /// Runs `n` on the GPU; `None` when its inputs' shapes need the CPU. With `relu`, a Gemm,
+    /// MatMul or Conv applies the ReLU that follows it; the flag returned says whether it did.
+    fn gpu_step(
+        &self,
+        n: &Node,
+        vals: &mut HashMap<String, Val>,
+        relu: bool,
+    ) -> Result<Option<(GpuTensor, bool)>> {
         let ctx = &*self.ctx;
         let x = self.dev_input(n, vals, 0)?.ok_or_else(|| {
             Error::Graph(format!(
@@ -334,26 +354,31 @@ impl GpuSession {
                     trans_b: a.trans_b,
                     alpha: a.alpha,
                     beta: a.beta,
+                    relu,
                     ..MatmulSpec::new(m, k, nn)
                 };
                 let out = shapes.into_iter().next().unwrap_or_else(|| vec![m, nn]);
-                matmul(ctx, &spec, &x, &w, c.as_ref(), out)?
+                return Ok(Some((matmul(ctx, &spec, &x, &w, c.as_ref(), out)?, relu)));
             }
             Op::MatMul => {
                 let w = second(vals)?;
                 let Some((spec, out)) = matmul_spec(n, x.shape(), w.shape()) else {
                     return Ok(None);
                 };
-                matmul(ctx, &spec, &x, &w, None, out)?
+                let spec = MatmulSpec { relu, ..spec };
+                return Ok(Some((matmul(ctx, &spec, &x, &w, None, out)?, relu)));
             }
             Op::Conv(a) => {
                 let w = second(vals)?;
                 let b = self.dev_input(n, vals, 2)?;
-                let spec = ConvSpec::from_attrs(n, a, x.shape(), w.shape())?;
+                let spec = ConvSpec {
+                    relu,
+                    ..ConvSpec::from_attrs(n, a, x.shape(), w.shape())?
+                };
                 if b.as_ref().is_some_and(|b| b.shape() != [spec.m]) {
                     return Ok(None);
                 }
-                conv2d(ctx, &spec, &x, &w, b.as_ref())?
+                return Ok(Some((conv2d(ctx, &spec, &x, &w, b.as_ref())?, relu)));
             }
             Op::MaxPool(a) => {
                 let spec = PoolSpec::from_attrs(n, a, PoolKind::Max, x.shape())?;
@@ -430,7 +455,7 @@ impl GpuSession {
             }
             _ => return Ok(None),
         };
-        Ok(Some(y))
+        Ok(Some((y, false)))
     }
 
     /// Runs `n` on the CPU reference, reading its device inputs back first.
@@ -458,6 +483,22 @@ impl GpuSession {
             .collect();
         Ok(ops::forward(n, &ins, Mode::Eval)?.0)
     }
+}
+
+/// The index of the Relu that directly follows node `idx` and is the only reader of its
+/// output, when that node is a Gemm, MatMul or Conv (whose kernels can apply it).
+fn fusable_relu(g: &Graph, idx: usize, uses: &HashMap<String, usize>) -> Option<usize> {
+    let n = &g.nodes[idx];
+    if !matches!(n.op, Op::Gemm(_) | Op::MatMul | Op::Conv(_)) || n.outputs.len() != 1 {
+        return None;
+    }
+    let next = g.nodes.get(idx + 1)?;
+    let only_reader = uses.get(&n.outputs[0]) == Some(&1);
+    (matches!(next.op, Op::Relu)
+        && next.outputs.len() == 1
+        && next.inputs.first() == n.outputs.first()
+        && only_reader)
+        .then_some(idx + 1)
 }
 
 /// The GPU form of a MatMul of `sa` by `sb` and its output shape, or `None` for shapes the
