@@ -82,6 +82,10 @@ pub enum Error {
         /// The non-finite loss.
         loss: f32,
     },
+    /// The GPU backend cannot run: no adapter (no `navigator.gpu`, no Vulkan driver), a device
+    /// that failed, or a problem too large for its buffers.
+    #[error("GPU: {0}")]
+    Gpu(String),
     /// An I/O failure (native only).
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -106,6 +110,7 @@ impl Error {
             Error::Invalid(_) => "invalid",
             Error::Cancelled => "cancelled",
             Error::Diverged { .. } => "diverged",
+            Error::Gpu(_) => "gpu",
             Error::Io { .. } => "io",
         }
     }

@@ -9,7 +9,7 @@ use crate::{Error, Result};
 use std::collections::HashMap;
 
 /// Checks runtime inputs against the graph's declared inputs.
-fn check_inputs(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<()> {
+pub(crate) fn check_inputs(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<()> {
     for v in &g.inputs {
         let Some((_, t)) = inputs.iter().find(|(n, _)| *n == v.name) else {
             return Err(Error::Input {
@@ -37,7 +37,7 @@ fn check_inputs(g: &Graph, inputs: &[(&str, &Tensor)]) -> Result<()> {
 }
 
 /// How many times each value is read (graph outputs count once more so they are never freed).
-fn use_counts(g: &Graph) -> HashMap<&str, usize> {
+pub(crate) fn use_counts(g: &Graph) -> HashMap<&str, usize> {
     let mut uses: HashMap<&str, usize> = HashMap::new();
     for n in &g.nodes {
         for i in n.inputs.iter().filter(|s| !s.is_empty()) {

@@ -25,6 +25,8 @@ pub mod data;
 mod error;
 pub mod exec;
 pub mod format;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod graph;
 #[cfg(feature = "js")]
 pub mod js;

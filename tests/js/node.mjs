@@ -100,4 +100,14 @@ await expectError(model.compress({ passes: [{ pass: "fine_tune", epochs: 1 }] })
 await expectError(model.evaluate(new Uint8Array([0, 1, 2])), "decode");
 assert.throws(() => model.classify(new Uint8Array(3)), (e) => e.code === "input");
 assert.equal((await model.run(x, shape)).shape[1], 10);
+
+// Device choice: Node has no WebGPU, so "auto" runs on the CPU and says why; asking for WebGPU
+// is a clear error; an unknown device is refused.
+const device = model.device();
+assert.equal(device.kind, "cpu", JSON.stringify(device));
+assert.match(device.reason, /navigator\.gpu missing|no WebGPU backend/, device.reason);
+console.log(`device: ${JSON.stringify(device)}`);
+assert.equal((await Lithe.load(modelBytes, { device: "cpu" })).device().kind, "cpu");
+await expectError(Lithe.load(modelBytes, { device: "webgpu" }), "gpu");
+await expectError(Lithe.load(modelBytes, { device: "tpu" }), "invalid");
 console.log(`node: JS API checks passed (${ms()}); Lithe ${Lithe.version}`);

@@ -23,7 +23,13 @@ async fn settle(p: Promise) -> Result<JsValue, JsValue> {
 }
 
 async fn load(bytes: &[u8]) -> Model {
-    let v = settle(Lithe::load(bytes)).await.expect("the model loads");
+    load_with(bytes, JsValue::UNDEFINED).await
+}
+
+async fn load_with(bytes: &[u8], options: JsValue) -> Model {
+    let v = settle(Lithe::load(bytes, options))
+        .await
+        .expect("the model loads");
     // The promise resolved to the JS wrapper of a `Model`; take it back as the Rust value.
     <Model as TryFromJsValue>::try_from_js_value(v).expect("a Model")
 }
@@ -69,7 +75,9 @@ async fn load_run_compress_export_and_errors() {
         Float32Array::from(get(&z, "data")).to_vec()
     );
     // Errors are LitheErrors with codes; the instance keeps working.
-    let e = settle(Lithe::load(&[1, 2, 3])).await.unwrap_err();
+    let e = settle(Lithe::load(&[1, 2, 3], JsValue::UNDEFINED))
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), "decode");
     let e = settle(m.run(&x[..5], shape())).await.unwrap_err();
     assert_eq!(code(&e), "input");
@@ -82,4 +90,85 @@ async fn load_run_compress_export_and_errors() {
     assert_eq!(code(&e), "invalid");
     m.reset();
     assert!(settle(m.run(&x, shape())).await.is_ok());
+}
+
+fn device_options(kind: &str) -> JsValue {
+    let o = js_sys::Object::new();
+    Reflect::set(&o, &"device".into(), &kind.into()).unwrap();
+    o.into()
+}
+
+#[wasm_bindgen_test]
+async fn webgpu_is_chosen_in_chromium_and_matches_the_cpu() {
+    // tests/webdriver.json starts Chromium with --enable-unsafe-webgpu: a SwiftShader adapter.
+    // "auto" does not pick a software adapter (slower than the CPU kernels) and says so.
+    let auto = load(TINY).await;
+    let d = auto.device().unwrap();
+    assert_eq!(get(&d, "kind").as_string().as_deref(), Some("cpu"), "{d:?}");
+    assert!(
+        get(&d, "reason")
+            .as_string()
+            .unwrap_or_default()
+            .contains("software WebGPU adapter"),
+        "{d:?}"
+    );
+    let gpu = load_with(TINY, device_options("webgpu")).await;
+    let d = gpu.device().unwrap();
+    assert_eq!(
+        get(&d, "kind").as_string().as_deref(),
+        Some("webgpu"),
+        "{d:?}"
+    );
+    assert!(
+        !get(&d, "adapter")
+            .as_string()
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert_eq!(
+        get(&d, "fallback").as_bool(),
+        Some(true),
+        "SwiftShader is a fallback adapter"
+    );
+    let cpu = load_with(TINY, device_options("cpu")).await;
+    let d = cpu.device().unwrap();
+    assert_eq!(get(&d, "kind").as_string().as_deref(), Some("cpu"));
+    assert!(get(&d, "reason").as_string().is_some());
+    let x: Vec<f32> = (0..3 * 784).map(|i| (i % 255) as f32 / 255.0).collect();
+    let info = gpu.info().unwrap();
+    let mut shape: Vec<u32> = js_sys::Array::from(&get(&info, "input_shape"))
+        .iter()
+        .map(|d| d.as_f64().unwrap() as u32)
+        .collect();
+    shape[0] = 3;
+    assert_eq!(shape.iter().product::<u32>(), 3 * 784);
+    let a = settle(gpu.run(&x, shape.clone())).await.unwrap();
+    let b = settle(cpu.run(&x, shape.clone())).await.unwrap();
+    assert_eq!(
+        js_sys::Array::from(&get(&a, "shape")).length(),
+        js_sys::Array::from(&get(&b, "shape")).length()
+    );
+    let (ya, yb) = (
+        Float32Array::from(get(&a, "data")).to_vec(),
+        Float32Array::from(get(&b, "data")).to_vec(),
+    );
+    assert_eq!(ya.len(), 30);
+    let scale = yb.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (p, q) in ya.iter().zip(&yb) {
+        assert!((p - q).abs() <= 1e-4 * scale, "{p} vs {q}");
+    }
+    // Errors keep their codes on the GPU path.
+    let e = settle(gpu.run(&x[..5], shape)).await.unwrap_err();
+    assert_eq!(code(&e), "input");
+    let e = settle(Lithe::load(TINY, device_options("tpu")))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "invalid");
+    let webgpu = load_with(TINY, device_options("webgpu")).await;
+    assert_eq!(
+        get(&webgpu.device().unwrap(), "kind")
+            .as_string()
+            .as_deref(),
+        Some("webgpu")
+    );
 }

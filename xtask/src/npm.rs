@@ -2,7 +2,7 @@
 //! `pkg/`; `--check` also runs `tests/js/node.mjs` against it in Node and the example page
 //! (`www/example/`) in headless Chromium; `--serve` serves the example page.
 //!
-//! Steps: `cargo rustc -p lithe --lib --crate-type cdylib --features js` for wasm32 in release
+//! Steps: `cargo rustc -p lithe --lib --crate-type cdylib --features js,gpu` for wasm32 in release
 //! (simd128 from .cargo/config.toml), `wasm-bindgen --target web` (ES module + TypeScript
 //! types; the same files load in browsers and in Node through `initSync`), `wasm-opt -O3`
 //! from the project's binaryen, then `package.json`, `README.md` and the license files.
@@ -25,7 +25,7 @@ pub fn build(ctx: &Ctx) -> Result<PathBuf> {
         "--target",
         "wasm32-unknown-unknown",
         "--features",
-        "js",
+        "js,gpu",
         "--crate-type",
         "cdylib",
     ]))?;

@@ -199,7 +199,7 @@ fn mnist(ctx: &Ctx) -> Result<Outcome> {
 }
 
 /// The lavapipe Vulkan ICD that mesa-vulkan-drivers installs.
-fn lavapipe_present() -> bool {
+pub fn lavapipe_present() -> bool {
     std::fs::read_dir("/usr/share/vulkan/icd.d")
         .map(|d| {
             d.filter_map(|e| e.ok())

@@ -15,7 +15,7 @@ pub const STAGES: &[(&str, &str)] = &[
     ),
     (
         "native",
-        "native cargo test (all crates but the app and the wasm tests)",
+        "native cargo test (all crates but the app and the wasm tests), then the WebGPU backend on lavapipe",
     ),
     (
         "wasm-web",
@@ -132,10 +132,20 @@ fn stage(ctx: &Ctx, name: &str) -> Result<Outcome> {
             c.env("LITHE_PYTHON", ctx.at(".venv/bin/python"))
                 .env("LITHE_MNIST_DIR", ctx.at(".data/mnist"));
             let (success, out) = run_tee(&mut c)?;
+            // The WebGPU backend (feature `gpu`, off in the workspace build) on lavapipe; a
+            // missing adapter fails the stage wherever the lavapipe ICD is installed.
+            let mut g = ctx.cargo(&["test", "-p", "lithe", "--features", "gpu", "--test", "gpu"]);
+            if setup::lavapipe_present() {
+                g.env("LITHE_REQUIRE_GPU", "1");
+            }
+            let (gpu_success, gpu_out) = run_tee(&mut g)?;
             if !success {
                 bail!("native tests failed");
             }
-            ok(&count_tests(&out))
+            if !gpu_success {
+                bail!("native WebGPU tests (lavapipe) failed");
+            }
+            ok(&count_tests(&format!("{out}\n{gpu_out}")))
         }
         "wasm-web" => {
             let mut c = wasm_cargo(

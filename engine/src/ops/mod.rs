@@ -2,7 +2,7 @@
 //! fast kernel is tested against) and the backward used by training. One file per op family.
 
 mod activation;
-mod conv;
+pub(crate) mod conv;
 mod elementwise;
 mod linear;
 mod norm;

@@ -1,0 +1,83 @@
+//! int8 × int8 → i32 matrix product on the GPU (`int8_matmul.wgsl`), exact, with per-tensor
+//! zero points (as ONNX `MatMulInteger`).
+
+use super::context::{GpuContext, Kernel, u32_of};
+use crate::{Error, Result};
+
+pub(crate) const WGSL: &str = include_str!("int8_matmul.wgsl");
+
+/// Packs `rows` rows of `k` bytes each (element `(r, i)` at `at(r, i)`) four to a u32, padding
+/// every row to whole words with `pad`.
+fn pack(rows: usize, k: usize, pad: i8, at: impl Fn(usize, usize) -> i8) -> Vec<u8> {
+    let words = k.div_ceil(4);
+    let mut out = Vec::with_capacity(rows * words * 4);
+    for r in 0..rows {
+        for i in 0..words * 4 {
+            let v = if i < k { at(r, i) } else { pad };
+            out.push(v as u8);
+        }
+    }
+    out
+}
+
+/// `C = (A − a_zero) · (B − b_zero)` for row-major `A` (`[m, k]`) and `B` (`[k, n]`); returns
+/// the `[m, n]` i32 sums, row-major. The sums are exact as long as they fit in i32
+/// (`k · 255² < 2³¹`, i.e. any `k` up to 33,000).
+pub async fn matmul_int8(
+    ctx: &GpuContext,
+    a: &[i8],
+    a_zero: i8,
+    b: &[i8],
+    b_zero: i8,
+    (m, k, n): (usize, usize, usize),
+) -> Result<Vec<i32>> {
+    let (na, nb) = (m.checked_mul(k), k.checked_mul(n));
+    if na != Some(a.len()) || nb != Some(b.len()) {
+        return Err(Error::Invalid(format!(
+            "int8 matmul {m}x{k}x{n} needs {} and {} values, got {} and {}",
+            na.map_or("too many".to_string(), |v| v.to_string()),
+            nb.map_or("too many".to_string(), |v| v.to_string()),
+            a.len(),
+            b.len()
+        )));
+    }
+    if k > 33_000 {
+        return Err(Error::Invalid(format!(
+            "int8 matmul with K = {k} could overflow the i32 sums (at most 33000)"
+        )));
+    }
+    let total = m
+        .checked_mul(n)
+        .ok_or_else(|| Error::Invalid("int8 matmul result too large".into()))?;
+    if total == 0 {
+        return Ok(Vec::new());
+    }
+    let pa = pack(m, k, a_zero, |r, i| a[r * k + i]);
+    let pb = pack(n, k, b_zero, |c, i| b[i * n + c]);
+    let abuf = ctx.storage_init(&pa, "int8 A")?;
+    let bbuf = ctx.storage_init(&pb, "int8 B")?;
+    let out = ctx.storage(total, "int8 product")?;
+    let params = [
+        u32_of(m, "M")?,
+        u32_of(n, "N")?,
+        u32_of(k.div_ceil(4), "K / 4")?,
+        i32::from(a_zero) as u32,
+        i32::from(b_zero) as u32,
+    ];
+    u32_of(total, "result size")?;
+    ctx.dispatch(
+        Kernel::Int8Matmul,
+        &[&abuf, &bbuf, &out],
+        &params,
+        [
+            u32_of(n.div_ceil(16), "column groups")?,
+            u32_of(m.div_ceil(16), "row groups")?,
+            1,
+        ],
+    )?;
+    let bytes = ctx.read_bytes(&out, total as u64 * 4).await?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
