@@ -114,9 +114,45 @@ pub fn check_distill(d: &DistillSettings) -> Result<(), String> {
     Ok(())
 }
 
+/// Where the worker runs inference (`device=` in the URL fragment; default `auto`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DevicePref {
+    /// WebGPU on a hardware adapter, else the CPU (a software adapter such as SwiftShader is
+    /// slower than the CPU kernels).
+    #[default]
+    Auto,
+    /// WebGPU on any adapter, software ones included; the CPU when there is none.
+    WebGpu,
+    /// The CPU.
+    Cpu,
+}
+
+impl DevicePref {
+    /// The fragment value (`auto`, `webgpu`, `cpu`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DevicePref::Auto => "auto",
+            DevicePref::WebGpu => "webgpu",
+            DevicePref::Cpu => "cpu",
+        }
+    }
+
+    /// Parses a fragment value.
+    pub fn from_name(v: &str) -> Option<DevicePref> {
+        [DevicePref::Auto, DevicePref::WebGpu, DevicePref::Cpu]
+            .into_iter()
+            .find(|d| d.name() == v)
+    }
+}
+
 /// What the page asks the worker to do.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
+    /// Choose where inference runs; answered by [`Response::Device`].
+    Device {
+        /// The user's preference.
+        prefer: DevicePref,
+    },
     /// Load `models/{name}.onnx` from the zoo shipped with the page.
     LoadZoo {
         /// Zoo architecture name, e.g. [`DEFAULT_MODEL`].
@@ -352,6 +388,13 @@ pub enum Response {
     },
     /// A [`Request::Compress`] finished; the compressed model is now the current one.
     Compressed(Box<CompressSummary>),
+    /// Where inference (the drawn digit's classification) runs, and why.
+    Device {
+        /// `"webgpu"` or `"cpu"`.
+        kind: String,
+        /// The adapter (WebGPU), or why not WebGPU (CPU).
+        detail: String,
+    },
     /// Probabilities for the digit of the last [`Request::Classify`].
     Classified {
         /// One probability per class, summing to 1.
@@ -696,6 +739,8 @@ pub struct SharedState {
     pub knobs: Knobs,
     /// The fine-tune card.
     pub train: TrainKnobs,
+    /// Where inference runs.
+    pub device: DevicePref,
 }
 
 /// Whether `p` is a prune ratio the sliders offer (0–95 in steps of 5).
@@ -729,6 +774,7 @@ impl SharedState {
                     }
                 }
                 "huffman" => k.huffman = v != "off",
+                "device" => s.device = DevicePref::from_name(v).unwrap_or_default(),
                 _ if train.set(key, v) => {}
                 _ => {
                     if let (Some(name), Some(p)) = (key.strip_prefix("layer."), slider_percent(v))
@@ -769,6 +815,9 @@ impl SharedState {
             if plain_name(name) {
                 f.push_str(&format!("&layer.{name}={p}"));
             }
+        }
+        if self.device != DevicePref::Auto {
+            f.push_str(&format!("&device={}", self.device.name()));
         }
         let defaults = TrainKnobs::default();
         for ((key, v), (_, d)) in self.train.fields().into_iter().zip(defaults.fields()) {
@@ -870,6 +919,7 @@ mod tests {
         let s = SharedState {
             model: "lenet-5".into(),
             train: TrainKnobs::default(),
+            device: DevicePref::Auto,
             knobs: Knobs {
                 prune: 90,
                 weights: "int4".into(),
@@ -879,6 +929,20 @@ mod tests {
         assert_eq!(s.to_fragment(), "#model=lenet-5&prune=90&weights=int4");
         assert_eq!(SharedState::from_fragment(&s.to_fragment()), s);
         assert!(s.compresses());
+        let gpu = SharedState {
+            device: DevicePref::WebGpu,
+            ..s.clone()
+        };
+        assert_eq!(
+            gpu.to_fragment(),
+            "#model=lenet-5&prune=90&weights=int4&device=webgpu"
+        );
+        assert_eq!(SharedState::from_fragment(&gpu.to_fragment()), gpu);
+        assert_eq!(
+            SharedState::from_fragment("device=gpu").device,
+            DevicePref::Auto,
+            "an unknown device keeps the default"
+        );
         let default = SharedState::from_fragment("");
         assert_eq!(default.model, DEFAULT_MODEL);
         assert_eq!(default.knobs, Knobs::default());
@@ -907,6 +971,7 @@ mod tests {
         let s = SharedState {
             model: "tiny-mlp".into(),
             train: TrainKnobs::default(),
+            device: DevicePref::Cpu,
             knobs: Knobs {
                 prune: 40,
                 layers,
@@ -919,7 +984,7 @@ mod tests {
         let f = s.to_fragment();
         assert_eq!(
             f,
-            "#model=tiny-mlp&prune=40&weights=uint4&structure=filters&rank=32&huffman=off&layer.conv_2=0&layer.fc1=95"
+            "#model=tiny-mlp&prune=40&weights=uint4&structure=filters&rank=32&huffman=off&layer.conv_2=0&layer.fc1=95&device=cpu"
         );
         assert_eq!(SharedState::from_fragment(&f), s);
         // The fine-tune card's knobs too; values a link cannot carry are left out.

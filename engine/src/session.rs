@@ -102,6 +102,13 @@ impl Session {
 
     /// Class probabilities for one grey image given as raw 0..255 pixels, row-major.
     pub fn classify(&self, pixels: &[u8]) -> Result<Vec<f32>> {
+        let x = self.input_from_pixels(pixels)?;
+        Ok(Session::probabilities(&self.run(&x)?))
+    }
+
+    /// The model's input for one grey image of raw 0..255 pixels (batch 1, preprocessed), as
+    /// [`Session::classify`] builds it; for running it elsewhere (the GPU).
+    pub fn input_from_pixels(&self, pixels: &[u8]) -> Result<Tensor> {
         let input = self
             .graph
             .inputs
@@ -115,20 +122,23 @@ impl Session {
                 detail: format!("expected {need} pixels, got {}", pixels.len()),
             });
         }
-        let x = crate::tensor::from_vec(
+        crate::tensor::from_vec(
             &shape,
             pixels.iter().map(|&p| self.preprocess.apply(p)).collect(),
-        )?;
-        let out = self.run(&x)?;
-        let logits: Vec<f32> = out
+        )
+    }
+
+    /// Softmax of the first output's values (outputs may already be (log-)probabilities; the
+    /// softmax of a log-softmax is the same softmax).
+    pub fn probabilities(outputs: &[Tensor]) -> Vec<f32> {
+        let logits: Vec<f32> = outputs
             .first()
             .map(|t| t.iter().copied().collect())
             .unwrap_or_default();
-        // Outputs may already be (log-)probabilities; softmax of log-softmax is the same softmax.
         let mx = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let e: Vec<f32> = logits.iter().map(|v| (v - mx).exp()).collect();
         let s: f32 = e.iter().sum();
-        Ok(e.into_iter().map(|v| v / s).collect())
+        e.into_iter().map(|v| v / s).collect()
     }
 
     /// Trains (fine-tunes) the model in place.

@@ -117,6 +117,13 @@ fn check_page(ctx: &Ctx, s: &Session, page: &str, timeout: Duration) -> Result<f
         "e2e: accuracy {accuracy} % after {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    // Headless Chromium offers only a software WebGPU adapter: `auto` stays on the CPU and
+    // says why.
+    let device = wait_text(s, "#device", timeout, |t| !t.is_empty())?;
+    println!("e2e: inference device: {device:?}");
+    if !device.starts_with("CPU") || !device.contains("software WebGPU adapter") {
+        bail!("with only SwiftShader, the page should run on the CPU and say why: {device:?}");
+    }
     save_screenshot(ctx, s)?;
     if accuracy < MIN_ACCURACY_PERCENT {
         bail!(
@@ -498,7 +505,9 @@ fn check_distillation(ctx: &Ctx, s: &Session, timeout: Duration) -> Result<()> {
 /// Opens a shared link (`#model=tiny-mlp&prune=50&weights=int8`) and checks that the page
 /// loads that zoo model and applies those knobs.
 fn check_shared_link(s: &Session, page: &str, timeout: Duration) -> Result<()> {
-    let link = format!("{page}#model=tiny-mlp&prune=50&weights=int8");
+    // `device=webgpu` also takes headless Chromium's software adapter (SwiftShader), which
+    // `auto` leaves for the CPU: the drawn digit is then classified on WebGPU.
+    let link = format!("{page}#model=tiny-mlp&prune=50&weights=int8&device=webgpu");
     // A fragment-only change does not reload: go through about:blank.
     s.post("url", json!({ "url": "about:blank" }))?;
     s.post("url", json!({ "url": link }))?;
@@ -512,6 +521,20 @@ fn check_shared_link(s: &Session, page: &str, timeout: Duration) -> Result<()> {
         "e2e: shared link → tiny-mlp, {label:?}, weights {bytes:?} after {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    let device = wait_text(s, "#device", timeout, |t| !t.is_empty())?;
+    println!("e2e: with device=webgpu, inference runs on {device:?}");
+    if !device.starts_with("WebGPU") {
+        bail!("the link asked for WebGPU, but the page says {device:?}");
+    }
+    // A stroke down the middle of the pad, classified on the GPU.
+    let draw = "const pad = document.querySelector('canvas.pad'); const r = pad.getBoundingClientRect(); \
+        const ev = (type, y) => pad.dispatchEvent(new PointerEvent(type, {bubbles: true, pointerId: 1, \
+        clientX: r.left + 0.5 * r.width, clientY: r.top + y * r.height})); \
+        ev('pointerdown', 0.15); for (let i = 0; i <= 20; i++) ev('pointermove', 0.15 + 0.035 * i); \
+        ev('pointerup', 0.85); return true;";
+    s.post("execute/sync", json!({ "script": draw, "args": [] }))?;
+    let answer = wait_text(s, ".prediction .answer", timeout, |t| !t.trim().is_empty())?;
+    println!("e2e: a vertical stroke classified on WebGPU as {answer:?}");
     Ok(())
 }
 

@@ -12,8 +12,8 @@ use lithe::data::Dataset;
 use lithe::metrics::EvalReport;
 use lithe::train::{Progress, Schedule, TrainConfig, TrainSummary};
 use lithe_app::protocol::{
-    CompressSummary, DistillSettings, ExportFormat, Histogram, Knobs, LotteryRound, MODELS_DIR,
-    PANIC, PIXELS, Request, Response, Sensitivity, Stage, TEST_SET_URL, TRAIN_SET_URL,
+    CompressSummary, DevicePref, DistillSettings, ExportFormat, Histogram, Knobs, LotteryRound,
+    MODELS_DIR, PANIC, PIXELS, Request, Response, Sensitivity, Stage, TEST_SET_URL, TRAIN_SET_URL,
     check_distill, check_fine_tune, check_lottery, check_sweep, histogram, recipe_json,
 };
 use lithe_app::sweep::SweepPoint;
@@ -58,6 +58,10 @@ thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
     /// Set by [`Request::Cancel`] on arrival, cleared when a `FineTune` is queued.
     static CANCEL: Cell<bool> = const { Cell::new(false) };
+    /// The WebGPU device when [`Request::Device`] chose it.
+    #[cfg(target_arch = "wasm32")]
+    static GPU: RefCell<Option<std::sync::Arc<lithe::gpu::GpuContext>>> =
+        const { RefCell::new(None) };
 }
 
 fn main() {
@@ -131,6 +135,11 @@ async fn drain() {
 /// Handles one request; `Err` carries the [`Response::Error`] to send.
 async fn handle(req: Request) -> Result<(), Response> {
     match req {
+        Request::Device { prefer } => {
+            let (kind, detail) = choose_device(prefer).await;
+            post(&Response::Device { kind, detail });
+            Ok(())
+        }
         Request::LoadZoo { name } => {
             // Only known architectures: the name becomes part of a URL.
             let arch = lithe::zoo::Arch::from_name(&name)?;
@@ -173,13 +182,89 @@ async fn handle(req: Request) -> Result<(), Response> {
                     format!("expected {PIXELS} pixels, got {}", pixels.len()),
                 ));
             }
-            let probs = STATE.with_borrow(|s| match &s.session {
-                Some(session) => session.classify(&pixels).map_err(Response::from),
-                None => Err(no_model()),
-            })?;
+            let probs = match classify_on_gpu(&pixels).await {
+                Some(p) => p,
+                None => STATE.with_borrow(|s| match &s.session {
+                    Some(session) => session.classify(&pixels).map_err(Response::from),
+                    None => Err(no_model()),
+                })?,
+            };
             post(&Response::Classified { probs });
             Ok(())
         }
+    }
+}
+
+/// Opens WebGPU unless the user asked for the CPU, and decides where inference runs:
+/// `("webgpu", adapter)` or `("cpu", why not WebGPU)`. `Auto` does not take a software
+/// adapter (SwiftShader, lavapipe), which is slower than the CPU kernels.
+async fn choose_device(prefer: DevicePref) -> (String, String) {
+    let cpu = |why: String| ("cpu".to_string(), why);
+    if prefer == DevicePref::Cpu {
+        set_gpu(None);
+        return cpu("chosen in the URL (device=cpu)".into());
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        match lithe::gpu::GpuContext::new().await {
+            Ok(ctx) => {
+                let a = ctx.adapter().clone();
+                if a.is_fallback && prefer == DevicePref::Auto {
+                    set_gpu(None);
+                    return cpu(format!(
+                        "only a software WebGPU adapter ({}) is available, slower than the CPU \
+                         kernels (add &device=webgpu to the URL to use it anyway)",
+                        a.name
+                    ));
+                }
+                #[allow(clippy::arc_with_non_send_sync)] // one device per worker
+                set_gpu(Some(std::sync::Arc::new(ctx)));
+                let soft = if a.is_fallback { ", software" } else { "" };
+                ("webgpu".into(), format!("{}{soft}", a.name))
+            }
+            Err(e) => {
+                set_gpu(None);
+                cpu(match e {
+                    lithe::Error::Gpu(m) => m,
+                    other => other.to_string(),
+                })
+            }
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        cpu("WebGPU runs in the browser build only".into())
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn set_gpu(ctx: Option<std::sync::Arc<lithe::gpu::GpuContext>>) {
+    GPU.with_borrow_mut(|g| *g = ctx);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn set_gpu(_: Option<()>) {}
+
+/// The drawn digit's probabilities computed on WebGPU, when it was chosen; `None` runs it on
+/// the CPU (no GPU chosen, no model, or the GPU failed: the CPU answers instead).
+async fn classify_on_gpu(pixels: &[u8]) -> Option<Vec<f32>> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let ctx = GPU.with_borrow(|g| g.clone())?;
+        let (graph, x) = STATE.with_borrow(|s| {
+            let session = s.session.as_ref()?;
+            let x = session.input_from_pixels(pixels).ok()?;
+            Some((session.graph().clone(), x))
+        })?;
+        let gpu = lithe::gpu::GpuSession::new(ctx, &graph).ok()?;
+        let name = graph.inputs.first()?.name.clone();
+        let run = gpu.run(&[(name.as_str(), &x)]).await.ok()?;
+        Some(lithe::Session::probabilities(&run.outputs))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let _ = pixels;
+        None
     }
 }
 

@@ -72,6 +72,9 @@ pub fn App() -> impl IntoView {
     let zoo = RwSignal::new(shared.model.clone());
     let knobs = RwSignal::new(shared.knobs.clone());
     let train_knobs = RwSignal::new(shared.train.clone());
+    let device_pref = shared.device;
+    // Where the worker runs inference: `(kind, detail)` once it has answered.
+    let device = RwSignal::new(None::<(String, String)>);
     // The model as loaded (the per-layer knobs and the sensitivity name its layers).
     let loaded_info = RwSignal::new(None::<ModelInfo>);
     let prunable = Memo::new(move |_| {
@@ -99,6 +102,7 @@ pub fn App() -> impl IntoView {
             model: zoo.get(),
             knobs: knobs.get(),
             train: train_knobs.get(),
+            device: device_pref,
         };
         set_location_hash(&s.to_fragment());
     });
@@ -185,6 +189,9 @@ pub fn App() -> impl IntoView {
 
     let on_response = move |resp: Response| match resp {
         Response::Ready => {
+            send(Request::Device {
+                prefer: device_pref,
+            });
             let recovering = ctl
                 .try_update_value(|c| std::mem::take(&mut c.recovering))
                 .unwrap_or_default();
@@ -322,6 +329,7 @@ pub fn App() -> impl IntoView {
             }
             phase.set(Phase::Idle);
         }
+        Response::Device { kind, detail } => device.set(Some((kind, detail))),
         Response::Classified { probs: p } => {
             let (has_digit, dirty) = ctl
                 .try_update_value(|c| {
@@ -512,7 +520,7 @@ pub fn App() -> impl IntoView {
         <main class="layout">
             <ErrorBanner notice=notice />
             <ModelPanel model=model zoo=zoo on_file=on_file on_default=on_default on_zoo=on_zoo sensitivity=sensitivity />
-            <MetricsPanel eval=eval phase=phase before=before />
+            <MetricsPanel eval=eval phase=phase before=before device=device />
             <CompressPanel result=compressed phase=phase knobs=knobs prunable=prunable live_millis=live_millis on_apply=on_compress on_sensitivity=on_sensitivity on_download=on_download />
             <SweepPanel sweeps=sweeps current=current phase=phase on_sweep=on_sweep />
             <FineTunePanel training=training phase=phase on_start=on_train on_cancel=on_cancel on_lottery=on_lottery knobs=train_knobs />

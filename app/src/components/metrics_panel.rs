@@ -21,7 +21,16 @@ pub fn MetricsPanel(
     /// change.
     #[prop(into)]
     before: Signal<Option<f32>>,
+    /// Where the worker runs inference, `(kind, detail)`, once it has said.
+    #[prop(into)]
+    device: Signal<Option<(String, String)>>,
 ) -> impl IntoView {
+    let device_text = move || {
+        device.get().map(|(kind, detail)| match kind.as_str() {
+            "webgpu" => format!("WebGPU: {detail}"),
+            _ => format!("CPU — {detail}"),
+        })
+    };
     let change = move || {
         let after = eval.with(|e| e.as_ref().map(|e| e.report.accuracy))?;
         let b = before.get()?;
@@ -50,6 +59,11 @@ pub fn MetricsPanel(
             <h2 id="metrics-title">"Test accuracy"</h2>
             <p class="big" aria-live="polite"><span id="accuracy">{accuracy}</span></p>
             {move || change().map(|c| view! { <p id="accuracy-change" class="change">{c}</p> })}
+            {move || device_text().map(|d| view! {
+                <p class="device" title="Where the drawn digit is classified; add &amp;device=webgpu or &amp;device=cpu to the URL to choose">
+                    "Inference: " <span id="device">{d}</span>
+                </p>
+            })}
             {move || progress().map(|(done, total)| view! {
                 <div class="progress">
                     <progress max=total value=done aria-label="Evaluation progress"></progress>
