@@ -191,7 +191,7 @@ pub fn bench_web(ctx: &Ctx, args: &[String]) -> Result<()> {
 /// relaxed one (`f32-gemm` as selected in that build) against `madd` where measured.
 fn share_of_peak(figures: &Value, peak: &Value) -> Value {
     let mut out = Vec::new();
-    let mul_add = peak["mul_add_gflops"].as_f64().unwrap_or(0.0);
+    let mul_add = peak["peak_gflops"].as_f64().unwrap_or(0.0);
     let madd = peak["madd_gflops"].as_f64();
     for f in figures.as_array().into_iter().flatten() {
         if f["family"] != "f32-gemm" || f["m"] != f["k"] || f["k"] != f["n"] {
