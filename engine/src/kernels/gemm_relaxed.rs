@@ -1,18 +1,18 @@
-//! wasm32 relaxed-SIMD f32 GEMM: a 6×8 tile (twelve `f32x4` accumulators) over packed panels,
+//! wasm32 relaxed-SIMD f32 GEMM: a 4×8 tile (eight `f32x4` accumulators) over packed panels,
 //! one `f32x4_relaxed_madd` per four multiply-adds. Compiled only with
 //! `-C target-feature=+simd128,+relaxed-simd` (the second wasm build of `cargo xtask npm`).
 //!
 //! `f32x4_relaxed_madd` may round once (fused) or twice (multiply, then add) depending on the
 //! engine and CPU; both stay within [`super::check::GEMM_REL_TOL`] of the scalar twin, which
-//! `check::selftest` verifies in every build that has this kernel. The 6×8 tile keeps twelve
-//! accumulators, two `B` vectors and one splat live: 15 of the 16 vector registers V8 has on
-//! x86_64, so nothing spills.
+//! `check::selftest` verifies in every build that has this kernel. The tile is the simd128
+//! kernel's 4×8: a 6×8 tile (twelve accumulators) measured slower in Chromium 156 (24–25
+//! against 27–29 GFLOP/s for the simd128 4×8 at 256³–512³ in the same run).
 
 use core::arch::wasm32::*;
 
 use super::gemm::packed_driver;
 
-const MR: usize = 6;
+const MR: usize = 4;
 const NR: usize = 8;
 
 /// Entry of the table; see [`super::gemm::GemmFn`] for the contract.
@@ -26,8 +26,8 @@ fn micro(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
     let a = ap.as_ptr();
     let b = bp.as_ptr() as *const v128;
     let z = f32x4_splat(0.0);
-    let (mut c0l, mut c0h, mut c1l, mut c1h, mut c2l, mut c2h) = (z, z, z, z, z, z);
-    let (mut c3l, mut c3h, mut c4l, mut c4h, mut c5l, mut c5h) = (z, z, z, z, z, z);
+    let (mut c0l, mut c0h, mut c1l, mut c1h) = (z, z, z, z);
+    let (mut c2l, mut c2h, mut c3l, mut c3h) = (z, z, z, z);
     // SAFETY: the assert above bounds every load (`p < k`: `MR` values of A at `p·MR`, two
     // vectors of B at `p·NR`) and the stores (`MR·NR` values); `v128_load`/`v128_store` have no
     // alignment requirement.
@@ -48,15 +48,9 @@ fn micro(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
             let x = f32x4_splat(*ar.add(3));
             c3l = f32x4_relaxed_madd(x, bl, c3l);
             c3h = f32x4_relaxed_madd(x, bh, c3h);
-            let x = f32x4_splat(*ar.add(4));
-            c4l = f32x4_relaxed_madd(x, bl, c4l);
-            c4h = f32x4_relaxed_madd(x, bh, c4h);
-            let x = f32x4_splat(*ar.add(5));
-            c5l = f32x4_relaxed_madd(x, bl, c5l);
-            c5h = f32x4_relaxed_madd(x, bh, c5h);
         }
         let t = tile.as_mut_ptr() as *mut v128;
-        for (i, v) in [c0l, c0h, c1l, c1h, c2l, c2h, c3l, c3h, c4l, c4h, c5l, c5h]
+        for (i, v) in [c0l, c0h, c1l, c1h, c2l, c2h, c3l, c3h]
             .into_iter()
             .enumerate()
         {

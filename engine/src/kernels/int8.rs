@@ -128,16 +128,19 @@ impl Int8Kind {
     }
 }
 
-/// The fastest int8 kind for `f`. Pure.
+/// The fastest int8 kind for `f` (as measured). Pure.
 pub fn select(f: Int8Features) -> Int8Kind {
     if f.avx2 && f.avx_vnni {
         Int8Kind::AvxVnni
     } else if f.avx2 {
         Int8Kind::Avx2
+    } else if f.simd128 {
+        // Also in the relaxed-SIMD build: there the exact relaxed kernel (two i8 dots per 16
+        // multiply-adds) measured 6–20 % slower than `i32x4_dot_i16x8` in Chromium 156 on
+        // x86-64 (docs/BENCHMARKS.md); it stays available through `gemm_with`.
+        Int8Kind::Simd128
     } else if f.relaxed_simd {
         Int8Kind::RelaxedSimd
-    } else if f.simd128 {
-        Int8Kind::Simd128
     } else {
         Int8Kind::Packed
     }
@@ -692,7 +695,12 @@ mod tests {
             relaxed_simd: true,
             ..Int8Features::NONE
         };
-        assert_eq!(select(relaxed), Int8Kind::RelaxedSimd);
+        assert_eq!(select(relaxed), Int8Kind::Simd128);
+        let relaxed_only = Int8Features {
+            relaxed_simd: true,
+            ..Int8Features::NONE
+        };
+        assert_eq!(select(relaxed_only), Int8Kind::RelaxedSimd);
         assert!(!Int8Kind::RelaxedSimd.supported(Int8Features::NONE));
         assert_eq!(select(f(true, false, false)), Int8Kind::Simd128);
         assert_eq!(select(f(false, true, false)), Int8Kind::Avx2);

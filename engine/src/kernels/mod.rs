@@ -38,7 +38,8 @@ pub use gemm::{gemm, gemm_relaxed, gemm_with};
 /// This build has wasm relaxed SIMD (`-C target-feature=+simd128,+relaxed-simd`: the second
 /// wasm of the npm package, loaded only where `WebAssembly.validate` accepts relaxed SIMD).
 /// Then [`KernelKind::Simd128`]'s table entry runs the relaxed micro-kernel
-/// (`f32x4_relaxed_madd`, 6×8 tile) and [`int8::select`] picks [`int8::Int8Kind::RelaxedSimd`].
+/// (`f32x4_relaxed_madd`, 4×8 tile), and [`int8::Int8Kind::RelaxedSimd`] is available (tested and
+/// benchmarked, but not selected: it measured slower than the simd128 int8 kernel).
 ///
 /// A build-time constant rather than a [`Features`] field or a new [`KernelKind`]: both of
 /// those types are matched exhaustively and built by struct literal in `plan`.
