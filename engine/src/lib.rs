@@ -20,6 +20,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod compress;
 pub mod data;
 mod error;

@@ -56,7 +56,15 @@ pub fn run_e2e(ctx: &Ctx) -> Result<f64> {
     let dist = ctx.at(E2E_DIST);
     let build = || {
         let mut c = ctx.cmd("trunk");
-        c.args(["build", "--release", "--dist"]).arg(&dist);
+        // The `wasm-test` profile: release code, compiled faster (docs/SETUP.md, CI).
+        c.args([
+            "build",
+            "--release",
+            "--cargo-profile",
+            "wasm-test",
+            "--dist",
+        ])
+        .arg(&dist);
         run(&mut c)
     };
     if let Err(e) = build() {

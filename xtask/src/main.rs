@@ -3,6 +3,7 @@
 //! Every command is idempotent: it checks first and skips what is already there. See
 //! `docs/SETUP.md` for what each step installs, where, and how long it takes.
 
+mod bench;
 mod browser;
 mod data;
 mod e2e;
@@ -27,6 +28,14 @@ commands:
   npm [--check|--serve] build the JS API's npm package into pkg/ (feature `js`); --check
                         also runs tests/js/node.mjs in Node and the example page
                         (www/example/) in headless Chromium; --serve serves that page
+  bench-web [--no-build] [--quick]
+                        build the npm package, then time every kernel family, the peak
+                        probe and the zoo models in headless Chromium (simd128 and
+                        relaxed-SIMD builds): JSON on stdout and in target/bench/web.json
+  bench-ort [--no-build]
+                        install onnxruntime-web 1.30.0 into .tools, then time the same
+                        ONNX files in Lithe and onnxruntime-web (one thread) in headless
+                        Chromium and check the outputs agree: target/bench/ort.json
   test [STAGE...]       full setup, then every check; STAGE picks some of:
                         fmt clippy native wasm-web wasm-engine js e2e  (default: all)
   help                  this text
@@ -95,6 +104,8 @@ fn real_main() -> Result<()> {
             }
             Ok(())
         }
+        "bench-web" => bench::bench_web(&ctx, &rest),
+        "bench-ort" => bench::bench_ort(&ctx, &rest),
         "test" => {
             let code = test::test(&ctx, &rest, !no_setup)?;
             std::process::exit(code);

@@ -2,10 +2,14 @@
 //! `pkg/`; `--check` also runs `tests/js/node.mjs` against it in Node and the example page
 //! (`www/example/`) in headless Chromium; `--serve` serves the example page.
 //!
-//! Steps: `cargo rustc -p lithe --lib --crate-type cdylib --features js,gpu` for wasm32 in release
-//! (simd128 from .cargo/config.toml), `wasm-bindgen --target web` (ES module + TypeScript
-//! types; the same files load in browsers and in Node through `initSync`), `wasm-opt -O3`
-//! from the project's binaryen, then `package.json`, `README.md` and the license files.
+//! Steps: `cargo rustc -p lithe --lib --crate-type cdylib --features js,gpu` for wasm32 in release,
+//! twice: simd128 (from .cargo/config.toml) into `target/`, and simd128 + relaxed SIMD
+//! (`CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS`) into `target/relaxed/`; `wasm-bindgen
+//! --target web` on both (one glue, `lithe_core.js`: the two must agree), `wasm-opt -O3` from the
+//! project's binaryen; then the entry `lithe.js`, which picks `lithe_relaxed_bg.wasm` or
+//! `lithe_bg.wasm` at load time with `WebAssembly.validate` on a tiny relaxed-SIMD module (and
+//! a run of its i8 dot: Node 20's flagged implementation gets it wrong), and
+//! `package.json`, `README.md` and the license files.
 
 use crate::util::{Ctx, run};
 use anyhow::{Context, Result};
@@ -14,37 +18,162 @@ use std::path::PathBuf;
 /// Where the package is written.
 pub const PKG: &str = "pkg";
 
-/// Builds the package; returns its folder.
+/// Rust flags of the second (relaxed-SIMD) wasm build.
+const RELAXED_FLAGS: &str = "-C target-feature=+simd128,+relaxed-simd";
+
+/// Its own target folder, so the two builds never overwrite each other.
+const RELAXED_TARGET_DIR: &str = "target/relaxed";
+
+/// A tiny module (`(func (export "p") (result i32))`) that returns lane 0 of
+/// `i32x4.relaxed_dot_i8x16_i7x16_add_s([-128, 1, 0…], [2, 3, 0…], 0)`, i.e. −253. The entry
+/// loads the relaxed build only where `WebAssembly.validate` accepts it **and** it returns −253:
+/// Node 20's V8 with `--experimental-wasm-relaxed-simd` validates it but returns −506 (it doubles
+/// the i32 dot-add on this AVX-VNNI CPU), so there the simd128 build is used.
+const RELAXED_PROBE: [u8; 92] = [
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x05, 0x01, 0x60, 0x00, 0x01, 0x7f, 0x03,
+    0x02, 0x01, 0x00, 0x07, 0x05, 0x01, 0x01, 0x70, 0x00, 0x00, 0x0a, 0x40, 0x01, 0x3e, 0x00, 0xfd,
+    0x0c, 0x80, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0xfd, 0x0c, 0x02, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0xfd, 0x0c, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0xfd, 0x93, 0x02, 0xfd, 0x1b, 0x00, 0x0b,
+];
+
+/// The package's entry: re-exports the wasm-bindgen glue and picks the wasm at load time.
+fn entry_js() -> String {
+    let probe = RELAXED_PROBE.map(|b| b.to_string()).join(",");
+    format!(
+        r#"// The entry of the Lithe package: the wasm-bindgen glue (lithe_core.js) with the wasm build
+// picked at load time. lithe_relaxed_bg.wasm uses relaxed SIMD (f32x4.relaxed_madd, the i8 dot);
+// it is loaded only where WebAssembly.validate accepts a tiny relaxed-SIMD module and that
+// module's i8 dot gives the specified result, else lithe_bg.wasm (simd128).
+import coreInit, {{ initSync as coreInitSync }} from "./lithe_core.js";
+export * from "./lithe_core.js";
+
+const RELAXED_PROBE = new Uint8Array([{probe}]);
+
+/** Whether this engine runs relaxed SIMD: the probe validates and its i8 dot gives -253. */
+export const relaxedSimd = (() => {{
+  try {{
+    if (!WebAssembly.validate(RELAXED_PROBE)) return false;
+    return new WebAssembly.Instance(new WebAssembly.Module(RELAXED_PROBE)).exports.p() === -253;
+  }} catch {{ return false; }}
+}})();
+
+/** Which wasm `init()` loads: "relaxed-simd" or "simd128". */
+export const wasmBuild = relaxedSimd ? "relaxed-simd" : "simd128";
+
+/** The file name of that wasm (beside this file); read it for `initSync` in Node. */
+export const wasmFile = relaxedSimd ? "lithe_relaxed_bg.wasm" : "lithe_bg.wasm";
+
+let loaded = null;
+
+/** Loads the wasm: the build chosen above unless `arg` names a module or path. */
+export default async function init(arg) {{
+  if (arg === undefined) {{
+    arg = {{ module_or_path: new URL(wasmFile, import.meta.url) }};
+    loaded = wasmBuild;
+  }}
+  return coreInit(arg);
+}}
+
+/** Synchronous load from the bytes or module of lithe_bg.wasm or lithe_relaxed_bg.wasm. */
+export function initSync(arg) {{
+  return coreInitSync(arg);
+}}
+
+/** The build `init()` picked, or null before it ran or when a module was passed in. */
+export function loadedBuild() {{ return loaded; }}
+"#
+    )
+}
+
+const ENTRY_DTS: &str = r#"export * from "./lithe_core.js";
+/** Whether this engine runs relaxed SIMD (WebAssembly.validate on a tiny relaxed module). */
+export const relaxedSimd: boolean;
+/** Which wasm `init()` loads: "relaxed-simd" or "simd128". */
+export const wasmBuild: "relaxed-simd" | "simd128";
+/** The file name of that wasm, beside lithe.js. */
+export const wasmFile: string;
+export default function init(arg?: any): Promise<any>;
+export function initSync(arg: any): any;
+export function loadedBuild(): string | null;
+"#;
+
+/// Builds the package with the release profile (what ships); returns its folder.
 pub fn build(ctx: &Ctx) -> Result<PathBuf> {
-    run(&mut ctx.cargo(&[
+    build_with_profile(ctx, "release")
+}
+
+/// Builds the package with a cargo `profile` (`release`, or `wasm-test` for the test stage:
+/// the same code, compiled with more codegen units and no LTO); returns its folder.
+pub fn build_with_profile(ctx: &Ctx, profile: &str) -> Result<PathBuf> {
+    let args = [
         "rustc",
         "-p",
         "lithe",
         "--lib",
-        "--release",
+        "--profile",
+        profile,
         "--target",
         "wasm32-unknown-unknown",
         "--features",
         "js,gpu",
         "--crate-type",
         "cdylib",
-    ]))?;
-    let wasm = ctx.at("target/wasm32-unknown-unknown/release/lithe.wasm");
+    ];
+    run(&mut ctx.cargo(&args))?;
+    let mut relaxed = ctx.cargo(&args);
+    relaxed.args(["--target-dir", RELAXED_TARGET_DIR]).env(
+        "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
+        RELAXED_FLAGS,
+    );
+    run(&mut relaxed)?;
+    let wasm = ctx.at(format!(
+        "target/wasm32-unknown-unknown/{profile}/lithe.wasm"
+    ));
+    let wasm_relaxed = ctx.at(format!(
+        "{RELAXED_TARGET_DIR}/wasm32-unknown-unknown/{profile}/lithe.wasm"
+    ));
     let pkg = ctx.at(PKG);
     if pkg.exists() {
         std::fs::remove_dir_all(&pkg).with_context(|| format!("clearing {}", pkg.display()))?;
     }
-    run(ctx
-        .cmd("wasm-bindgen")
-        .args(["--target", "web", "--out-name", "lithe", "--out-dir"])
-        .arg(&pkg)
-        .arg(&wasm))?;
+    let bindgen = |input: &std::path::Path, out: &std::path::Path| {
+        run(ctx
+            .cmd("wasm-bindgen")
+            .args(["--target", "web", "--out-name", "lithe_core", "--out-dir"])
+            .arg(out)
+            .arg(input))
+    };
+    bindgen(&wasm, &pkg)?;
+    let side = ctx.at(format!("{RELAXED_TARGET_DIR}/bindgen"));
+    if side.exists() {
+        std::fs::remove_dir_all(&side)?;
+    }
+    bindgen(&wasm_relaxed, &side)?;
+    // One glue for both: the two builds export the same functions.
+    let glue = std::fs::read(pkg.join("lithe_core.js"))?;
+    if std::fs::read(side.join("lithe_core.js"))? != glue {
+        anyhow::bail!(
+            "npm: the wasm-bindgen glue of the relaxed-SIMD build differs from the simd128 one; \
+             compare {} with {}",
+            side.join("lithe_core.js").display(),
+            pkg.join("lithe_core.js").display()
+        );
+    }
     let bg = pkg.join("lithe_bg.wasm");
+    let bg_relaxed = pkg.join("lithe_relaxed_bg.wasm");
+    std::fs::rename(pkg.join("lithe_core_bg.wasm"), &bg)?;
+    std::fs::rename(
+        pkg.join("lithe_core_bg.wasm.d.ts"),
+        pkg.join("lithe_bg.wasm.d.ts"),
+    )?;
+    std::fs::copy(side.join("lithe_core_bg.wasm"), &bg_relaxed)?;
     let opt = ctx.at(".tools/node_modules/.bin/wasm-opt");
     if opt.exists() {
-        run(ctx
-            .cmd(&opt)
-            .args([
+        for (file, relaxed) in [(&bg, false), (&bg_relaxed, true)] {
+            let mut c = ctx.cmd(&opt);
+            c.args([
                 "-O3",
                 "--enable-simd",
                 "--enable-bulk-memory",
@@ -53,13 +182,17 @@ pub fn build(ctx: &Ctx) -> Result<PathBuf> {
                 "--enable-mutable-globals",
                 "--enable-reference-types",
                 "--enable-multivalue",
-            ])
-            .arg(&bg)
-            .arg("-o")
-            .arg(&bg))?;
+            ]);
+            if relaxed {
+                c.arg("--enable-relaxed-simd");
+            }
+            run(c.arg(file).arg("-o").arg(file))?;
+        }
     } else {
         println!("npm: wasm-opt not installed (cargo xtask setup); the .wasm is not optimised");
     }
+    std::fs::write(pkg.join("lithe.js"), entry_js())?;
+    std::fs::write(pkg.join("lithe.d.ts"), ENTRY_DTS)?;
     let version = env!("CARGO_PKG_VERSION");
     let manifest = serde_json::json!({
         "name": "lithe",
@@ -70,7 +203,7 @@ pub fn build(ctx: &Ctx) -> Result<PathBuf> {
         "main": "lithe.js",
         "module": "lithe.js",
         "types": "lithe.d.ts",
-        "files": ["lithe.js", "lithe.d.ts", "lithe_bg.wasm", "lithe_bg.wasm.d.ts", "README.md"],
+        "files": ["lithe.js", "lithe.d.ts", "lithe_core.js", "lithe_core.d.ts", "lithe_bg.wasm", "lithe_relaxed_bg.wasm", "lithe_bg.wasm.d.ts", "README.md"],
         "sideEffects": ["./snippets/*"],
         "keywords": ["onnx", "wasm", "neural-network", "compression", "pruning", "quantization"]
     });
@@ -83,8 +216,9 @@ pub fn build(ctx: &Ctx) -> Result<PathBuf> {
     // wasm-bindgen writes a .gitignore that hides the package from `npm pack`.
     let _ = std::fs::remove_file(pkg.join(".gitignore"));
     let size = std::fs::metadata(&bg)?.len();
+    let size_relaxed = std::fs::metadata(&bg_relaxed)?.len();
     println!(
-        "npm: package in {} (lithe_bg.wasm {size} bytes)",
+        "npm: package in {} (lithe_bg.wasm {size} bytes, lithe_relaxed_bg.wasm {size_relaxed} bytes)",
         pkg.display()
     );
     Ok(pkg)

@@ -216,7 +216,7 @@ fn stage(ctx: &Ctx, name: &str) -> Result<Outcome> {
             ok(&count_tests(&out))
         }
         "js" => {
-            npm::build(ctx)?;
+            npm::build_with_profile(ctx, "wasm-test")?;
             npm::check(ctx)?;
             ok("")
         }

@@ -1,7 +1,7 @@
 //! Property checks and timings shared by the native, Node and Chromium tests, so the three
 //! run the same logic.
 
-use super::{KernelKind, available, gemm::scalar, gemm_with};
+use super::{KernelKind, available, gemm::scalar, gemm_relaxed, gemm_with};
 use crate::rng::Rng;
 use crate::{Error, Result};
 
@@ -86,7 +86,13 @@ pub fn selftest() -> Result<SelftestReport> {
                     for &kind in &fast {
                         let mut got = vec![f32::NAN; m * n];
                         gemm_with(kind, m, k, n, &a, &b, &mut got)?;
-                        let r = compare(kind, m, k, n, &a, &b, &want, &got, v)?;
+                        let r = compare(kind.name(), m, k, n, &a, &b, &want, &got, v)?;
+                        worst = worst.max(r);
+                    }
+                    if super::RELAXED_SIMD {
+                        let mut got = vec![f32::NAN; m * n];
+                        gemm_relaxed(m, k, n, &a, &b, &mut got)?;
+                        let r = compare("relaxed-simd", m, k, n, &a, &b, &want, &got, v)?;
                         worst = worst.max(r);
                     }
                     cases += 1;
@@ -100,6 +106,7 @@ pub fn selftest() -> Result<SelftestReport> {
             || gemm_with(kind, 2, 3, 3, &[0.0; 5], &[0.0; 9], &mut c).is_ok()
             || gemm_with(kind, 2, 3, 3, &[0.0; 6], &[0.0; 9], &mut c[..5]).is_ok()
             || gemm_with(kind, usize::MAX, 2, 1, &[], &[0.0; 2], &mut []).is_ok()
+            || gemm_relaxed(2, 3, 3, &[0.0; 6], &[0.0; 8], &mut c).is_ok()
         {
             return Err(Error::Invalid(format!(
                 "gemm `{}` accepted slices of the wrong length",
@@ -112,6 +119,9 @@ pub fn selftest() -> Result<SelftestReport> {
     let codebook_cases = selftest_codebook(&mut rng, &mut worst)?;
     let binary_cases = selftest_binary(&mut rng)?;
     let mut kernels: Vec<&'static str> = fast.iter().map(|k| k.name()).collect();
+    if super::RELAXED_SIMD {
+        kernels.push("relaxed-simd");
+    }
     kernels.push("csr");
     kernels.extend(super::int8::available().into_iter().map(|k| k.name()));
     kernels.push("codebook");
@@ -366,7 +376,7 @@ fn selftest_csr(rng: &mut Rng, worst: &mut f32) -> Result<usize> {
 
 #[allow(clippy::too_many_arguments)]
 fn compare(
-    kind: KernelKind,
+    kind: &str,
     m: usize,
     k: usize,
     n: usize,
@@ -386,9 +396,8 @@ fn compare(
             let ok = g.is_finite() && diff <= bound;
             if !ok {
                 return Err(Error::Invalid(format!(
-                    "gemm `{}` m={m} k={k} n={n} ({v:?}) C[{i}][{j}] = {g}, reference {w}, \
-                     tolerance {bound}",
-                    kind.name()
+                    "gemm `{kind}` m={m} k={k} n={n} ({v:?}) C[{i}][{j}] = {g}, reference {w}, \
+                     tolerance {bound}"
                 )));
             }
             if scale > 0.0 {

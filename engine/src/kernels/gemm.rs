@@ -36,6 +36,33 @@ pub fn gemm_with(
     Ok(())
 }
 
+/// [`gemm`] with the relaxed-SIMD micro-kernel (`f32x4_relaxed_madd`, 6×8 tile), for tests and
+/// benchmarks. Errors unless this is a [`super::RELAXED_SIMD`] build, or if a slice length
+/// does not match its shape.
+pub fn gemm_relaxed(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+) -> Result<()> {
+    check_lengths(m, k, n, a, b, c)?;
+    let f = relaxed_entry().ok_or_else(|| {
+        Error::Invalid("kernel `relaxed-simd` is not compiled into this build".into())
+    })?;
+    f(m, k, n, a, b, c);
+    Ok(())
+}
+
+/// The relaxed-SIMD entry, in builds that have it.
+pub(crate) fn relaxed_entry() -> Option<GemmFn> {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    return Some(super::gemm_relaxed::gemm);
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "relaxed-simd")))]
+    None
+}
+
 fn check_lengths(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &[f32]) -> Result<()> {
     for (name, rows, cols, len) in [
         ("A", m, k, a.len()),

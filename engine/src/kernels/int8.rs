@@ -41,6 +41,9 @@ pub struct Int8Features {
     pub avx2: bool,
     /// The CPU also has AVX-VNNI (`vpdpwssd` on 256-bit registers).
     pub avx_vnni: bool,
+    /// The build targets wasm32 with `simd128` and `relaxed-simd` (see
+    /// [`super::RELAXED_SIMD`]).
+    pub relaxed_simd: bool,
 }
 
 impl Int8Features {
@@ -49,6 +52,7 @@ impl Int8Features {
         simd128: false,
         avx2: false,
         avx_vnni: false,
+        relaxed_simd: false,
     };
 
     /// What this build and CPU offer (the only place that asks them).
@@ -64,6 +68,7 @@ impl Int8Features {
             simd128: cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
             avx2,
             avx_vnni,
+            relaxed_simd: super::RELAXED_SIMD,
         }
     }
 }
@@ -81,16 +86,20 @@ pub enum Int8Kind {
     Avx2,
     /// x86_64 AVX-VNNI, `_mm256_dpwssd_avx_epi32` (multiply, pair-add and accumulate in one).
     AvxVnni,
+    /// wasm32 relaxed SIMD, `i32x4_relaxed_dot_i8x16_i7x16_add` on the weights split into two
+    /// 7-bit operands (exact; see `kernels/int8_relaxed.rs`).
+    RelaxedSimd,
 }
 
 impl Int8Kind {
     /// Every kind, reference twin first.
-    pub const ALL: [Int8Kind; 5] = [
+    pub const ALL: [Int8Kind; 6] = [
         Int8Kind::Scalar,
         Int8Kind::Packed,
         Int8Kind::Simd128,
         Int8Kind::Avx2,
         Int8Kind::AvxVnni,
+        Int8Kind::RelaxedSimd,
     ];
 
     /// Short stable name.
@@ -101,6 +110,7 @@ impl Int8Kind {
             Int8Kind::Simd128 => "int8-simd128",
             Int8Kind::Avx2 => "int8-avx2",
             Int8Kind::AvxVnni => "int8-avx-vnni",
+            Int8Kind::RelaxedSimd => "int8-relaxed-simd",
         }
     }
 
@@ -113,18 +123,24 @@ impl Int8Kind {
             }
             Int8Kind::Avx2 => f.avx2 && cfg!(target_arch = "x86_64"),
             Int8Kind::AvxVnni => f.avx2 && f.avx_vnni && cfg!(target_arch = "x86_64"),
+            Int8Kind::RelaxedSimd => f.relaxed_simd && super::RELAXED_SIMD,
         }
     }
 }
 
-/// The fastest int8 kind for `f`. Pure.
+/// The fastest int8 kind for `f` (as measured). Pure.
 pub fn select(f: Int8Features) -> Int8Kind {
     if f.avx2 && f.avx_vnni {
         Int8Kind::AvxVnni
     } else if f.avx2 {
         Int8Kind::Avx2
     } else if f.simd128 {
+        // Also in the relaxed-SIMD build: there the exact relaxed kernel (two i8 dots per 16
+        // multiply-adds) measured 6–20 % slower than `i32x4_dot_i16x8` in Chromium 156 on
+        // x86-64 (docs/BENCHMARKS.md); it stays available through `gemm_with`.
         Int8Kind::Simd128
+    } else if f.relaxed_simd {
+        Int8Kind::RelaxedSimd
     } else {
         Int8Kind::Packed
     }
@@ -155,6 +171,9 @@ pub struct PackedI8 {
     n: usize,
     pairs: usize,
     panels: Vec<i16>,
+    /// The same values split for the relaxed-SIMD kernel (only in builds that have it).
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    quads: super::int8_relaxed::Quads,
 }
 
 impl PackedI8 {
@@ -194,12 +213,20 @@ impl PackedI8 {
                 panels[base + (p / 2) * 2 * NR + (p % 2)] = get(p, j) as i16 - zp;
             }
         }
-        Ok(PackedI8 {
+        #[allow(unused_mut)]
+        let mut pk = PackedI8 {
             k,
             n,
             pairs,
             panels,
-        })
+            #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+            quads: super::int8_relaxed::Quads::default(),
+        };
+        #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+        {
+            pk.quads = super::int8_relaxed::Quads::new(&pk)?;
+        }
+        Ok(pk)
     }
 
     /// Rows of `B` (the shared dimension).
@@ -255,6 +282,16 @@ impl PackedI8 {
             Int8Kind::Avx2 => x86::gemm(self, m, a, a_zp, c, false),
             #[cfg(target_arch = "x86_64")]
             Int8Kind::AvxVnni => x86::gemm(self, m, a, a_zp, c, true),
+            #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+            Int8Kind::RelaxedSimd => super::int8_relaxed::gemm(
+                self,
+                &self.quads,
+                m,
+                a,
+                a_zp,
+                c,
+                super::int8_relaxed::micro,
+            ),
             #[allow(unreachable_patterns)]
             _ => driver(self, m, a, a_zp, c, micro_portable),
         }
@@ -651,7 +688,20 @@ mod tests {
             simd128,
             avx2,
             avx_vnni,
+            relaxed_simd: false,
         };
+        let relaxed = Int8Features {
+            simd128: true,
+            relaxed_simd: true,
+            ..Int8Features::NONE
+        };
+        assert_eq!(select(relaxed), Int8Kind::Simd128);
+        let relaxed_only = Int8Features {
+            relaxed_simd: true,
+            ..Int8Features::NONE
+        };
+        assert_eq!(select(relaxed_only), Int8Kind::RelaxedSimd);
+        assert!(!Int8Kind::RelaxedSimd.supported(Int8Features::NONE));
         assert_eq!(select(f(true, false, false)), Int8Kind::Simd128);
         assert_eq!(select(f(false, true, false)), Int8Kind::Avx2);
         assert_eq!(select(f(false, true, true)), Int8Kind::AvxVnni);

@@ -21,16 +21,44 @@ pub mod binary;
 pub mod check;
 pub mod codebook;
 pub mod gemm;
+#[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+mod gemm_relaxed;
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod gemm_simd128;
 #[cfg(target_arch = "x86_64")]
 mod gemm_x86;
 pub mod int8;
+mod int8_relaxed;
 pub mod sparse;
 
 use std::sync::OnceLock;
 
-pub use gemm::{gemm, gemm_with};
+pub use gemm::{gemm, gemm_relaxed, gemm_with};
+
+/// This build has wasm relaxed SIMD (`-C target-feature=+simd128,+relaxed-simd`: the second
+/// wasm of the npm package, loaded only where `WebAssembly.validate` accepts relaxed SIMD).
+/// Then [`KernelKind::Simd128`]'s table entry runs the relaxed micro-kernel
+/// (`f32x4_relaxed_madd`, 4×8 tile), and [`int8::Int8Kind::RelaxedSimd`] is available (tested and
+/// benchmarked, but not selected: it measured slower than the simd128 int8 kernel).
+///
+/// A build-time constant rather than a [`Features`] field or a new [`KernelKind`]: both of
+/// those types are matched exhaustively and built by struct literal in `plan`.
+pub const RELAXED_SIMD: bool = cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd"));
+
+/// Which build this is: `"relaxed-simd"`, `"simd128"` (wasm) or `"native"`.
+pub fn build_name() -> &'static str {
+    if RELAXED_SIMD {
+        "relaxed-simd"
+    } else if cfg!(target_arch = "wasm32") {
+        if cfg!(target_feature = "simd128") {
+            "simd128"
+        } else {
+            "wasm"
+        }
+    } else {
+        "native"
+    }
+}
 
 /// What the host offers that a kernel may need.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -127,6 +155,9 @@ pub fn select(features: Features) -> KernelKind {
 pub struct Kernels {
     /// Which implementation every entry of this table comes from.
     pub kind: KernelKind,
+    /// The micro-kernel the GEMM entry really runs: [`KernelKind::name`], or `"relaxed-simd"`
+    /// for the process table of a [`RELAXED_SIMD`] build.
+    pub name: &'static str,
     gemm: gemm::GemmFn,
 }
 
@@ -138,6 +169,7 @@ impl Kernels {
         }
         Some(Kernels {
             kind,
+            name: kind.name(),
             gemm: gemm::entry(kind)?,
         })
     }
@@ -149,10 +181,19 @@ pub fn kernels() -> &'static Kernels {
     TABLE.get_or_init(|| {
         let kind = select(Features::detect());
         // `select` only picks a kind that `detect` supports; the packed kernel always exists.
-        Kernels::for_kind(kind).unwrap_or(Kernels {
+        let table = Kernels::for_kind(kind).unwrap_or(Kernels {
             kind: KernelKind::Packed,
+            name: KernelKind::Packed.name(),
             gemm: gemm::packed,
-        })
+        });
+        match (table.kind, gemm::relaxed_entry()) {
+            (KernelKind::Simd128, Some(f)) => Kernels {
+                name: "relaxed-simd",
+                gemm: f,
+                ..table
+            },
+            _ => table,
+        }
     })
 }
 

@@ -100,6 +100,8 @@ impl Kernel {
             Kernel::DenseGemm(k) => match k {
                 KernelKind::Scalar => "gemm-scalar",
                 KernelKind::Packed => "gemm-packed",
+                // The relaxed-SIMD build runs the relaxed micro-kernel under this kind.
+                KernelKind::Simd128 if kernels::RELAXED_SIMD => "gemm-relaxed-simd",
                 KernelKind::Simd128 => "gemm-simd128",
                 KernelKind::Avx2Fma => "gemm-avx2-fma",
             },
