@@ -13,7 +13,9 @@ if (lithe.relaxedSimd) files.push("lithe_relaxed_bg.wasm");
 else console.log("relaxed SIMD: not used here (Node 20 validates it only with --experimental-wasm-relaxed-simd, and then its i8 dot-add is wrong: the entry's probe rejects it)");
 for (const file of files) {
   // A fresh module instance per build: the glue keeps one wasm instance.
-  const m = await import(`../../pkg/lithe_core.js?${file}`); // one glue instance per build
+  // Each build has its own glue (closure tables may be numbered apart).
+  const glue = file.includes("relaxed") ? "lithe_relaxed_core.js" : "lithe_core.js";
+  const m = await import(`../../pkg/${glue}`);
   m.initSync({ module: new Uint8Array(readFileSync(root + "pkg/" + file)) });
   const r = JSON.parse(m.benchSelftest());
   console.log(`${file}: ${r.build}: ${r.cases} cases, worst ratio ${r.worst_ratio}, kernels ${r.kernels.join(" ")}`);

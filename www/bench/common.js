@@ -1,22 +1,27 @@
 // Shared by the two benchmark pages: loads the npm package (pkg/) with the wasm build named by
 // ?build= (simd128 or relaxed-simd; default: the one WebAssembly.validate picks) and wraps the
 // engine's timing exports (engine/src/bench.rs).
-import init, * as lithe from "../../pkg/lithe.js";
+import * as entry from "../../pkg/lithe.js";
 
-export { lithe };
+/** The glue of the loaded build (each build has its own); set by `load()`. */
+export let lithe = entry;
 
 export async function load() {
   const q = new URLSearchParams(location.search);
-  const build = q.get("build") || lithe.wasmBuild;
-  if (build === "relaxed-simd" && !lithe.relaxedSimd) {
+  const build = q.get("build") || entry.wasmBuild;
+  if (build === "relaxed-simd" && !entry.relaxedSimd) {
     throw new Error("this browser does not validate relaxed SIMD");
   }
-  const file = build === "relaxed-simd" ? "lithe_relaxed_bg.wasm" : "lithe_bg.wasm";
-  await init({ module_or_path: new URL(`../../pkg/${file}`, import.meta.url) });
+  const relaxed = build === "relaxed-simd";
+  const file = relaxed ? "lithe_relaxed_bg.wasm" : "lithe_bg.wasm";
+  lithe = relaxed
+    ? await import("../../pkg/lithe_relaxed_core.js")
+    : await import("../../pkg/lithe_core.js");
+  await lithe.default({ module_or_path: new URL(`../../pkg/${file}`, import.meta.url) });
   const info = JSON.parse(lithe.benchBuild());
   info.file = file;
-  info.validate_relaxed = lithe.relaxedSimd;
-  info.picked_by_validate = lithe.wasmBuild;
+  info.validate_relaxed = entry.relaxedSimd;
+  info.picked_by_validate = entry.wasmBuild;
   info.user_agent = navigator.userAgent;
   info.cross_origin_isolated = self.crossOriginIsolated;
   return info;

@@ -771,6 +771,27 @@ pub fn check_example(ctx: &Ctx) -> Result<()> {
         s.post("execute/sync", json!({ "script": draw, "args": [] }))?;
         let digit = wait("#prediction", &|t| t.trim() != "–", "a prediction")?;
         println!("example: a vertical stroke is classified as {digit:?}");
+        // The build the package picked in Chromium (relaxed SIMD, which it validates) runs the
+        // kernel selftest: every fast kernel of that build against its scalar twin.
+        let probe = "const done = arguments[arguments.length - 1]; \
+            import('/pkg/lithe.js').then(m => done(JSON.stringify({build: m.wasmBuild, \
+            selftest: JSON.parse(m.benchSelftest())}))).catch(e => done('error: ' + e));";
+        let r = s.post("execute/async", json!({ "script": probe, "args": [] }))?;
+        let text = r.as_str().unwrap_or_default().to_string();
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("the example page's selftest: {text}"))?;
+        let build = v["build"].as_str().unwrap_or_default();
+        let kernels: Vec<&str> = v["selftest"]["kernels"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        println!(
+            "example: {build} build, selftest {} cases over {kernels:?}",
+            v["selftest"]["cases"]
+        );
+        if build != "relaxed-simd" || !kernels.contains(&"relaxed-simd") {
+            bail!("Chromium validates relaxed SIMD, but the package loaded {build} ({text})");
+        }
         if digit.trim() != "1" {
             bail!("the example page classified a vertical stroke as {digit:?}, not 1");
         }

@@ -5,7 +5,8 @@
 //! Steps: `cargo rustc -p lithe --lib --crate-type cdylib --features js,gpu` for wasm32 in release,
 //! twice: simd128 (from .cargo/config.toml) into `target/`, and simd128 + relaxed SIMD
 //! (`CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS`) into `target/relaxed/`; `wasm-bindgen
-//! --target web` on both (one glue, `lithe_core.js`: the two must agree), `wasm-opt -O3` from the
+//! --target web` on both (each keeps its glue: `lithe_core.js`, `lithe_relaxed_core.js`; their
+//! `.d.ts` must agree), `wasm-opt -O3` from the
 //! project's binaryen; then the entry `lithe.js`, which picks `lithe_relaxed_bg.wasm` or
 //! `lithe_bg.wasm` at load time with `WebAssembly.validate` on a tiny relaxed-SIMD module (and
 //! a run of its i8 dot: Node 20's flagged implementation gets it wrong), and
@@ -38,16 +39,46 @@ const RELAXED_PROBE: [u8; 92] = [
     0x00, 0x00, 0x00, 0x00, 0x00, 0xfd, 0x93, 0x02, 0xfd, 0x1b, 0x00, 0x0b,
 ];
 
-/// The package's entry: re-exports the wasm-bindgen glue and picks the wasm at load time.
-fn entry_js() -> String {
+/// The names the wasm-bindgen glue exports (classes, functions, constants, enums), read from its
+/// `.d.ts`, except `default` and `initSync`, which the entry defines.
+fn glue_exports(dts: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in dts.lines() {
+        let rest = line
+            .strip_prefix("export class ")
+            .or_else(|| line.strip_prefix("export function "))
+            .or_else(|| line.strip_prefix("export const "))
+            .or_else(|| line.strip_prefix("export enum "));
+        if let Some(rest) = rest {
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '$')
+                .collect();
+            if !name.is_empty() && name != "initSync" && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// The package's entry: picks the wasm build at load time and re-exports the matching
+/// wasm-bindgen glue (each build has its own: their closure tables can be numbered apart).
+fn entry_js(exports: &[String]) -> String {
     let probe = RELAXED_PROBE.map(|b| b.to_string()).join(",");
+    let names = exports
+        .iter()
+        .map(|n| format!("export const {n} = core.{n};"))
+        .collect::<Vec<_>>()
+        .join("\n");
     format!(
-        r#"// The entry of the Lithe package: the wasm-bindgen glue (lithe_core.js) with the wasm build
-// picked at load time. lithe_relaxed_bg.wasm uses relaxed SIMD (f32x4.relaxed_madd, the i8 dot);
-// it is loaded only where WebAssembly.validate accepts a tiny relaxed-SIMD module and that
-// module's i8 dot gives the specified result, else lithe_bg.wasm (simd128).
-import coreInit, {{ initSync as coreInitSync }} from "./lithe_core.js";
-export * from "./lithe_core.js";
+        r#"// The entry of the Lithe package: the wasm build picked at load time, with its own
+// wasm-bindgen glue. lithe_relaxed_bg.wasm (glue lithe_relaxed_core.js) uses relaxed SIMD
+// (f32x4.relaxed_madd, the i8 dot); it is loaded only where WebAssembly.validate accepts a tiny
+// relaxed-SIMD module and that module's i8 dot gives the specified result, else lithe_bg.wasm
+// (glue lithe_core.js, simd128).
+import * as simdCore from "./lithe_core.js";
+import * as relaxedCore from "./lithe_relaxed_core.js";
 
 const RELAXED_PROBE = new Uint8Array([{probe}]);
 
@@ -65,6 +96,9 @@ export const wasmBuild = relaxedSimd ? "relaxed-simd" : "simd128";
 /** The file name of that wasm (beside this file); read it for `initSync` in Node. */
 export const wasmFile = relaxedSimd ? "lithe_relaxed_bg.wasm" : "lithe_bg.wasm";
 
+const core = relaxedSimd ? relaxedCore : simdCore;
+{names}
+
 let loaded = null;
 
 /** Loads the wasm: the build chosen above unless `arg` names a module or path. */
@@ -73,12 +107,12 @@ export default async function init(arg) {{
     arg = {{ module_or_path: new URL(wasmFile, import.meta.url) }};
     loaded = wasmBuild;
   }}
-  return coreInit(arg);
+  return core.default(arg);
 }}
 
-/** Synchronous load from the bytes or module of lithe_bg.wasm or lithe_relaxed_bg.wasm. */
+/** Synchronous load from the bytes or module of `wasmFile`. */
 export function initSync(arg) {{
-  return coreInitSync(arg);
+  return core.initSync(arg);
 }}
 
 /** The build `init()` picked, or null before it ran or when a module was passed in. */
@@ -151,16 +185,22 @@ pub fn build_with_profile(ctx: &Ctx, profile: &str) -> Result<PathBuf> {
         std::fs::remove_dir_all(&side)?;
     }
     bindgen(&wasm_relaxed, &side)?;
-    // One glue for both: the two builds export the same functions.
-    let glue = std::fs::read(pkg.join("lithe_core.js"))?;
-    if std::fs::read(side.join("lithe_core.js"))? != glue {
+    // Each build keeps its own glue (the same exports, but closure tables may be numbered
+    // differently); the entry re-exports the one of the build it loads.
+    let dts = std::fs::read_to_string(pkg.join("lithe_core.d.ts"))?;
+    if std::fs::read_to_string(side.join("lithe_core.d.ts"))? != dts {
         anyhow::bail!(
-            "npm: the wasm-bindgen glue of the relaxed-SIMD build differs from the simd128 one; \
-             compare {} with {}",
-            side.join("lithe_core.js").display(),
-            pkg.join("lithe_core.js").display()
+            "npm: the relaxed-SIMD build exports another API than the simd128 one; compare {} \
+             with {}",
+            side.join("lithe_core.d.ts").display(),
+            pkg.join("lithe_core.d.ts").display()
         );
     }
+    std::fs::copy(
+        side.join("lithe_core.js"),
+        pkg.join("lithe_relaxed_core.js"),
+    )?;
+    let exports = glue_exports(&dts);
     let bg = pkg.join("lithe_bg.wasm");
     let bg_relaxed = pkg.join("lithe_relaxed_bg.wasm");
     std::fs::rename(pkg.join("lithe_core_bg.wasm"), &bg)?;
@@ -191,7 +231,7 @@ pub fn build_with_profile(ctx: &Ctx, profile: &str) -> Result<PathBuf> {
     } else {
         println!("npm: wasm-opt not installed (cargo xtask setup); the .wasm is not optimised");
     }
-    std::fs::write(pkg.join("lithe.js"), entry_js())?;
+    std::fs::write(pkg.join("lithe.js"), entry_js(&exports))?;
     std::fs::write(pkg.join("lithe.d.ts"), ENTRY_DTS)?;
     let version = env!("CARGO_PKG_VERSION");
     let manifest = serde_json::json!({
@@ -203,7 +243,7 @@ pub fn build_with_profile(ctx: &Ctx, profile: &str) -> Result<PathBuf> {
         "main": "lithe.js",
         "module": "lithe.js",
         "types": "lithe.d.ts",
-        "files": ["lithe.js", "lithe.d.ts", "lithe_core.js", "lithe_core.d.ts", "lithe_bg.wasm", "lithe_relaxed_bg.wasm", "lithe_bg.wasm.d.ts", "README.md"],
+        "files": ["lithe.js", "lithe.d.ts", "lithe_core.js", "lithe_relaxed_core.js", "lithe_core.d.ts", "lithe_bg.wasm", "lithe_relaxed_bg.wasm", "lithe_bg.wasm.d.ts", "README.md"],
         "sideEffects": ["./snippets/*"],
         "keywords": ["onnx", "wasm", "neural-network", "compression", "pruning", "quantization"]
     });
