@@ -15,7 +15,7 @@ pub const STAGES: &[(&str, &str)] = &[
     ),
     (
         "native",
-        "native cargo test (all crates but the app and the wasm tests), then the WebGPU backend on lavapipe",
+        "native cargo test of every crate, with the WebGPU backend on lavapipe",
     ),
     (
         "wasm-web",
@@ -127,25 +127,27 @@ fn stage(ctx: &Ctx, name: &str) -> Result<Outcome> {
         }
         "native" => {
             // Every crate natively, including the app's pure-Rust tests and the web-tests crate's
-            // check that its committed native fingerprint is current.
-            let mut c = ctx.cargo(&["test", "--no-fail-fast", "--workspace"]);
+            // check that its committed native fingerprint is current, with `lithe`'s WebGPU
+            // backend (feature `gpu`) on, so its tests run on lavapipe in the same build (one
+            // compile of `lithe` instead of two); a missing adapter fails the stage wherever the
+            // lavapipe ICD is installed.
+            let mut c = ctx.cargo(&[
+                "test",
+                "--no-fail-fast",
+                "--workspace",
+                "--features",
+                "lithe/gpu",
+            ]);
             c.env("LITHE_PYTHON", ctx.at(".venv/bin/python"))
                 .env("LITHE_MNIST_DIR", ctx.at(".data/mnist"));
-            let (success, out) = run_tee(&mut c)?;
-            // The WebGPU backend (feature `gpu`, off in the workspace build) on lavapipe; a
-            // missing adapter fails the stage wherever the lavapipe ICD is installed.
-            let mut g = ctx.cargo(&["test", "-p", "lithe", "--features", "gpu", "--test", "gpu"]);
             if setup::lavapipe_present() {
-                g.env("LITHE_REQUIRE_GPU", "1");
+                c.env("LITHE_REQUIRE_GPU", "1");
             }
-            let (gpu_success, gpu_out) = run_tee(&mut g)?;
+            let (success, out) = run_tee(&mut c)?;
             if !success {
                 bail!("native tests failed");
             }
-            if !gpu_success {
-                bail!("native WebGPU tests (lavapipe) failed");
-            }
-            ok(&count_tests(&format!("{out}\n{gpu_out}")))
+            ok(&count_tests(&out))
         }
         "wasm-web" => {
             let mut c = wasm_cargo(
