@@ -392,6 +392,28 @@ pub fn App() -> impl IntoView {
         knobs.set(Knobs::default());
         load_default();
     });
+    // A training job starts: clear the last run's curve and result, show the progress bar.
+    let start_job = move |epochs: u32, lottery: bool| {
+        training.update(|t| {
+            t.running = true;
+            t.cancelling = false;
+            t.epochs = epochs;
+            t.last = None;
+            t.losses.clear();
+            t.result = None;
+            t.lottery = lottery;
+            t.rounds.clear();
+        });
+        phase.set(Phase::Busy {
+            stage: if lottery {
+                Stage::Lottery
+            } else {
+                Stage::Train
+            },
+            done: 0,
+            total: 1,
+        });
+    };
     let on_train = Callback::new(
         move |(epochs, lr, distill): (u32, f32, Option<DistillSettings>)| {
             if let Err(m) = check_fine_tune(epochs, lr) {
@@ -402,21 +424,7 @@ pub fn App() -> impl IntoView {
                 notice.set(Some(Notice::new("settings", m)));
                 return;
             }
-            training.update(|t| {
-                t.running = true;
-                t.cancelling = false;
-                t.epochs = epochs;
-                t.last = None;
-                t.losses.clear();
-                t.result = None;
-                t.lottery = false;
-                t.rounds.clear();
-            });
-            phase.set(Phase::Busy {
-                stage: Stage::Train,
-                done: 0,
-                total: 1,
-            });
+            start_job(epochs, false);
             send(Request::FineTune {
                 epochs,
                 lr,
@@ -445,21 +453,7 @@ pub fn App() -> impl IntoView {
             notice.set(Some(Notice::new("settings", m)));
             return;
         }
-        training.update(|t| {
-            t.running = true;
-            t.cancelling = false;
-            t.epochs = epochs;
-            t.last = None;
-            t.losses.clear();
-            t.result = None;
-            t.lottery = true;
-            t.rounds.clear();
-        });
-        phase.set(Phase::Busy {
-            stage: Stage::Lottery,
-            done: 0,
-            total: 1,
-        });
+        start_job(epochs, true);
         send(Request::Lottery {
             rate,
             rounds,
