@@ -49,11 +49,13 @@ fn codes_i8(node: &Node, t: &Tensor, dt: DType, what: &str) -> Result<Vec<i8>> {
     let (lo, shift) = match dt {
         DType::I8 => (-128.0f32, 0.0f32),
         DType::U8 => (0.0, 128.0),
-        _ => {
-            return Ok(ints(node, t, dt, what)?
-                .into_iter()
-                .map(|v| to_i8(v, false))
-                .collect());
+        other => {
+            // The int8 kernels take 8-bit operands only (the importer allows no other type
+            // here); never narrow a wider value silently.
+            return Err(invalid(
+                node,
+                format!("{what} has element type {other}; the int8 kernels take int8 or uint8"),
+            ));
         }
     };
     let hi = lo + 255.0;
