@@ -88,6 +88,15 @@ pub fn selftest() -> Result<SelftestReport> {
                         gemm_with(kind, m, k, n, &a, &b, &mut got)?;
                         let r = compare(kind.name(), m, k, n, &a, &b, &want, &got, v)?;
                         worst = worst.max(r);
+                        // The same product with B, then A, packed once (the plan's layers).
+                        let mut got = vec![f32::NAN; m * n];
+                        super::prepacked::PackedB::new(kind, k, n, &b)?.matmul(m, &a, &mut got)?;
+                        let r = compare("prepacked-b", m, k, n, &a, &b, &want, &got, v)?;
+                        worst = worst.max(r);
+                        let mut got = vec![f32::NAN; m * n];
+                        super::prepacked::PackedA::new(kind, m, k, &a)?.matmul(n, &b, &mut got)?;
+                        let r = compare("prepacked-a", m, k, n, &a, &b, &want, &got, v)?;
+                        worst = worst.max(r);
                     }
                     if super::RELAXED_SIMD {
                         let mut got = vec![f32::NAN; m * n];
@@ -122,6 +131,8 @@ pub fn selftest() -> Result<SelftestReport> {
     if super::RELAXED_SIMD {
         kernels.push("relaxed-simd");
     }
+    kernels.push("prepacked-a");
+    kernels.push("prepacked-b");
     kernels.push("csr");
     kernels.extend(super::int8::available().into_iter().map(|k| k.name()));
     kernels.push("codebook");

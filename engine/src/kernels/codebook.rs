@@ -190,7 +190,10 @@ impl CodebookMatrix {
             let tile = &mut tile[..m * w];
             super::gemm(m, k, w, a, panel, tile)?;
             for i in 0..m {
-                c[i * n + j0..i * n + j0 + w].copy_from_slice(&tile[i * w..(i + 1) * w]);
+                super::copy_short(
+                    &mut c[i * n + j0..i * n + j0 + w],
+                    &tile[i * w..(i + 1) * w],
+                );
             }
         }
         Ok(())

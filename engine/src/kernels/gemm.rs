@@ -118,7 +118,10 @@ pub(crate) fn pack_b<const NR: usize>(k: usize, n: usize, b: &[f32]) -> Vec<f32>
         let w = NR.min(n - j0);
         let panel = &mut out[q * k * NR..(q + 1) * k * NR];
         for p in 0..k {
-            panel[p * NR..p * NR + w].copy_from_slice(&b[p * n + j0..p * n + j0 + w]);
+            super::copy_short(
+                &mut panel[p * NR..p * NR + w],
+                &b[p * n + j0..p * n + j0 + w],
+            );
         }
     }
     out
@@ -176,14 +179,14 @@ pub(crate) fn packed_driver<const MR: usize, const NR: usize, F>(
             let w = NR.min(n - j0);
             for r in 0..h {
                 let dst = (i0 + r) * n + j0;
-                c[dst..dst + w].copy_from_slice(&tile[r * NR..r * NR + w]);
+                super::copy_short(&mut c[dst..dst + w], &tile[r * NR..r * NR + w]);
             }
         }
     }
 }
 
-const P_MR: usize = 4;
-const P_NR: usize = 8;
+pub(crate) const P_MR: usize = 4;
+pub(crate) const P_NR: usize = 8;
 
 /// Portable blocked kernel: the shared packed driver with a 4×8 tile of plain accumulators, which
 /// compilers keep in registers and often vectorize.
@@ -191,8 +194,9 @@ pub fn packed(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32])
     packed_driver::<P_MR, P_NR, _>(m, k, n, a, b, c, micro_portable);
 }
 
+/// The portable 4×8 micro-kernel (also driven by [`super::prepacked`]).
 #[inline(always)]
-fn micro_portable(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
+pub(crate) fn micro_portable(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
     let mut acc = [[0.0f32; P_NR]; P_MR];
     for (av, bv) in ap.chunks_exact(P_MR).zip(bp.chunks_exact(P_NR)).take(k) {
         for r in 0..P_MR {

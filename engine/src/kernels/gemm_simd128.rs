@@ -13,8 +13,9 @@ pub(crate) fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [
     packed_driver::<MR, NR, _>(m, k, n, a, b, c, micro);
 }
 
+/// The 4×8 micro-kernel (also driven by [`super::prepacked`]).
 #[inline(always)]
-fn micro(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
+pub(crate) fn micro(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
     assert!(ap.len() >= k * MR && bp.len() >= k * NR && tile.len() >= MR * NR);
     let a = ap.as_ptr();
     let b = bp.as_ptr() as *const v128;

@@ -5,8 +5,8 @@ use std::arch::x86_64::*;
 
 use super::gemm::packed_driver;
 
-const MR: usize = 4;
-const NR: usize = 16;
+pub(crate) const MR: usize = 4;
+pub(crate) const NR: usize = 16;
 
 /// Entry of the table; see [`super::gemm::GemmFn`] for the contract.
 pub(crate) fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
@@ -17,6 +17,17 @@ pub(crate) fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [
     }
     // SAFETY: the CPU has AVX2 and FMA (checked just above).
     unsafe { gemm_avx2(m, k, n, a, b, c) }
+}
+
+/// The 4×16 micro-kernel behind a feature check, for [`super::prepacked`] (which only holds it
+/// for a CPU with AVX2 and FMA; the check is a cached load).
+pub(crate) fn micro_entry(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        unsafe { micro(k, ap, bp, tile) }
+    } else {
+        micro_generic::<MR, NR>(k, ap, bp, tile);
+    }
 }
 
 #[target_feature(enable = "avx2,fma")]
@@ -66,5 +77,26 @@ fn micro(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
         _mm256_storeu_ps(t.add(40), c2h);
         _mm256_storeu_ps(t.add(48), c3l);
         _mm256_storeu_ps(t.add(56), c3h);
+    }
+}
+
+/// The portable micro-kernel for any tile (the fallback of the x86 entry).
+#[inline(always)]
+fn micro_generic<const MR: usize, const NR: usize>(
+    k: usize,
+    ap: &[f32],
+    bp: &[f32],
+    tile: &mut [f32],
+) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for (av, bv) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)).take(k) {
+        for r in 0..MR {
+            for j in 0..NR {
+                acc[r][j] += av[r] * bv[j];
+            }
+        }
+    }
+    for r in 0..MR {
+        tile[r * NR..(r + 1) * NR].copy_from_slice(&acc[r]);
     }
 }

@@ -422,7 +422,7 @@ fn driver(pk: &PackedI8, m: usize, a: &[i8], a_zp: i8, c: &mut [i32], micro: Mic
             let w = NR.min(n - j0);
             for r in 0..h {
                 let dst = (i0 + r) * n + j0;
-                c[dst..dst + w].copy_from_slice(&tile[r * NR..r * NR + w]);
+                super::copy_short(&mut c[dst..dst + w], &tile[r * NR..r * NR + w]);
             }
         }
     }

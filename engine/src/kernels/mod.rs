@@ -29,6 +29,7 @@ mod gemm_simd128;
 mod gemm_x86;
 pub mod int8;
 mod int8_relaxed;
+pub mod prepacked;
 pub mod sparse;
 
 use std::sync::OnceLock;
@@ -172,6 +173,34 @@ impl Kernels {
             name: kind.name(),
             gemm: gemm::entry(kind)?,
         })
+    }
+}
+
+/// Copies `src` into `dst` (the shorter length): how kernels store tile rows and im2col runs.
+///
+/// In wasm, `copy_from_slice` with a length unknown at compile time becomes `memory.copy`,
+/// which V8 runs as a call out of the compiled code — per 8-value tile row that cost more than
+/// the products of a small-`k` tile. Short runs are therefore stored here by hand, four values
+/// at a time (volatile stores, which LLVM does not turn back into a `memcpy`); runs above 64
+/// values, and every run natively, use `copy_from_slice`.
+#[inline(always)]
+pub(crate) fn copy_short<T: Copy>(dst: &mut [T], src: &[T]) {
+    let n = dst.len().min(src.len());
+    let (d, s) = (&mut dst[..n], &src[..n]);
+    if n > 64 || cfg!(not(target_arch = "wasm32")) {
+        d.copy_from_slice(s);
+        return;
+    }
+    let mut dc = d.chunks_exact_mut(4);
+    let mut sc = s.chunks_exact(4);
+    for (a, b) in (&mut dc).zip(&mut sc) {
+        let v = [b[0], b[1], b[2], b[3]];
+        // SAFETY: `a` is 4 values of `T`; `[T; 4]` has `T`'s alignment.
+        unsafe { std::ptr::write_volatile(a.as_mut_ptr().cast::<[T; 4]>(), v) }
+    }
+    for (a, b) in dc.into_remainder().iter_mut().zip(sc.remainder()) {
+        // SAFETY: `a` is a valid, exclusive reference.
+        unsafe { std::ptr::write_volatile(a, *b) }
     }
 }
 

@@ -147,7 +147,7 @@ pub(crate) fn geometry(node: &Node, a: &ConvAttrs, sx: &[usize], sw: &[usize]) -
     })
 }
 
-pub(super) fn conv_shape(
+pub(crate) fn conv_shape(
     node: &Node,
     a: &ConvAttrs,
     sx: &[usize],
@@ -235,7 +235,7 @@ fn col2im(g: &Geometry, col: &[f32], grp: usize, dx: &mut [f32]) {
 }
 
 /// Size of the im2col patch matrix, refused above the tensor element limit.
-fn check_elems(rows: usize, cols: usize) -> Result<usize> {
+pub(crate) fn check_elems(rows: usize, cols: usize) -> Result<usize> {
     rows.checked_mul(cols)
         .filter(|&n| n <= crate::graph::limits::MAX_TENSOR_ELEMENTS)
         .ok_or(Error::Limit {

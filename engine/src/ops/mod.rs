@@ -11,6 +11,7 @@ mod pool;
 mod quant;
 mod reshape;
 
+pub(crate) use pool::max_pool_eval;
 pub(crate) use quant::{
     Prepared as PreparedInt8, packed_matmul_applies, weight_slots as int8_weight_slots,
 };

@@ -242,3 +242,98 @@ pub(super) fn global_max_pool(node: &Node, x: &Tensor) -> Result<(Tensor, Vec<us
     let y = Tensor::from_shape_vec(IxDyn(&out), y).map_err(|e| Error::Invalid(e.to_string()))?;
     Ok((y, idx))
 }
+
+/// Max pooling for inference: the reference's result (the first largest value of each window,
+/// rows then columns; 0 for a window wholly in the padding) without recording the argmax, each
+/// window's valid rows and columns computed once. `out` is a buffer to reuse.
+pub(crate) fn max_pool_eval(
+    node: &Node,
+    a: &PoolAttrs,
+    x: &Tensor,
+    mut out: Vec<f32>,
+) -> Result<Tensor> {
+    let g = geo(node, a, x.shape())?;
+    let xs = crate::tensor::to_contiguous(x);
+    let (kh, kw) = (a.kernel[0], a.kernel[1]);
+    let (sh, sw) = (a.strides[0], a.strides[1]);
+    let (dh, dw) = (a.dilations[0], a.dilations[1]);
+    // Taps `lo..hi` of a window starting at `start` (may be negative) that land in `0..size`.
+    let taps = |start: isize, k: usize, d: usize, size: usize| -> (usize, usize) {
+        let lo = if start >= 0 {
+            0
+        } else {
+            ((-start) as usize).div_ceil(d)
+        };
+        let lim = size as isize - start;
+        let hi = if lim <= 0 {
+            0
+        } else {
+            (lim as usize).div_ceil(d).min(k)
+        };
+        (lo.min(hi), hi)
+    };
+    let cols: Vec<(isize, usize, usize)> = (0..g.ow)
+        .map(|ox| {
+            let x0 = (ox * sw) as isize - g.pl as isize;
+            let (lo, hi) = taps(x0, kw, dw, g.w);
+            (x0, lo, hi)
+        })
+        .collect();
+    out.clear();
+    out.reserve(g.n * g.c * g.oh * g.ow);
+    let simple_2x2 = a.kernel == [2, 2]
+        && a.strides == [2, 2]
+        && a.dilations == [1, 1]
+        && g.pt == 0
+        && g.pl == 0
+        && 2 * g.oh <= g.h
+        && 2 * g.ow <= g.w;
+    if simple_2x2 {
+        // The common 2×2 / stride-2 window inside the image: four values, in the order above.
+        for nc in 0..g.n * g.c {
+            let plane = &xs[nc * g.h * g.w..][..g.h * g.w];
+            for oy in 0..g.oh {
+                let r0 = &plane[2 * oy * g.w..][..2 * g.ow];
+                let r1 = &plane[(2 * oy + 1) * g.w..][..2 * g.ow];
+                for (a, b) in r0.chunks_exact(2).zip(r1.chunks_exact(2)) {
+                    let mut m = a[0];
+                    for v in [a[1], b[0], b[1]] {
+                        if v > m {
+                            m = v;
+                        }
+                    }
+                    out.push(m);
+                }
+            }
+        }
+        return Tensor::from_shape_vec(IxDyn(&[g.n, g.c, g.oh, g.ow]), out)
+            .map_err(|e| Error::Invalid(e.to_string()));
+    }
+    for nc in 0..g.n * g.c {
+        let plane = &xs[nc * g.h * g.w..][..g.h * g.w];
+        for oy in 0..g.oh {
+            let y0 = (oy * sh) as isize - g.pt as isize;
+            let (ilo, ihi) = taps(y0, kh, dh, g.h);
+            for &(x0, jlo, jhi) in &cols {
+                let mut best: Option<f32> = None;
+                if ilo < ihi && jlo < jhi {
+                    let x_first = (x0 + (jlo * dw) as isize) as usize;
+                    for i in ilo..ihi {
+                        let start = (y0 + (i * dh) as isize) as usize * g.w + x_first;
+                        let row = &plane[start..start + (jhi - jlo - 1) * dw + 1];
+                        let mut b = best.unwrap_or(row[0]);
+                        for &v in row.iter().step_by(dw) {
+                            if v > b {
+                                b = v;
+                            }
+                        }
+                        best = Some(b);
+                    }
+                }
+                out.push(best.unwrap_or(0.0));
+            }
+        }
+    }
+    Tensor::from_shape_vec(IxDyn(&[g.n, g.c, g.oh, g.ow]), out)
+        .map_err(|e| Error::Invalid(e.to_string()))
+}

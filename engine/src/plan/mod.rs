@@ -16,11 +16,13 @@
 //! (wasm `simd128`), and the reference matrix product otherwise (natively the reference uses
 //! `matrixmultiply`, which measured faster than our AVX2 kernel: docs/KERNELS.md).
 
+mod conv;
 pub mod fuse;
 
 use crate::graph::{GemmAttrs, Graph, Node, Op};
 use crate::kernels::binary::{BinaryMatrix, pack_signs};
 use crate::kernels::codebook::CodebookMatrix;
+use crate::kernels::prepacked::PackedB;
 use crate::kernels::sparse::Csr;
 use crate::kernels::{self, Features, KernelKind};
 use crate::ops::{self, Mode};
@@ -31,12 +33,13 @@ use crate::{Error, Result};
 /// does 30 % of the multiply-adds but with gathered loads.
 pub const SPARSE_MAX_DENSITY: f32 = 0.3;
 
-/// The largest batch for which a planned sparse (or codebook) Gemm uses its kernel; larger batches run the
-/// reference product on the (zero-filled) dense weight. Natively the reference product is
-/// `matrixmultiply` at near-peak speed, and measured break-even against the CSR kernel on
-/// LeNet-300-100 pruned to 8 % is about 16 images (docs/KERNELS.md), so the limit is 8; in a
-/// wasm `simd128` build the reference product has no SIMD and the CSR kernel is used at every
-/// batch. Pure.
+/// The largest batch for which a planned Gemm (sparse, codebook or dense) uses its kernel;
+/// larger batches run the reference product on the (zero-filled) dense weight. Natively the
+/// reference product is `matrixmultiply` at near-peak speed: measured break-even against the
+/// CSR kernel on LeNet-300-100 pruned to 8 % is about 16 images, and against the pre-packed
+/// AVX2 GEMM between 8 and 64 (which wins 2–3× at batch 1: docs/KERNELS.md), so the limit is 8;
+/// in a wasm `simd128` build the reference product has no SIMD and the planned kernels are used
+/// at every batch. Pure.
 pub fn sparse_max_batch(features: Features) -> usize {
     if features.simd128 { usize::MAX } else { 8 }
 }
@@ -59,6 +62,12 @@ pub enum WeightForm {
         /// The input is `Sign(·)`.
         sign_input: bool,
     },
+    /// The constant 4-D f32 filters of a `Conv`; `depthwise` when each group has one input
+    /// channel.
+    Filters {
+        /// One input channel per group (and more than one group).
+        depthwise: bool,
+    },
     /// A 2-D f32 weight with at most 256 distinct values (k-means shared or per-tensor
     /// quantized).
     Codebook {
@@ -78,8 +87,14 @@ pub const CODEBOOK_MAX_ENTRIES: usize = 16;
 pub enum Kernel {
     /// The reference op.
     Reference,
-    /// Packed dense GEMM of this kind, weights pre-transposed.
+    /// Dense GEMM of this kind on `op(B)` packed once into its panels.
     DenseGemm(KernelKind),
+    /// im2col straight into the panels and the GEMM of this kind, filters packed once.
+    DenseConv(KernelKind),
+    /// Direct depthwise convolution (one input channel per group).
+    Depthwise,
+    /// Max pooling without recording the argmax (inference only).
+    MaxPool,
     /// Compressed-sparse-row product over the kept weights.
     SparseGemm,
     /// The int8 GEMM on a packed int8 weight (i32 sums), for MatMulInteger and QLinearMatMul.
@@ -105,6 +120,15 @@ impl Kernel {
                 KernelKind::Simd128 => "gemm-simd128",
                 KernelKind::Avx2Fma => "gemm-avx2-fma",
             },
+            Kernel::DenseConv(k) => match k {
+                KernelKind::Scalar => "conv-scalar",
+                KernelKind::Packed => "conv-packed",
+                KernelKind::Simd128 if kernels::RELAXED_SIMD => "conv-relaxed-simd",
+                KernelKind::Simd128 => "conv-simd128",
+                KernelKind::Avx2Fma => "conv-avx2-fma",
+            },
+            Kernel::Depthwise => "depthwise",
+            Kernel::MaxPool => "maxpool",
             Kernel::SparseGemm => "csr",
             Kernel::Int8Gemm => "int8-gemm",
             Kernel::Int8Conv => "int8-conv",
@@ -131,11 +155,14 @@ pub fn choose(op: &Op, form: WeightForm, features: Features) -> Kernel {
         (Op::Gemm(a), WeightForm::Dense2d { density }) if !a.trans_a => {
             if density <= SPARSE_MAX_DENSITY {
                 Kernel::SparseGemm
-            } else if features.simd128 {
-                Kernel::DenseGemm(kernels::select(features))
             } else {
-                Kernel::Reference
+                Kernel::DenseGemm(kernels::select(features))
             }
+        }
+        (Op::Conv(_), WeightForm::Filters { depthwise: true }) => Kernel::Depthwise,
+        (Op::MaxPool(_), _) => Kernel::MaxPool,
+        (Op::Conv(_), WeightForm::Filters { depthwise: false }) => {
+            Kernel::DenseConv(kernels::select(features))
         }
         (Op::MatMulInteger { .. } | Op::QLinearMatMul { .. }, WeightForm::Int8) => Kernel::Int8Gemm,
         (Op::ConvInteger { .. } | Op::QLinearConv { .. }, WeightForm::Int8) => Kernel::Int8Conv,
@@ -147,12 +174,10 @@ pub fn choose(op: &Op, form: WeightForm, features: Features) -> Kernel {
 #[derive(Clone, Debug)]
 enum Packed {
     None,
-    /// `op(B)` as a row-major `k × n` matrix.
-    Dense {
-        k: usize,
-        n: usize,
-        b: Vec<f32>,
-    },
+    /// `op(B)` (`k × n`) in the panels of a GEMM kind.
+    Dense(PackedB),
+    /// A convolution's filters in the strips of a GEMM kind, per group.
+    Conv(conv::PackedConv),
     /// `op(B)ᵀ` (`n × k`, one row per output) in CSR.
     Sparse(Csr),
     /// An integer op's int8 weight, packed.
@@ -163,19 +188,160 @@ enum Packed {
     Codebook(CodebookMatrix),
 }
 
+/// Where a node input (or a graph output) comes from, resolved when the plan is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Src {
+    /// An absent optional input.
+    Absent,
+    /// A value computed by an earlier node: its slot.
+    Value(usize),
+    /// A constant of the graph, looked up by name.
+    Weight,
+    /// A graph input, looked up by name among the run's inputs.
+    Input,
+}
+
 #[derive(Clone, Debug)]
 struct Step {
     node: usize,
     kernel: Kernel,
     packed: Packed,
+    /// One per node input.
+    srcs: Vec<Src>,
+    /// The slots of the node's outputs.
+    outs: Vec<usize>,
+    /// Slots read for the last time here (or never read), recycled after the step.
+    frees: Vec<usize>,
+    /// An elementwise op whose only input dies here: computed in that input's buffer.
+    in_place: bool,
 }
 
-/// A graph ready to run: one kernel per node, weights packed.
+/// A graph ready to run: one kernel per node, weights packed, every value given a slot and a
+/// last reader so that its buffer is recycled as soon as it dies.
 #[derive(Clone, Debug)]
 pub struct Plan {
     graph: Graph,
     steps: Vec<Step>,
     sparse_max_batch: usize,
+    slots: usize,
+    /// Where each graph output comes from.
+    outputs: Vec<Src>,
+}
+
+/// Freed intermediate buffers, handed to the next planned kernel that needs one as large.
+#[derive(Default)]
+struct Pool {
+    bufs: Vec<Vec<f32>>,
+}
+
+impl Pool {
+    /// Keeps the buffer of a dead value (at most a few, the largest ones).
+    fn give(&mut self, t: Tensor) {
+        self.keep(t.into_raw_vec_and_offset().0);
+    }
+
+    /// Keeps a scratch buffer (see [`Pool::give`]).
+    fn keep(&mut self, v: Vec<f32>) {
+        if v.capacity() == 0 {
+            return;
+        }
+        if self.bufs.len() == 8 {
+            match self
+                .bufs
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, b)| b.capacity())
+            {
+                Some((i, b)) if b.capacity() < v.capacity() => self.bufs[i] = v,
+                _ => {}
+            }
+            return;
+        }
+        self.bufs.push(v);
+    }
+
+    /// A zeroed buffer of `len` values: the smallest kept one that fits, or a new one.
+    fn take(&mut self, len: usize) -> Vec<f32> {
+        let fit = self
+            .bufs
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() >= len)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        let mut v = match fit {
+            Some(i) => self.bufs.swap_remove(i),
+            None => Vec::with_capacity(len),
+        };
+        v.clear();
+        v.resize(len, 0.0);
+        v
+    }
+}
+
+/// Slots, sources, last readers and in-place steps for the nodes of `g` (in order), and the
+/// sources of its outputs.
+fn wire(
+    g: &Graph,
+) -> (
+    Vec<(Vec<Src>, Vec<usize>, Vec<usize>, bool)>,
+    usize,
+    Vec<Src>,
+) {
+    use std::collections::HashMap;
+    let mut slot_of: HashMap<&str, usize> = HashMap::new();
+    let mut last: Vec<usize> = Vec::new();
+    let src = |name: &str, slot_of: &HashMap<&str, usize>| {
+        if name.is_empty() {
+            Src::Absent
+        } else if let Some(&s) = slot_of.get(name) {
+            Src::Value(s)
+        } else if g.weights.contains_key(name) {
+            Src::Weight
+        } else {
+            Src::Input
+        }
+    };
+    let mut wired = Vec::with_capacity(g.nodes.len());
+    for (i, n) in g.nodes.iter().enumerate() {
+        let srcs: Vec<Src> = n.inputs.iter().map(|x| src(x, &slot_of)).collect();
+        for s in &srcs {
+            if let Src::Value(v) = s {
+                last[*v] = i;
+            }
+        }
+        let outs: Vec<usize> = n
+            .outputs
+            .iter()
+            .map(|o| {
+                let s = last.len();
+                last.push(i);
+                slot_of.insert(o.as_str(), s);
+                s
+            })
+            .collect();
+        wired.push((srcs, outs, Vec::new(), false));
+    }
+    let outputs: Vec<Src> = g.outputs.iter().map(|o| src(o, &slot_of)).collect();
+    let kept: std::collections::HashSet<usize> = outputs
+        .iter()
+        .filter_map(|s| match s {
+            Src::Value(v) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    for (slot, &at) in last.iter().enumerate() {
+        if !kept.contains(&slot) {
+            wired[at].2.push(slot);
+        }
+    }
+    for (i, n) in g.nodes.iter().enumerate() {
+        let (srcs, _, frees, in_place) = &mut wired[i];
+        *in_place = matches!(n.op, Op::Relu)
+            && srcs.len() == 1
+            && matches!(srcs[0], Src::Value(v) if frees.contains(&v));
+    }
+    (wired, last.len(), outputs)
 }
 
 /// Values produced by `Sign` nodes (binary activations).
@@ -232,6 +398,9 @@ fn form(g: &Graph, n: &Node, signs: &std::collections::HashSet<&str>) -> WeightF
         };
     }
     match (&n.op, n.inputs.get(1).and_then(|w| g.weights.get(w))) {
+        (Op::Conv(a), Some(w)) if w.ndim() == 4 => WeightForm::Filters {
+            depthwise: conv::is_depthwise(w.shape(), a.groups),
+        },
         (Op::Gemm(a), Some(w)) if w.ndim() == 2 => {
             let density = w.iter().filter(|v| **v != 0.0).count() as f32 / w.len().max(1) as f32;
             let (k, nn, b) = op_b(a, w);
@@ -296,18 +465,28 @@ impl Plan {
         }
         let mut steps = Vec::with_capacity(graph.nodes.len());
         let signs = sign_values(&graph);
-        for (i, n) in graph.nodes.iter().enumerate() {
+        let (wired, slots, outputs) = wire(&graph);
+        for ((i, n), (srcs, outs, frees, in_place)) in graph.nodes.iter().enumerate().zip(wired) {
             let mut kernel = choose(&n.op, form(&graph, n, &signs), features);
-            if let Kernel::DenseGemm(k) = kernel
+            if kernel == Kernel::MaxPool && n.outputs.len() != 1 {
+                // The optional `Indices` output: the reference computes it.
+                kernel = Kernel::Reference;
+            }
+            if let Kernel::DenseGemm(k) | Kernel::DenseConv(k) = kernel
                 && kernels::Kernels::for_kind(k).is_none()
             {
                 kernel = Kernel::Reference;
             }
             let packed = match (kernel, &n.op) {
-                (Kernel::DenseGemm(_), Op::Gemm(a)) => {
+                (Kernel::DenseGemm(kind), Op::Gemm(a)) => {
                     let (k, nn, b) = op_b(a, &graph.weights[&n.inputs[1]]);
-                    Packed::Dense { k, n: nn, b }
+                    Packed::Dense(PackedB::new(kind, k, nn, &b)?)
                 }
+                (Kernel::DenseConv(kind), Op::Conv(a)) => Packed::Conv(conv::PackedConv::new(
+                    kind,
+                    a.groups,
+                    &graph.weights[&n.inputs[1]],
+                )?),
                 (Kernel::SparseGemm, Op::Gemm(a)) => {
                     let (k, nn, b) = op_b(a, &graph.weights[&n.inputs[1]]);
                     // CSR wants one row per output: op(B)ᵀ.
@@ -350,12 +529,18 @@ impl Plan {
                 node: i,
                 kernel,
                 packed,
+                srcs,
+                outs,
+                frees,
+                in_place,
             });
         }
         Ok(Plan {
             graph,
             steps,
             sparse_max_batch: sparse_max_batch(features),
+            slots,
+            outputs,
         })
     }
 
@@ -373,49 +558,149 @@ impl Plan {
     }
 
     /// Runs the plan on `inputs` (checked like [`crate::exec::run`]) and returns the outputs.
+    ///
+    /// Each value lives in its slot until its last reader has run; its buffer then goes to a
+    /// small pool that the planned kernels take their outputs from, and a `Relu` whose input
+    /// dies at it works in that input's buffer.
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
-        crate::exec::run_nodes(&self.graph, inputs, |idx, n, ins| {
-            let packed = self.steps.get(idx).map_or(&Packed::None, |s| &s.packed);
-            let batch = ins
-                .first()
-                .copied()
-                .flatten()
-                .map_or(0, |t| t.shape().first().copied().unwrap_or(0));
-            match (packed, &n.op) {
-                (Packed::None, _) => Ok(ops::forward(n, ins, Mode::Eval)?.0),
-                (Packed::Int8(p), _) if ops::packed_matmul_applies(n, ins) => p.run(n, ins),
-                (Packed::Int8(_), _) => Ok(ops::forward(n, ins, Mode::Eval)?.0),
-                // XNOR needs every activation at ±1; a Sign of an exact 0 gives 0.
-                (Packed::Xnor(_), _)
-                    if ins
-                        .first()
-                        .copied()
-                        .flatten()
-                        .is_none_or(|x| x.iter().any(|v| *v == 0.0)) =>
-                {
-                    Ok(ops::forward(n, ins, Mode::Eval)?.0)
+        crate::exec::check_inputs(&self.graph, inputs)?;
+        let mut vals: Vec<Option<Tensor>> = (0..self.slots).map(|_| None).collect();
+        let mut pool = Pool::default();
+        for step in &self.steps {
+            let n = &self.graph.nodes[step.node];
+            let outs = match (step.in_place, step.srcs.first()) {
+                (true, Some(&Src::Value(v))) if let Some(mut t) = vals[v].take() => {
+                    t.mapv_inplace(|x| x.max(0.0));
+                    vec![t]
                 }
-                // The codebook kernel has the same profile: natively it wins at small batches
-                // (7–11× at batch 1 on LeNet-300-100) and loses to `matrixmultiply` at 64.
-                (Packed::Sparse(_) | Packed::Codebook(_), _) if batch > self.sparse_max_batch => {
-                    Ok(ops::forward(n, ins, Mode::Eval)?.0)
+                _ => {
+                    let ins: Vec<Option<&Tensor>> = step
+                        .srcs
+                        .iter()
+                        .zip(&n.inputs)
+                        .map(|(src, name)| match *src {
+                            Src::Absent => None,
+                            Src::Value(v) => vals.get(v).and_then(Option::as_ref),
+                            Src::Weight => self.graph.weights.get(name),
+                            Src::Input => inputs.iter().find(|(k, _)| *k == name).map(|(_, t)| *t),
+                        })
+                        .collect();
+                    self.step(step, n, &ins, &mut pool)?
                 }
-                (p, Op::Gemm(a)) => Ok(vec![gemm(n, a, p, ins)?]),
-                _ => Ok(ops::forward(n, ins, Mode::Eval)?.0),
+            };
+            if outs.len() != step.outs.len() {
+                return Err(Error::Graph(format!(
+                    "node `{}` returned {} values for {} outputs",
+                    n.name,
+                    outs.len(),
+                    step.outs.len()
+                )));
             }
-        })
+            for (&slot, t) in step.outs.iter().zip(outs) {
+                vals[slot] = Some(t);
+            }
+            for &f in &step.frees {
+                if let Some(t) = vals[f].take() {
+                    pool.give(t);
+                }
+            }
+        }
+        self.outputs
+            .iter()
+            .zip(&self.graph.outputs)
+            .map(|(src, name)| {
+                let t = match *src {
+                    Src::Value(v) => vals.get_mut(v).and_then(Option::take),
+                    Src::Weight => self.graph.weights.get(name).cloned(),
+                    Src::Input => inputs
+                        .iter()
+                        .find(|(k, _)| *k == name)
+                        .map(|(_, t)| (*t).clone()),
+                    Src::Absent => None,
+                };
+                t.ok_or_else(|| Error::Graph(format!("output `{name}` was not computed")))
+            })
+            .collect()
+    }
+
+    /// One node on its planned kernel.
+    fn step(
+        &self,
+        step: &Step,
+        n: &Node,
+        ins: &[Option<&Tensor>],
+        pool: &mut Pool,
+    ) -> Result<Vec<Tensor>> {
+        let batch = ins
+            .first()
+            .copied()
+            .flatten()
+            .map_or(0, |t| t.shape().first().copied().unwrap_or(0));
+        match (&step.packed, &n.op) {
+            (Packed::None, Op::Conv(a)) if step.kernel == Kernel::Depthwise => {
+                Ok(vec![conv::depthwise(
+                    n,
+                    a,
+                    ops::get(n, ins, 0)?,
+                    ops::get(n, ins, 1)?,
+                    ops::opt(ins, 2),
+                    pool,
+                )?])
+            }
+            (Packed::None, Op::MaxPool(a)) if step.kernel == Kernel::MaxPool => {
+                let x = ops::get(n, ins, 0)?;
+                let out = pool.take(0);
+                Ok(vec![ops::max_pool_eval(n, a, x, out)?])
+            }
+            (Packed::None, _) => Ok(ops::forward(n, ins, Mode::Eval)?.0),
+            (Packed::Int8(p), _) if ops::packed_matmul_applies(n, ins) => p.run(n, ins),
+            (Packed::Int8(_), _) => Ok(ops::forward(n, ins, Mode::Eval)?.0),
+            // XNOR needs every activation at ±1; a Sign of an exact 0 gives 0.
+            (Packed::Xnor(_), _)
+                if ins
+                    .first()
+                    .copied()
+                    .flatten()
+                    .is_none_or(|x| x.iter().any(|v| *v == 0.0)) =>
+            {
+                Ok(ops::forward(n, ins, Mode::Eval)?.0)
+            }
+            // The codebook kernel has the same profile: natively it wins at small batches
+            // (7–11× at batch 1 on LeNet-300-100) and loses to `matrixmultiply` at 64.
+            (Packed::Sparse(_) | Packed::Codebook(_) | Packed::Dense(_), _)
+                if batch > self.sparse_max_batch =>
+            {
+                Ok(ops::forward(n, ins, Mode::Eval)?.0)
+            }
+            (Packed::Conv(p), Op::Conv(a)) => Ok(vec![p.run(
+                n,
+                a,
+                ops::get(n, ins, 0)?,
+                ops::get(n, ins, 1)?,
+                ops::opt(ins, 2),
+                pool,
+            )?]),
+            (p, Op::Gemm(a)) => Ok(vec![gemm(n, a, p, ins, pool)?]),
+            _ => Ok(ops::forward(n, ins, Mode::Eval)?.0),
+        }
     }
 }
 
 /// A planned Gemm: `alpha · A · op(B) + beta · C` with `op(B)` packed.
-fn gemm(node: &Node, at: &GemmAttrs, p: &Packed, ins: &[Option<&Tensor>]) -> Result<Tensor> {
+fn gemm(
+    node: &Node,
+    at: &GemmAttrs,
+    p: &Packed,
+    ins: &[Option<&Tensor>],
+    pool: &mut Pool,
+) -> Result<Tensor> {
     let a = ops::get(node, ins, 0)?;
     let (k, n) = match p {
-        Packed::Dense { k, n, .. } => (*k, *n),
+        Packed::Dense(b) => (b.k(), b.n()),
         Packed::Sparse(c) => (c.cols(), c.rows()),
         Packed::Xnor(b) => (b.k(), b.rows()),
         Packed::Codebook(c) => (c.cols(), c.rows()),
-        Packed::None | Packed::Int8(_) => {
+        Packed::None | Packed::Int8(_) | Packed::Conv(_) => {
             return Err(Error::Invalid("gemm: no f32 weight packed".into()));
         }
     };
@@ -429,18 +714,36 @@ fn gemm(node: &Node, at: &GemmAttrs, p: &Packed, ins: &[Option<&Tensor>]) -> Res
     }
     let m = a.shape()[0];
     let x = crate::tensor::to_contiguous(a);
-    let mut y = vec![0.0f32; m * n];
+    let mut y = pool.take(
+        m.checked_mul(n)
+            .ok_or_else(|| Error::shape(&node.name, "Gemm", "output too large", &[a.shape()]))?,
+    );
     match p {
-        Packed::Dense { b, .. } => kernels::gemm(m, k, n, &x, b, &mut y)?,
+        Packed::Dense(b) => b.matmul(m, &x, &mut y)?,
         Packed::Sparse(c) => c.matmul_t(m, &x, &mut y)?,
         Packed::Xnor(b) => b.matmul_t(m, &pack_signs(m, k, &x)?, &[], &mut y)?,
         Packed::Codebook(c) => c.matmul_t(m, &x, &mut y)?,
-        Packed::None | Packed::Int8(_) => {}
+        Packed::None | Packed::Int8(_) | Packed::Conv(_) => {}
     }
     if at.alpha != 1.0 {
         y.iter_mut().for_each(|v| *v *= at.alpha);
     }
     if let Some(c) = ops::opt(ins, 2).filter(|_| at.beta != 0.0) {
+        // A bias row (`[n]` or `[1, n]`, the usual case) is added slice by slice: a broadcast
+        // iterator over `IxDyn` costs more than the product at small sizes.
+        if c.len() == n
+            && n > 0
+            && c.shape().last() == Some(&n)
+            && let Some(row) = c.as_slice()
+        {
+            for out in y.chunks_exact_mut(n) {
+                for (v, cv) in out.iter_mut().zip(row) {
+                    *v += at.beta * cv;
+                }
+            }
+            return Tensor::from_shape_vec(ndarray::IxDyn(&[m, n]), y)
+                .map_err(|e| Error::Invalid(e.to_string()));
+        }
         let cb = c.broadcast(ndarray::IxDyn(&[m, n])).ok_or_else(|| {
             Error::shape(
                 &node.name,
@@ -476,7 +779,24 @@ mod tests {
             choose(&gemm, dense, wasm),
             Kernel::DenseGemm(KernelKind::Simd128)
         );
-        assert_eq!(choose(&gemm, dense, Features::NONE), Kernel::Reference);
+        assert_eq!(
+            choose(&gemm, dense, Features::NONE),
+            Kernel::DenseGemm(KernelKind::Packed)
+        );
+        // Convolutions: im2col + the dense GEMM, depthwise ones direct.
+        let conv = Op::Conv(crate::graph::ConvAttrs::new([3, 3]));
+        let filters = WeightForm::Filters { depthwise: false };
+        assert_eq!(
+            choose(&conv, filters, wasm),
+            Kernel::DenseConv(KernelKind::Simd128)
+        );
+        assert_eq!(
+            choose(&conv, WeightForm::Filters { depthwise: true }, wasm),
+            Kernel::Depthwise
+        );
+        assert_eq!(choose(&conv, WeightForm::None, wasm), Kernel::Reference);
+        let pool = Op::MaxPool(crate::graph::PoolAttrs::square(2));
+        assert_eq!(choose(&pool, WeightForm::None, wasm), Kernel::MaxPool);
         assert_eq!(choose(&Op::Relu, WeightForm::None, wasm), Kernel::Reference);
         let mmi = Op::MatMulInteger {
             a: crate::tensor::DType::U8,
@@ -498,7 +818,10 @@ mod tests {
         let binary_in = WeightForm::Binary { sign_input: true };
         assert_eq!(choose(&gemm, binary_in, Features::NONE), Kernel::Xnor);
         let binary_f32 = WeightForm::Binary { sign_input: false };
-        assert_eq!(choose(&gemm, binary_f32, Features::NONE), Kernel::Reference);
+        assert_eq!(
+            choose(&gemm, binary_f32, Features::NONE),
+            Kernel::DenseGemm(KernelKind::Packed)
+        );
         assert_eq!(
             choose(&gemm, binary_f32, wasm),
             Kernel::DenseGemm(KernelKind::Simd128)
@@ -512,7 +835,7 @@ mod tests {
         );
         assert_eq!(
             choose(&gemm, book(17, 0.9), Features::NONE),
-            Kernel::Reference
+            Kernel::DenseGemm(KernelKind::Packed)
         );
         assert_eq!(choose(&gemm, book(16, 0.08), wasm), Kernel::SparseGemm);
         let gemm_ta = Op::Gemm(GemmAttrs {
@@ -597,14 +920,7 @@ mod tests {
             let want = crate::exec::run(&g, &[("input", &x)]).unwrap();
             for kind in kernels::available() {
                 let mut plan = Plan::for_features(&g, Features::NONE).unwrap();
-                for s in &mut plan.steps {
-                    let n = &plan.graph.nodes[s.node];
-                    if let Op::Gemm(a) = &n.op {
-                        let (k, nn, b) = op_b(a, &plan.graph.weights[&n.inputs[1]]);
-                        s.kernel = Kernel::DenseGemm(kind);
-                        s.packed = Packed::Dense { k, n: nn, b };
-                    }
-                }
+                force(&mut plan, kind);
                 let got = plan.run(&[("input", &x)]).unwrap();
                 for (x, y) in want[0].iter().zip(got[0].iter()) {
                     assert!(
@@ -613,6 +929,200 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// Every Gemm and non-depthwise Conv of `plan` on the dense kernels of `kind`.
+    fn force(plan: &mut Plan, kind: KernelKind) {
+        for s in &mut plan.steps {
+            let n = &plan.graph.nodes[s.node];
+            match &n.op {
+                Op::Gemm(a) => {
+                    let (k, nn, b) = op_b(a, &plan.graph.weights[&n.inputs[1]]);
+                    s.kernel = Kernel::DenseGemm(kind);
+                    s.packed = Packed::Dense(PackedB::new(kind, k, nn, &b).unwrap());
+                }
+                Op::Conv(a) if s.kernel != Kernel::Depthwise => {
+                    let w = &plan.graph.weights[&n.inputs[1]];
+                    s.kernel = Kernel::DenseConv(kind);
+                    s.packed = Packed::Conv(conv::PackedConv::new(kind, a.groups, w).unwrap());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn conv_kernels_agree_with_the_reference_on_odd_geometries() {
+        use crate::graph::{ConvAttrs, Dim, ValueInfo};
+        let mut rng = crate::rng::Rng::new(9);
+        // (channels, filters, groups, kernel, stride, pads, dilation, h, w)
+        let cases: &[(
+            usize,
+            usize,
+            usize,
+            [usize; 2],
+            [usize; 2],
+            [usize; 4],
+            [usize; 2],
+            usize,
+            usize,
+        )] = &[
+            (1, 6, 1, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1], 28, 28),
+            (3, 5, 1, [3, 2], [2, 1], [1, 0, 0, 1], [1, 2], 9, 7),
+            (4, 4, 4, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 8, 8),
+            (4, 8, 4, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 7, 9),
+            (6, 4, 2, [1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 5, 3),
+            (2, 3, 1, [1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 1, 1),
+            (3, 3, 3, [2, 3], [3, 2], [0, 2, 1, 0], [2, 1], 6, 11),
+            (2, 7, 1, [4, 4], [1, 1], [3, 3, 3, 3], [1, 1], 2, 2),
+        ];
+        for &(c, m, groups, kernel, strides, pads, dilations, h, w) in cases {
+            let mut attrs = ConvAttrs::new(kernel);
+            attrs.groups = groups;
+            attrs.strides = strides;
+            attrs.pads = pads;
+            attrs.dilations = dilations;
+            let wshape = [m, c / groups, kernel[0], kernel[1]];
+            let weight: Vec<f32> = (0..wshape.iter().product::<usize>())
+                .map(|_| rng.normal())
+                .collect();
+            let bias: Vec<f32> = (0..m).map(|_| rng.normal()).collect();
+            let mut g = Graph::default();
+            g.inputs.push(ValueInfo {
+                name: "x".into(),
+                shape: vec![
+                    Dim::Sym("n".into()),
+                    Dim::Fixed(c),
+                    Dim::Fixed(h),
+                    Dim::Fixed(w),
+                ],
+            });
+            g.weights.insert(
+                "w".into(),
+                crate::tensor::from_vec(&wshape, weight).unwrap(),
+            );
+            g.weights
+                .insert("b".into(), crate::tensor::from_vec(&[m], bias).unwrap());
+            g.nodes
+                .push(Node::new("y", Op::Conv(attrs), &["x", "w", "b"]));
+            g.outputs.push("y".into());
+            for batch in [1, 3] {
+                let x: Vec<f32> = (0..batch * c * h * w).map(|_| rng.normal()).collect();
+                let x = crate::tensor::from_vec(&[batch, c, h, w], x).unwrap();
+                let want = crate::exec::run(&g, &[("x", &x)]).unwrap();
+                let mut kinds = kernels::available();
+                kinds.push(KernelKind::Scalar);
+                for kind in kinds {
+                    let mut plan = Plan::for_features(&g, Features::NONE).unwrap();
+                    let depthwise = c / groups == 1 && groups > 1;
+                    assert_eq!(plan.steps[0].kernel == Kernel::Depthwise, depthwise);
+                    force(&mut plan, kind);
+                    let got = plan.run(&[("x", &x)]).unwrap();
+                    assert_eq!(want[0].shape(), got[0].shape());
+                    for (a, b) in want[0].iter().zip(got[0].iter()) {
+                        assert!(
+                            (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
+                            "{kind:?} {c}→{m}/{groups}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn planned_max_pooling_agrees_with_the_reference() {
+        use crate::graph::{Dim, PoolAttrs, ValueInfo};
+        let mut rng = crate::rng::Rng::new(5);
+        // (kernel, strides, pads, dilations, ceil_mode, h, w)
+        let cases: &[(
+            [usize; 2],
+            [usize; 2],
+            [usize; 4],
+            [usize; 2],
+            bool,
+            usize,
+            usize,
+        )] = &[
+            ([2, 2], [2, 2], [0, 0, 0, 0], [1, 1], false, 28, 28),
+            ([3, 3], [2, 2], [1, 1, 1, 1], [1, 1], false, 7, 9),
+            ([3, 2], [1, 3], [2, 0, 1, 1], [2, 1], false, 6, 11),
+            ([2, 2], [2, 2], [0, 0, 0, 0], [1, 1], true, 5, 5),
+            ([1, 1], [1, 1], [0, 0, 0, 0], [1, 1], false, 1, 1),
+            ([4, 4], [1, 1], [3, 3, 3, 3], [1, 1], false, 2, 3),
+        ];
+        for &(kernel, strides, pads, dilations, ceil_mode, h, w) in cases {
+            let attrs = PoolAttrs {
+                kernel,
+                strides,
+                pads,
+                dilations,
+                ceil_mode,
+                ..PoolAttrs::square(1)
+            };
+            let mut g = Graph::default();
+            g.inputs.push(ValueInfo {
+                name: "x".into(),
+                shape: vec![
+                    Dim::Sym("n".into()),
+                    Dim::Fixed(2),
+                    Dim::Fixed(h),
+                    Dim::Fixed(w),
+                ],
+            });
+            g.nodes.push(Node::new("y", Op::MaxPool(attrs), &["x"]));
+            g.outputs.push("y".into());
+            let plan = Plan::new(&g).unwrap();
+            assert_eq!(plan.kernels()[0].1, "maxpool");
+            let mut x: Vec<f32> = (0..3 * 2 * h * w).map(|_| rng.normal()).collect();
+            // Ties and a NaN: the reference keeps the first largest value of each window.
+            x[0] = f32::NAN;
+            if x.len() > 3 {
+                x[2] = x[3];
+            }
+            let x = crate::tensor::from_vec(&[3, 2, h, w], x).unwrap();
+            let want = crate::exec::run(&g, &[("x", &x)]).unwrap();
+            let got = plan.run(&[("x", &x)]).unwrap();
+            assert_eq!(want[0].shape(), got[0].shape());
+            for (a, b) in want[0].iter().zip(got[0].iter()) {
+                assert!(
+                    a.to_bits() == b.to_bits(),
+                    "{kernel:?} {strides:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn values_read_again_or_returned_are_not_overwritten() {
+        use crate::graph::{Dim, ValueInfo};
+        let mut g = Graph::default();
+        g.inputs.push(ValueInfo {
+            name: "x".into(),
+            shape: vec![Dim::Sym("n".into()), Dim::Fixed(3)],
+        });
+        let w =
+            crate::tensor::from_vec(&[3, 4], (0..12).map(|i| i as f32 - 5.5).collect()).unwrap();
+        g.weights.insert("w".into(), w);
+        g.nodes
+            .push(Node::new("h", Op::Gemm(GemmAttrs::default()), &["x", "w"]));
+        // `h` is returned and read twice more: neither Relu may work in its buffer.
+        g.nodes.push(Node::new("r", Op::Relu, &["h"]));
+        g.nodes.push(Node::new("s", Op::Add, &["h", "r"]));
+        // `s` dies at `t`: this Relu works in place.
+        g.nodes.push(Node::new("t", Op::Relu, &["s"]));
+        // `t` is returned: this Relu may not work in its buffer; its own result is never read.
+        g.nodes.push(Node::new("unused", Op::Relu, &["t"]));
+        g.outputs = vec!["h".into(), "t".into(), "x".into(), "w".into()];
+        let plan = Plan::new(&g).unwrap();
+        let in_place: Vec<bool> = plan.steps.iter().map(|s| s.in_place).collect();
+        assert_eq!(in_place, [false, false, false, true, false]);
+        let x = crate::tensor::from_vec(&[2, 3], vec![1.0, -2.0, 0.5, 3.0, 0.0, -1.0]).unwrap();
+        let want = crate::exec::run(&g, &[("x", &x)]).unwrap();
+        for _ in 0..2 {
+            let got = plan.run(&[("x", &x)]).unwrap();
+            assert_eq!(want, got);
         }
     }
 
