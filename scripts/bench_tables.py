@@ -79,8 +79,8 @@ if web:
         ks = sorted(set(x[1] for x in m["result"]["kernels"]))
         nv = nm.get(k)
         rv = rm.get(k)
-        print(f'| {k[0]} | {k[1]} | {m["result"]["ms"]:.3f} | {rv["ms"]:.3f} | {nv["ms"]:.3f} | {", ".join(ks)} |' if rv and nv else
-              f'| {k[0]} | {k[1]} | {m["result"]["ms"]:.3f} | {rv["ms"] if rv else "–"} | {nv["ms"] if nv else "–"} | {", ".join(ks)} |')
+        ms = lambda v: f'{v["ms"]:.3f}' if v else "–"
+        print(f'| {k[0]} | {k[1]} | {m["result"]["ms"]:.3f} | {ms(rv)} | {ms(nv)} | {", ".join(ks)} |')
 
 if ort:
     print("\n### Lithe vs onnxruntime-web", ort["onnxruntime_web"], "(one thread, wasm EP), median ms\n")

@@ -66,6 +66,54 @@ pub fn all() -> Result<Vec<Fingerprint>, lithe::Error> {
         .collect()
 }
 
+/// Every zoo model through its execution plan — dense, then with every Gemm pruned to 10 % —
+/// against the reference interpreter on 5 seeded images (1e-4 relative). Returns the kernels
+/// each plan chose, or the first disagreement. Run in Node and Chromium, so the planned wasm
+/// kernels (`gemm-simd128`, `conv-simd128`, `depthwise`, `maxpool`, `csr`) are checked there.
+pub fn plans_agree() -> Result<Vec<String>, String> {
+    let mut chosen = Vec::new();
+    for arch in Arch::ALL {
+        let mut g = build(arch, 3).map_err(|e| e.to_string())?;
+        for pruned in [false, true] {
+            if pruned {
+                for n in g.nodes.clone() {
+                    if let lithe::graph::Op::Gemm(_) = n.op
+                        && let Some(w) = g.weights.get_mut(&n.inputs[1])
+                    {
+                        w.iter_mut().enumerate().for_each(|(i, v)| {
+                            if i % 10 != 0 {
+                                *v = 0.0;
+                            }
+                        });
+                    }
+                }
+            }
+            let plan = Plan::new(&g).map_err(|e| e.to_string())?;
+            let mut rng = Rng::new(7);
+            let x: Vec<f32> = (0..5 * 784).map(|_| rng.uniform()).collect();
+            let x = lithe::tensor::from_vec(&[5, 1, 28, 28], x).map_err(|e| e.to_string())?;
+            let want = lithe::exec::run(&g, &[("input", &x)]).map_err(|e| e.to_string())?;
+            let got = plan.run(&[("input", &x)]).map_err(|e| e.to_string())?;
+            for (a, b) in want[0].iter().zip(got[0].iter()) {
+                if (a - b).abs() > 1e-4 * (1.0 + a.abs()) {
+                    return Err(format!(
+                        "{} (pruned: {pruned}): plan {b}, reference {a}",
+                        arch.name()
+                    ));
+                }
+            }
+            let kernels: Vec<&str> = plan.kernels().into_iter().map(|(_, k)| k).collect();
+            chosen.push(format!(
+                "{}{}: {}",
+                arch.name(),
+                if pruned { " pruned" } else { "" },
+                kernels.join(",")
+            ));
+        }
+    }
+    Ok(chosen)
+}
+
 /// The committed native fingerprints.
 pub fn native() -> Vec<Fingerprint> {
     serde_json::from_str(include_str!("../fixtures/native.json")).unwrap_or_default()

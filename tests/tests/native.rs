@@ -26,3 +26,9 @@ fn one_training_epoch_natively_learns_and_reports_timings() {
         f.accuracy
     );
 }
+
+#[test]
+fn planned_zoo_models_match_the_reference_natively() {
+    let chosen = lithe_web_tests::plans_agree().expect("plans agree");
+    assert_eq!(chosen.len(), 8, "{chosen:?}");
+}
