@@ -184,8 +184,9 @@ mod tests {
         // A synchronous job cannot answer pings but posts progress every 2 s for a minute.
         let mut h = Heartbeat::started(0.0);
         h.heard(0.0, true);
-        for t in (1..=60).map(|s| s as f64 * TICK_MS) {
-            if t as u64 % 2_000 == 0 {
+        for s in 1..=60u32 {
+            let t = f64::from(s) * TICK_MS;
+            if s.is_multiple_of(2) {
                 h.heard(t, false);
             }
             assert_ne!(h.tick(t, STALL_MS), Beat::Stalled, "at {t} ms");
