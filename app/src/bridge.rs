@@ -1,7 +1,9 @@
 //! The page's end of the worker link: starts the worker, queues requests until it is ready,
-//! transfers model bytes, decodes responses, and restarts the worker when asked.
+//! transfers model bytes, decodes responses, watches the worker's heartbeat, and restarts the
+//! worker when asked.
 
-use lithe_app::protocol::{Request, Response};
+use lithe_app::heartbeat::{Beat, Heartbeat, STALL_MS, TICK_MS};
+use lithe_app::protocol::{MAX_HANG_MS, Request, Response};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -35,13 +37,36 @@ struct Handlers {
     _error: Closure<dyn FnMut(ErrorEvent)>,
 }
 
-#[derive(Default)]
 struct LinkState {
     worker: Option<Worker>,
     ready: bool,
     queue: Vec<Request>,
     /// The JS handlers of the current worker; kept alive with it.
     handlers: Option<Handlers>,
+    /// The current worker's heartbeat; `None` while no worker is watched (none started, or
+    /// it was reported dead).
+    heartbeat: Option<Heartbeat>,
+    /// The page's patience with a silent worker (set from what it is doing).
+    stall_ms: f64,
+    /// A shorter patience for the current worker only (the hang test hook).
+    stall_override_ms: Option<f64>,
+    /// The heartbeat's interval timer; lives as long as the link.
+    ticker: Option<Closure<dyn FnMut()>>,
+}
+
+impl Default for LinkState {
+    fn default() -> Self {
+        LinkState {
+            worker: None,
+            ready: false,
+            queue: Vec::new(),
+            handlers: None,
+            heartbeat: None,
+            stall_ms: STALL_MS,
+            stall_override_ms: None,
+            ticker: None,
+        }
+    }
 }
 
 impl WorkerLink {
@@ -54,7 +79,97 @@ impl WorkerLink {
             }),
         };
         link.spawn();
+        link.start_ticker();
         link
+    }
+
+    /// Checks the heartbeat every [`TICK_MS`].
+    fn start_ticker(&self) {
+        let weak = Rc::downgrade(&self.inner);
+        let tick = Closure::<dyn FnMut()>::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                WorkerLink { inner }.tick();
+            }
+        });
+        let set = web_sys::window().map(|w| {
+            w.set_interval_with_callback_and_timeout_and_arguments_0(
+                tick.as_ref().unchecked_ref(),
+                TICK_MS as i32,
+            )
+        });
+        if !matches!(set, Some(Ok(_))) {
+            (self.inner.on_event)(LinkEvent::Response(Response::error(
+                "worker",
+                "cannot start the heartbeat timer: a hung worker will not be noticed",
+            )));
+        }
+        self.inner.state.borrow_mut().ticker = Some(tick);
+    }
+
+    /// One heartbeat tick: ping a quiet worker, or replace a stalled one.
+    fn tick(&self) {
+        let now = now_ms();
+        let (beat, timeout, worker) = {
+            let mut st = self.inner.state.borrow_mut();
+            let timeout = st.stall_override_ms.unwrap_or(st.stall_ms);
+            let worker = st.worker.clone();
+            match st.heartbeat.as_mut() {
+                Some(h) => (h.tick(now, timeout), timeout, worker),
+                None => return,
+            }
+        };
+        match (beat, worker) {
+            (Beat::Ping, Some(w)) => self.post(&w, &Request::Ping),
+            (Beat::Stalled, _) => {
+                let waited = if self.inner.state.borrow().ready {
+                    "it stopped answering"
+                } else {
+                    "it did not start"
+                };
+                self.kill(&format!(
+                    "{waited}: nothing was heard from it for {:.0} s",
+                    timeout / 1000.0
+                ));
+            }
+            _ => {}
+        }
+    }
+
+    /// The patience with a silent worker from now on, in milliseconds (see
+    /// `lithe_app::heartbeat::stall_timeout`).
+    pub fn set_stall_timeout(&self, ms: f64) {
+        self.inner.state.borrow_mut().stall_ms = ms;
+    }
+
+    /// Test hook: makes the worker stop answering (it spins without yielding) and lowers the
+    /// page's patience with it to `patience_ms`, so that the heartbeat notices within seconds.
+    /// Returns false when there is no ready worker to hang.
+    pub fn hang(&self, patience_ms: f64) -> bool {
+        let worker = {
+            let mut st = self.inner.state.borrow_mut();
+            if !st.ready {
+                return false;
+            }
+            st.stall_override_ms = Some(patience_ms);
+            if let Some(h) = st.heartbeat.as_mut() {
+                // The worker owes an answer from now on.
+                h.pinged(now_ms());
+            }
+            st.worker.clone()
+        };
+        match worker {
+            Some(w) => {
+                self.post(
+                    &w,
+                    &Request::Hang {
+                        millis: MAX_HANG_MS,
+                    },
+                );
+                self.post(&w, &Request::Ping);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Sends `req` now, or once the worker has said it is ready.
@@ -76,12 +191,19 @@ impl WorkerLink {
         wasm_bindgen_futures::spawn_local(async move { link.spawn() });
     }
 
-    /// Terminates the worker without warning and reports it as dead, as the browser would
-    /// when it crashed (the page then recovers).
-    pub fn kill(&self) {
+    /// Terminates the worker without warning and reports it as dead because of `why` (the
+    /// page then recovers). The debug hook uses it as the browser's crash would.
+    pub fn kill(&self, why: &str) {
+        self.stop();
+        self.died(why.to_string());
+    }
+
+    /// Terminates the worker and stops watching it; nothing is reported.
+    pub fn stop(&self) {
         let old = {
             let mut st = self.inner.state.borrow_mut();
             st.ready = false;
+            st.heartbeat = None;
             st.worker.take()
         };
         if let Some(w) = old {
@@ -89,7 +211,12 @@ impl WorkerLink {
             w.set_onerror(None);
             w.terminate();
         }
-        (self.inner.on_event)(LinkEvent::Died("the worker was terminated".into()));
+    }
+
+    /// Reports the worker as dead; it is no longer watched (a restart watches the new one).
+    fn died(&self, why: String) {
+        self.inner.state.borrow_mut().heartbeat = None;
+        (self.inner.on_event)(LinkEvent::Died(why));
     }
 
     fn spawn(&self) {
@@ -97,6 +224,8 @@ impl WorkerLink {
             let mut st = self.inner.state.borrow_mut();
             st.ready = false;
             st.queue.clear();
+            st.heartbeat = None;
+            st.stall_override_ms = None;
             st.worker.take()
         };
         if let Some(w) = old {
@@ -107,12 +236,7 @@ impl WorkerLink {
         }
         let worker = match Worker::new(WORKER_URL) {
             Ok(w) => w,
-            Err(e) => {
-                return (self.inner.on_event)(LinkEvent::Died(format!(
-                    "cannot start the worker: {}",
-                    js_text(&e)
-                )));
-            }
+            Err(e) => return self.died(format!("cannot start the worker: {}", js_text(&e))),
         };
         let weak = Rc::downgrade(&self.inner);
         let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
@@ -128,12 +252,13 @@ impl WorkerLink {
                     m if m.is_empty() => "the worker script failed to load or threw".to_string(),
                     m => m,
                 };
-                (inner.on_event)(LinkEvent::Died(what));
+                WorkerLink { inner }.died(what);
             }
         });
         worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
         worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
         let mut st = self.inner.state.borrow_mut();
+        st.heartbeat = Some(Heartbeat::started(now_ms()));
         st.worker = Some(worker);
         st.handlers = Some(Handlers {
             _message: onmessage,
@@ -148,7 +273,15 @@ impl WorkerLink {
                 format!("unreadable message from the worker: {e}"),
             )
         });
-        if matches!(resp, Response::Ready) {
+        // Any message is a sign of life; a pong is nothing more.
+        let ready = matches!(resp, Response::Ready);
+        if let Some(h) = self.inner.state.borrow_mut().heartbeat.as_mut() {
+            h.heard(now_ms(), ready);
+        }
+        if matches!(resp, Response::Pong) {
+            return;
+        }
+        if ready {
             let (worker, queued) = {
                 let mut st = self.inner.state.borrow_mut();
                 st.ready = true;
@@ -182,6 +315,13 @@ impl WorkerLink {
             )));
         }
     }
+}
+
+/// Milliseconds on the page's clock (`performance.now()`).
+pub fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or_else(js_sys::Date::now, |p| p.now())
 }
 
 /// A readable text for a thrown JS value.

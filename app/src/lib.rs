@@ -17,6 +17,7 @@ pub mod bridge;
 pub mod components;
 pub mod digit;
 pub mod format;
+pub mod heartbeat;
 pub mod protocol;
 pub mod state;
 pub mod sweep;

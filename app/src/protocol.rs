@@ -21,8 +21,12 @@
 //!    result of an earlier compression) and makes the result the current model; the worker
 //!    answers [`Response::Compressed`], and the page then asks for a fresh evaluation.
 //!
-//! The worker handles requests one at a time, in order (except [`Request::Cancel`], which acts
-//! on arrival). Every failure becomes a
+//! 7. Every few seconds of silence the page sends [`Request::Ping`]; the worker answers
+//!    [`Response::Pong`] as soon as its event loop runs. Any message counts as a sign of life;
+//!    a worker silent for too long is treated as dead (see [`crate::heartbeat`]).
+//!
+//! The worker handles requests one at a time, in order (except [`Request::Cancel`],
+//! [`Request::Ping`] and [`Request::Hang`], which act on arrival). Every failure becomes a
 //! [`Response::Error`]; a panic is reported as one with code [`PANIC`] before the instance
 //! dies, and the page then restarts the worker.
 
@@ -81,6 +85,9 @@ fn yes() -> bool {
 
 /// Most rounds a [`Request::Lottery`] may ask for.
 pub const MAX_LOTTERY_ROUNDS: u32 = 5;
+
+/// Longest [`Request::Hang`] the worker obeys, in milliseconds.
+pub const MAX_HANG_MS: u32 = 120_000;
 
 /// Checks the settings of a [`Request::Lottery`] (on both sides).
 pub fn check_lottery(rate: f32, rounds: u32, epochs: u32) -> Result<(), String> {
@@ -211,8 +218,19 @@ pub enum Request {
         epochs: u32,
     },
     /// Stop a running (or queued) fine-tuning after its current slice of steps; the weights
-    /// trained so far are kept.
+    /// trained so far are kept. (A lottery job is one engine call that no message can reach:
+    /// the page cancels it by replacing the worker.)
     Cancel,
+    /// Are you there? Answered with [`Response::Pong`] on arrival, not in queue order (so not
+    /// while a synchronous engine call runs).
+    Ping,
+    /// A test hook (`window.__litheHangWorker()`): on arrival, the worker stops answering by
+    /// spinning for `millis` (at most [`MAX_HANG_MS`]) without yielding, as a hung engine
+    /// call would; the page's heartbeat is expected to notice and replace it.
+    Hang {
+        /// How long to spin, in milliseconds.
+        millis: u32,
+    },
     /// Compress the model as loaded at each point and measure it on the test set (the current
     /// model stays); see [`crate::sweep::points`].
     Sweep {
@@ -336,6 +354,8 @@ impl Stage {
 pub enum Response {
     /// The worker is running and listening.
     Ready,
+    /// The answer to a [`Request::Ping`].
+    Pong,
     /// A long job advanced; `done` of `total` units (images when evaluating, else 0 of 1).
     Progress {
         /// What the job is doing.
@@ -399,6 +419,9 @@ pub enum Response {
     Classified {
         /// One probability per class, summing to 1.
         probs: Vec<f32>,
+        /// Where they were computed: `"webgpu"`, or `"cpu"` (also when WebGPU was chosen but
+        /// failed on this digit, and the CPU answered instead).
+        device: String,
     },
     /// A request failed; the worker keeps running (unless `code` is [`PANIC`]).
     Error {

@@ -165,6 +165,9 @@ pub struct TrainResult {
     pub millis_per_epoch: Option<f64>,
     /// Test accuracy before the job, if it was known.
     pub before: Option<f32>,
-    /// Test accuracy after it.
-    pub after: f32,
+    /// Test accuracy after it (`None` when the job was cancelled by restarting the worker).
+    pub after: Option<f32>,
+    /// The job was cancelled by terminating the worker (a lottery ticket, one engine call that
+    /// no message can interrupt): the model is back as loaded, with the card's knobs.
+    pub restarted: bool,
 }

@@ -11,11 +11,13 @@
 use leptos::prelude::*;
 use lithe::metrics::{LayerInfo, ModelInfo};
 use lithe_app::components::error_banner::ErrorBanner;
+use lithe_app::components::fine_tune_panel::FineTunePanel;
 use lithe_app::components::histogram::WeightHistograms;
 use lithe_app::components::layer_table::LayerTable;
+use lithe_app::components::prediction::Prediction;
 use lithe_app::components::sweep_panel::{Sweep, SweepPanel};
-use lithe_app::protocol::{HISTOGRAM_BINS, Histogram, Sensitivity, histogram};
-use lithe_app::state::{Notice, Phase};
+use lithe_app::protocol::{HISTOGRAM_BINS, Histogram, Sensitivity, TrainKnobs, histogram};
+use lithe_app::state::{Notice, Phase, TrainResult, Training};
 use lithe_app::sweep::SweepPoint;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
@@ -195,4 +197,104 @@ async fn error_banner_shows_and_dismisses() {
     tick().await;
     assert!(el.query_selector("[role=alert]").unwrap().is_none());
     assert_eq!(notice.get_untracked(), None);
+}
+
+#[wasm_bindgen_test]
+async fn prediction_says_where_it_was_computed_and_keeps_exact_probabilities() {
+    let probs = RwSignal::new(None::<Vec<f32>>);
+    let device = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let el = mount(move || view! { <Prediction probs=probs device=device busy=busy /> });
+    let pred = el.query_selector(".prediction").unwrap().unwrap();
+    assert!(el.query_selector("#classified-on").unwrap().is_none());
+    let mut p = vec![0.01f32; 10];
+    p[7] = 0.91;
+    busy.set(true);
+    tick().await;
+    assert_eq!(pred.get_attribute("aria-busy").as_deref(), Some("true"));
+    probs.set(Some(p.clone()));
+    device.set(Some("webgpu".into()));
+    busy.set(false);
+    tick().await;
+    assert_eq!(pred.get_attribute("aria-busy").as_deref(), Some("false"));
+    let on = el.query_selector("#classified-on").unwrap().expect("where");
+    assert_eq!(on.get_attribute("data-device").as_deref(), Some("webgpu"));
+    assert_eq!(on.text_content().unwrap(), "Computed on WebGPU");
+    let shown: Vec<f32> = (0..10)
+        .map(|i| {
+            el.query_selector(&format!("li:nth-child({})", i + 1))
+                .unwrap()
+                .unwrap()
+                .get_attribute("data-p")
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(shown, p);
+    device.set(Some("cpu".into()));
+    tick().await;
+    let on = el.query_selector("#classified-on").unwrap().expect("where");
+    assert_eq!(on.text_content().unwrap(), "Computed on the CPU");
+    // An empty pad: no answer, so nothing to say where.
+    probs.set(None);
+    tick().await;
+    assert!(el.query_selector("#classified-on").unwrap().is_none());
+}
+
+#[wasm_bindgen_test]
+async fn a_lottery_job_cancelled_by_a_restart_says_so() {
+    let training = RwSignal::new(Training {
+        running: true,
+        lottery: true,
+        epochs: 5,
+        ..Training::default()
+    });
+    let cancels = RwSignal::new(0u32);
+    let el = mount(move || {
+        view! {
+            <FineTunePanel
+                training=training
+                phase=Phase::Idle
+                on_start=Callback::new(|_| {})
+                on_cancel=Callback::new(move |()| cancels.update(|n| *n += 1))
+                on_lottery=Callback::new(|_| {})
+                knobs=RwSignal::new(TrainKnobs::default())
+            />
+        }
+    });
+    let cancel: web_sys::HtmlElement = el
+        .query_selector("#tune-cancel")
+        .unwrap()
+        .expect("a Cancel button while the job runs")
+        .unchecked_into();
+    cancel.click();
+    assert_eq!(cancels.get_untracked(), 1);
+    training.update(|t| {
+        t.running = false;
+        t.result = Some(TrainResult {
+            epochs_done: 1,
+            steps: 120,
+            cancelled: true,
+            millis: 1500.0,
+            millis_per_epoch: None,
+            before: None,
+            after: None,
+            restarted: true,
+        });
+    });
+    tick().await;
+    assert!(el.query_selector("#tune-cancel").unwrap().is_none());
+    let result = el
+        .query_selector("#tune-result")
+        .unwrap()
+        .expect("the outcome")
+        .text_content()
+        .unwrap();
+    assert!(
+        result.starts_with("Cancelled after 120 steps (1 full epoch)"),
+        "{result}"
+    );
+    assert!(result.contains("worker was restarted"), "{result}");
+    assert!(!result.contains("test accuracy"), "{result}");
 }

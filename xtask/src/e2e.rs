@@ -153,6 +153,8 @@ fn check_page(ctx: &Ctx, s: &Session, page: &str, timeout: Duration) -> Result<f
     check_files(ctx, s, timeout)?;
     check_shared_link(s, page, timeout)?;
     check_recovery(s, timeout)?;
+    check_hang(s, timeout)?;
+    check_lottery_cancel(s, timeout)?;
     check_distillation(ctx, s, timeout)?;
     check_lottery(s, timeout)?;
     check_phone(ctx, s)?;
@@ -396,6 +398,141 @@ fn check_recovery(s: &Session, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// The page's patience with the hung worker in [`check_hang`] (the usual one is 20 s).
+const HANG_PATIENCE_MS: u64 = 2_000;
+
+/// Makes the worker hang silently (`window.__litheHangWorker`: it spins without yielding, as
+/// a stuck engine call would, and answers nothing) with the page's patience lowered to
+/// [`HANG_PATIENCE_MS`] for that worker, and waits until the heartbeat has noticed, the page
+/// says so, and a new worker shows the same model with its knobs at the same accuracy.
+fn check_hang(s: &Session, timeout: Duration) -> Result<()> {
+    let model = s.text_of("#model-source")?.unwrap_or_default();
+    let acc = s.text_of(ACCURACY_SELECTOR)?.unwrap_or_default();
+    let hung = js(
+        s,
+        &format!("{MARK_MODEL} return window.__litheHangWorker({HANG_PATIENCE_MS});"),
+    )?;
+    if hung.as_bool() != Some(true) {
+        bail!("window.__litheHangWorker found no ready worker to hang ({hung})");
+    }
+    let t = Instant::now();
+    let banner = wait_text(s, "[role=alert]", timeout, |t| {
+        t.contains("stopped answering")
+    })?;
+    let noticed = t.elapsed().as_secs_f64();
+    // The same model at the same accuracy: loaded again and its knobs re-applied.
+    let again = wait_reloaded(s, &acc, timeout)?;
+    let now = s.text_of("#model-source")?.unwrap_or_default();
+    println!(
+        "e2e: worker hung → noticed after {noticed:.1} s ({:?}); {now:?} back at {again:?} after {:.1} s",
+        banner.lines().next().unwrap_or_default(),
+        t.elapsed().as_secs_f64()
+    );
+    if now != model {
+        bail!("after the hang the page shows {now:?}, not {model:?}");
+    }
+    js(
+        s,
+        "const b = document.querySelector('[role=alert] button'); if (b) b.click(); return true;",
+    )?;
+    Ok(())
+}
+
+/// Starts a long lottery job (5 rounds of 5 epochs), cancels it once its progress shows (the
+/// job is then inside its one engine call), and checks that the card says it was cancelled,
+/// no error is shown, the model is back at the accuracy it had before the job, and a knob
+/// change is still compressed and evaluated afterwards.
+fn check_lottery_cancel(s: &Session, timeout: Duration) -> Result<()> {
+    let acc = s.text_of(ACCURACY_SELECTOR)?.unwrap_or_default();
+    let epochs = js(s, "return document.getElementById('tune-epochs').value;")?;
+    let epochs = epochs.as_str().unwrap_or("1").to_string();
+    js(
+        s,
+        "document.querySelector('details.lottery').open = true; \
+         for (const [id, v] of [['tune-epochs', '5'], ['lottery-rounds', '5']]) { \
+           const e = document.getElementById(id); e.value = v; \
+           e.dispatchEvent(new Event('input', {bubbles: true})); } \
+         document.getElementById('lottery-start').click(); return true;",
+    )?;
+    let progress = wait_text(s, ".tune .progress", timeout, |t| t.contains("step"))?;
+    js(
+        s,
+        &format!("{MARK_MODEL} document.getElementById('tune-cancel').click(); return true;"),
+    )?;
+    let t = Instant::now();
+    let result = wait_text(s, "#tune-result", timeout, |t| t.contains("Cancelled"))?;
+    let cancelled = t.elapsed().as_secs_f64();
+    let again = wait_reloaded(s, &acc, timeout)?;
+    println!(
+        "e2e: lottery job cancelled at {progress:?}: {result:?} after {cancelled:.2} s; model back at {again:?} after {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    if !result.contains("restarted") {
+        bail!(
+            "the cancelled lottery job's result does not say the worker was restarted: {result:?}"
+        );
+    }
+    if let Some(alert) = s.text_of("[role=alert]")?
+        && !alert.trim().is_empty()
+    {
+        bail!("cancelling the lottery job showed an error: {alert:?}");
+    }
+    // Still at work: a knob change is compressed and evaluated (and put back).
+    let (b, _, live) = turn_knob(s, "#compress-format", "int4", timeout)?;
+    println!("e2e: after the cancel, int4 → weights {b:?}; change → accuracy in {live}");
+    turn_knob(s, "#compress-format", "int8", timeout)?;
+    let back = wait_text(s, ACCURACY_SELECTOR, timeout, |t| {
+        parse_percent(t).is_some()
+    })?;
+    if parse_percent(&back) != parse_percent(&acc) {
+        bail!("back at int8 the page shows {back:?}, before the lottery job {acc:?}");
+    }
+    js(
+        s,
+        &format!(
+            "const e = document.getElementById('tune-epochs'); e.value = {epochs:?};              e.dispatchEvent(new Event('input', {{bubbles: true}})); return true;"
+        ),
+    )?;
+    Ok(())
+}
+
+/// Script that watches `#accuracy` for the moment it loses its percentage, which happens only
+/// when a model is loaded (its evaluation is cleared): [`wait_reloaded`] then knows that the
+/// page loaded the model again and is not looking at the old figures.
+const MARK_MODEL: &str = "window.__litheCleared = false; const acc = document.getElementById('accuracy'); \
+    new MutationObserver(() => { if (!/\\d\\s*%/.test(acc.textContent)) window.__litheCleared = true; }) \
+    .observe(acc, {childList: true, subtree: true, characterData: true});";
+
+/// After [`MARK_MODEL`]: waits until the page has loaded a model again, has applied its
+/// compression (`#compress-bytes`), is idle, and shows `accuracy` (the same percentage);
+/// returns the accuracy text.
+fn wait_reloaded(s: &Session, accuracy: &str, timeout: Duration) -> Result<String> {
+    let want = parse_percent(accuracy).with_context(|| format!("no percentage in {accuracy:?}"))?;
+    let probe = "const t = css => (document.querySelector(css) || {}).textContent || ''; \
+        return [window.__litheCleared === true, \
+        t('.status'), t('#compress-bytes'), t('#accuracy')];";
+    let t = Instant::now();
+    loop {
+        let v = js(s, probe)?;
+        let text = |i: usize| v.get(i).and_then(Value::as_str).unwrap_or_default();
+        if v.get(0).and_then(Value::as_bool) == Some(true)
+            && text(1).contains("Ready")
+            && text(2).contains('×')
+            && parse_percent(text(3)) == Some(want)
+        {
+            return Ok(text(3).to_string());
+        }
+        if t.elapsed() > timeout {
+            bail!(
+                "the page did not show the model again at {accuracy:?} within {} s (now {v})\n--- browser console ---\n{}",
+                timeout.as_secs(),
+                s.browser_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Trains a lottery ticket (1 round, 1 epoch) and waits for its runs and the result line.
 fn check_lottery(s: &Session, timeout: Duration) -> Result<()> {
     js(
@@ -511,11 +648,57 @@ fn check_distillation(ctx: &Ctx, s: &Session, timeout: Duration) -> Result<()> {
 }
 
 /// Opens a shared link (`#model=tiny-mlp&prune=50&weights=int8`) and checks that the page
-/// loads that zoo model and applies those knobs.
+/// loads that zoo model and applies those knobs; once with `device=cpu` and once with
+/// `device=webgpu`, drawing the same stroke, and checks that WebGPU answered the second time
+/// and agrees with the CPU (same digit, probabilities within 1e-3).
 fn check_shared_link(s: &Session, page: &str, timeout: Duration) -> Result<()> {
-    // `device=webgpu` also takes headless Chromium's software adapter (SwiftShader), which
-    // `auto` leaves for the CPU: the drawn digit is then classified on WebGPU.
-    let link = format!("{page}#model=tiny-mlp&prune=50&weights=int8&device=webgpu");
+    // The same link and stroke on the CPU, then on WebGPU: `device=webgpu` also takes headless
+    // Chromium's software adapter (SwiftShader), which `auto` leaves for the CPU. The WebGPU
+    // page stays for the checks that follow.
+    let (cpu_on, cpu) = open_and_classify(s, page, "cpu", timeout)?;
+    let (gpu_on, gpu) = open_and_classify(s, page, "webgpu", timeout)?;
+    if cpu_on != "cpu" || gpu_on != "webgpu" {
+        bail!(
+            "the stroke was classified on {cpu_on:?} with device=cpu and on {gpu_on:?} with \
+             device=webgpu (want cpu and webgpu: the GPU may have failed and the CPU answered)"
+        );
+    }
+    let argmax = |p: &[f64]| {
+        p.iter()
+            .enumerate()
+            .fold((0, f64::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+            .0
+    };
+    let diff = cpu
+        .iter()
+        .zip(&gpu)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    println!(
+        "e2e: the stroke on the CPU → {} ({:.4}), on WebGPU → {} ({:.4}); largest probability difference {diff:.2e}",
+        argmax(&cpu),
+        cpu[argmax(&cpu)],
+        argmax(&gpu),
+        gpu[argmax(&gpu)]
+    );
+    if cpu.len() != 10 || gpu.len() != 10 || argmax(&cpu) != argmax(&gpu) || diff > 1e-3 {
+        bail!(
+            "WebGPU and the CPU disagree on the same stroke and model:\n cpu {cpu:?}\n gpu {gpu:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Opens the shared link `#model=tiny-mlp&prune=50&weights=int8&device={device}`, waits until
+/// that model is loaded, compressed and evaluated, draws a vertical stroke and returns where
+/// the page says the answer was computed and the ten probabilities.
+fn open_and_classify(
+    s: &Session,
+    page: &str,
+    device: &str,
+    timeout: Duration,
+) -> Result<(String, Vec<f64>)> {
+    let link = format!("{page}#model=tiny-mlp&prune=50&weights=int8&device={device}");
     // A fragment-only change does not reload: go through about:blank.
     s.post("url", json!({ "url": "about:blank" }))?;
     s.post("url", json!({ "url": link }))?;
@@ -525,25 +708,50 @@ fn check_shared_link(s: &Session, page: &str, timeout: Duration) -> Result<()> {
     let label = wait_text(s, "label[for=compress-prune]", timeout, |t| {
         t.contains("50")
     })?;
+    // Compressed, then evaluated: idle with an accuracy.
+    wait_text(s, ".status", timeout, |t| t.contains("Ready"))?;
+    let acc = wait_text(s, ACCURACY_SELECTOR, timeout, |t| {
+        parse_percent(t).is_some()
+    })?;
     println!(
-        "e2e: shared link → tiny-mlp, {label:?}, weights {bytes:?} after {:.1} s",
+        "e2e: shared link (device={device}) → tiny-mlp, {label:?}, weights {bytes:?}, {acc:?} after {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    let device = wait_text(s, "#device", timeout, |t| !t.is_empty())?;
-    println!("e2e: with device=webgpu, inference runs on {device:?}");
-    if !device.starts_with("WebGPU") {
-        bail!("the link asked for WebGPU, but the page says {device:?}");
+    let shown = wait_text(s, "#device", timeout, |t| !t.is_empty())?;
+    println!("e2e: with device={device}, inference runs on {shown:?}");
+    let want = if device == "webgpu" { "WebGPU" } else { "CPU" };
+    if !shown.starts_with(want) {
+        bail!("the link asked for device={device}, but the page says {shown:?}");
     }
-    // A stroke down the middle of the pad, classified on the GPU.
+    // A stroke down the middle of the pad.
     let draw = "const pad = document.querySelector('canvas.pad'); const r = pad.getBoundingClientRect(); \
         const ev = (type, y) => pad.dispatchEvent(new PointerEvent(type, {bubbles: true, pointerId: 1, \
         clientX: r.left + 0.5 * r.width, clientY: r.top + y * r.height})); \
         ev('pointerdown', 0.15); for (let i = 0; i <= 20; i++) ev('pointermove', 0.15 + 0.035 * i); \
         ev('pointerup', 0.85); return true;";
     s.post("execute/sync", json!({ "script": draw, "args": [] }))?;
-    let answer = wait_text(s, ".prediction .answer", timeout, |t| !t.trim().is_empty())?;
-    println!("e2e: a vertical stroke classified on WebGPU as {answer:?}");
-    Ok(())
+    // The page classifies the newest drawing once the previous answer is in; `aria-busy`
+    // stays true until the answer matches the finished stroke.
+    let probe = "const on = document.querySelector('.prediction[aria-busy=false] #classified-on'); \
+        return on ? [on.dataset.device, Array.from(document.querySelectorAll('.prediction li[data-p]')).map(e => e.dataset.p)] : null;";
+    let t = Instant::now();
+    loop {
+        let v = js(s, probe)?;
+        if let Some([on, probs]) = v.as_array().map(Vec::as_slice) {
+            let probs: Vec<f64> = probs
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_str()?.parse().ok()).collect())
+                .unwrap_or_default();
+            return Ok((on.as_str().unwrap_or_default().to_string(), probs));
+        }
+        if t.elapsed() > timeout {
+            bail!(
+                "the stroke was not classified with device={device}\n--- browser console ---\n{}",
+                s.browser_log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Downloads the compressed model as `.lithe` (captured in the page), uploads it again through

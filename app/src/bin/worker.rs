@@ -13,8 +13,9 @@ use lithe::metrics::EvalReport;
 use lithe::train::{Progress, Schedule, TrainConfig, TrainSummary};
 use lithe_app::protocol::{
     CompressSummary, DevicePref, DistillSettings, ExportFormat, Histogram, Knobs, LotteryRound,
-    MODELS_DIR, PANIC, PIXELS, Request, Response, Sensitivity, Stage, TEST_SET_URL, TRAIN_SET_URL,
-    check_distill, check_fine_tune, check_lottery, check_sweep, histogram, recipe_json,
+    MAX_HANG_MS, MODELS_DIR, PANIC, PIXELS, Request, Response, Sensitivity, Stage, TEST_SET_URL,
+    TRAIN_SET_URL, check_distill, check_fine_tune, check_lottery, check_sweep, histogram,
+    recipe_json,
 };
 use lithe_app::sweep::SweepPoint;
 use std::cell::{Cell, RefCell};
@@ -111,6 +112,15 @@ fn enqueue(req: Request) {
             CANCEL.set(true);
             return;
         }
+        // The heartbeat: answered whenever the event loop runs, even during a queued job.
+        Request::Ping => {
+            post(&Response::Pong);
+            return;
+        }
+        Request::Hang { millis } => {
+            hang(millis);
+            return;
+        }
         Request::FineTune { .. }
         | Request::Sweep { .. }
         | Request::Sensitivity { .. }
@@ -165,7 +175,8 @@ async fn handle(req: Request) -> Result<(), Response> {
             rounds,
             epochs,
         } => lottery(rate, rounds, epochs).await,
-        Request::Cancel => Ok(()),
+        // Handled on arrival (`enqueue`), never queued.
+        Request::Cancel | Request::Ping | Request::Hang { .. } => Ok(()),
         Request::Sweep { points } => sweep(&points).await,
         Request::Export { format } => {
             let bytes = export(format)?;
@@ -182,14 +193,20 @@ async fn handle(req: Request) -> Result<(), Response> {
                     format!("expected {PIXELS} pixels, got {}", pixels.len()),
                 ));
             }
-            let probs = match classify_on_gpu(&pixels).await {
-                Some(p) => p,
-                None => STATE.with_borrow(|s| match &s.session {
-                    Some(session) => session.classify(&pixels).map_err(Response::from),
-                    None => Err(no_model()),
-                })?,
+            let (probs, device) = match classify_on_gpu(&pixels).await {
+                Some(p) => (p, "webgpu"),
+                None => (
+                    STATE.with_borrow(|s| match &s.session {
+                        Some(session) => session.classify(&pixels).map_err(Response::from),
+                        None => Err(no_model()),
+                    })?,
+                    "cpu",
+                ),
             };
-            post(&Response::Classified { probs });
+            post(&Response::Classified {
+                probs,
+                device: device.into(),
+            });
             Ok(())
         }
     }
@@ -1034,6 +1051,16 @@ impl Run {
             val_accuracy: vec![],
             cancelled: self.cancelled,
         }
+    }
+}
+
+/// [`Request::Hang`]: spins for `millis` (capped at [`MAX_HANG_MS`]) without yielding or
+/// posting anything, so the worker answers nothing, as a hung engine call would. A test hook
+/// for the page's heartbeat, which terminates the worker long before the spin ends.
+fn hang(millis: u32) {
+    let end = now() + f64::from(millis.min(MAX_HANG_MS));
+    while now() < end {
+        std::hint::spin_loop();
     }
 }
 

@@ -1,6 +1,6 @@
 //! The root component: owns the UI state and the link to the worker, and lays out the cards.
 
-use crate::bridge::{LinkEvent, WorkerLink, js_text};
+use crate::bridge::{LinkEvent, WorkerLink, js_text, now_ms};
 use crate::components::compress_panel::CompressPanel;
 use crate::components::draw_pad::DrawPad;
 use crate::components::error_banner::ErrorBanner;
@@ -13,6 +13,7 @@ use crate::components::sweep_panel::{Sweep, SweepPanel};
 use crate::state::{Evaluation, LoadedModel, Notice, Phase, TrainResult, TrainStep, Training};
 use leptos::prelude::*;
 use lithe::metrics::ModelInfo;
+use lithe_app::heartbeat::stall_timeout;
 use lithe_app::protocol::{
     CompressSummary, DistillSettings, ExportFormat, Knobs, PANIC, Request, Response, Sensitivity,
     SharedState, Stage, check_distill, check_fine_tune, check_lottery,
@@ -45,13 +46,10 @@ struct Control {
     live_t0: Option<f64>,
     /// The worker is being restarted: load the current model again once it is ready.
     recovering: bool,
-}
-
-/// Milliseconds on the page's clock.
-fn now_ms() -> f64 {
-    window()
-        .performance()
-        .map_or_else(js_sys::Date::now, |p| p.now())
+    /// When (page clock, ms) the running training job started.
+    job_t0: f64,
+    /// The restart cancelled a lottery job: keep its "cancelled" result over the reload.
+    keep_training: bool,
 }
 
 /// The playground.
@@ -61,6 +59,10 @@ pub fn App() -> impl IntoView {
     let model = RwSignal::new(None::<LoadedModel>);
     let eval = RwSignal::new(None::<Evaluation>);
     let probs = RwSignal::new(None::<Vec<f32>>);
+    // Where the shown probabilities were computed (`webgpu` or `cpu`).
+    let classified_on = RwSignal::new(None::<String>);
+    // The shown answer is not yet the current drawing's.
+    let classify_pending = RwSignal::new(false);
     let notice = RwSignal::new(None::<Notice>);
     let training = RwSignal::new(Training::default());
     let compressed = RwSignal::new(None::<CompressSummary>);
@@ -127,6 +129,7 @@ pub fn App() -> impl IntoView {
                 d
             })
             .flatten();
+        classify_pending.set(ctl.with_value(|c| c.classifying || c.dirty));
         if let Some(pixels) = next {
             send(Request::Classify { pixels });
         }
@@ -216,7 +219,13 @@ pub fn App() -> impl IntoView {
             before.set(None);
             compressed.set(None);
             sweeps.set(Vec::new());
-            training.set(Training::default());
+            // A lottery job cancelled by restarting the worker keeps its outcome on the card.
+            let keep = ctl
+                .try_update_value(|c| std::mem::take(&mut c.keep_training))
+                .unwrap_or_default();
+            if !keep {
+                training.set(Training::default());
+            }
             // The drawing's answer is quick; the evaluation follows it.
             ctl.update_value(|c| c.classifying = false);
             classify();
@@ -279,7 +288,8 @@ pub fn App() -> impl IntoView {
                     millis: train_millis,
                     millis_per_epoch,
                     before: prior,
-                    after: report.accuracy,
+                    after: Some(report.accuracy),
+                    restarted: false,
                 });
             });
             before.set(prior);
@@ -330,7 +340,9 @@ pub fn App() -> impl IntoView {
             phase.set(Phase::Idle);
         }
         Response::Device { kind, detail } => device.set(Some((kind, detail))),
-        Response::Classified { probs: p } => {
+        // The link consumes pongs (the heartbeat); none reaches the page.
+        Response::Pong => {}
+        Response::Classified { probs: p, device } => {
             let (has_digit, dirty) = ctl
                 .try_update_value(|c| {
                     c.classifying = false;
@@ -338,12 +350,15 @@ pub fn App() -> impl IntoView {
                 })
                 .unwrap_or_default();
             probs.set(has_digit.then_some(p));
+            classified_on.set(has_digit.then_some(device));
+            classify_pending.set(false);
             if dirty {
                 classify();
             }
         }
         Response::Error { code, message } => {
             ctl.update_value(|c| c.classifying = false);
+            classify_pending.set(false);
             training.update(|t| {
                 t.running = false;
                 t.cancelling = false;
@@ -373,7 +388,17 @@ pub fn App() -> impl IntoView {
         }
     };
     link.set_value(Some(WorkerLink::start(on_event)));
-    install_debug_hook(link);
+    install_debug_hooks(link);
+    // The heartbeat's patience follows what the worker is doing.
+    Effect::new(move |_| {
+        let stage = phase.with(|p| match p {
+            Phase::Busy { stage, .. } => Some(*stage),
+            _ => None,
+        });
+        if let Some(l) = link.get_value() {
+            l.set_stall_timeout(stall_timeout(stage));
+        }
+    });
 
     let on_file = Callback::new(move |f: web_sys::File| {
         if f.size() > MAX_UPLOAD_BYTES {
@@ -394,6 +419,8 @@ pub fn App() -> impl IntoView {
     });
     // A training job starts: clear the last run's curve and result, show the progress bar.
     let start_job = move |epochs: u32, lottery: bool| {
+        let t0 = now_ms();
+        ctl.update_value(|c| c.job_t0 = t0);
         training.update(|t| {
             t.running = true;
             t.cancelling = false;
@@ -496,8 +523,13 @@ pub fn App() -> impl IntoView {
     });
     let on_download = Callback::new(move |format: ExportFormat| send(Request::Export { format }));
     let on_cancel = Callback::new(move |()| {
-        training.update(|t| t.cancelling = true);
-        send(Request::Cancel);
+        if training.with_untracked(|t| t.running && t.lottery) {
+            // One engine call that no message can reach: replace the worker instead.
+            cancel_by_restart(link, ctl, phase, training, knobs);
+        } else {
+            training.update(|t| t.cancelling = true);
+            send(Request::Cancel);
+        }
     });
     let on_digit = Callback::new(move |d: Option<Vec<u8>>| {
         let drawing = d.is_some();
@@ -521,7 +553,7 @@ pub fn App() -> impl IntoView {
             <section class="card try" aria-labelledby="try-title">
                 <h2 id="try-title">"Try it"</h2>
                 <DrawPad on_digit=on_digit />
-                <Prediction probs=probs />
+                <Prediction probs=probs device=classified_on busy=classify_pending />
             </section>
         </main>
         <footer class="foot">
@@ -552,6 +584,10 @@ fn restart(
             why.message
         );
         phase.set(Phase::Dead);
+        if let Some(l) = link.get_value() {
+            // A hung or crashed worker must not be reported again and again.
+            l.stop();
+        }
     } else {
         why.message = format!(
             "{} — a new worker was started and the current model is being loaded again; your settings are kept.",
@@ -565,22 +601,79 @@ fn restart(
     notice.set(Some(why));
 }
 
-/// `window.__litheKillWorker()`: terminates the worker as if it had died (for the end-to-end
-/// test of the recovery; harmless for a user, who gets the same recovery).
-fn install_debug_hook(link: StoredValue<Option<WorkerLink>, LocalStorage>) {
+/// Cancels a running lottery job, which is one synchronous engine call that a `Cancel` message
+/// cannot reach, by terminating the worker and starting a new one through the recovery path:
+/// the current model is loaded again and the card's knobs re-applied, as after a crash, but
+/// without an error; the fine-tune card says the job was cancelled.
+fn cancel_by_restart(
+    link: StoredValue<Option<WorkerLink>, LocalStorage>,
+    ctl: StoredValue<Control>,
+    phase: RwSignal<Phase>,
+    training: RwSignal<Training>,
+    knobs: RwSignal<Knobs>,
+) {
+    let compresses = knobs.with_untracked(Knobs::compresses);
+    let t0 = ctl
+        .try_update_value(|c| {
+            c.classifying = false;
+            c.recovering = true;
+            c.keep_training = true;
+            c.pending_compress = compresses;
+            c.live_t0 = None;
+            c.job_t0
+        })
+        .unwrap_or_else(now_ms);
+    training.update(|t| {
+        let (done, _) = t.last.map_or((0, 0), |p| p.overall());
+        let per_epoch = t.last.map_or(0, |p| p.steps);
+        t.running = false;
+        t.cancelling = false;
+        t.result = Some(TrainResult {
+            epochs_done: done.checked_div(per_epoch).unwrap_or(0),
+            steps: done,
+            cancelled: true,
+            millis: now_ms() - t0,
+            millis_per_epoch: None,
+            before: None,
+            after: None,
+            restarted: true,
+        });
+    });
+    phase.set(Phase::Starting);
+    if let Some(l) = link.get_value() {
+        l.restart();
+    }
+}
+
+/// Test hooks, harmless for a user (who gets the same recovery):
+/// - `window.__litheKillWorker()` terminates the worker as if it had died;
+/// - `window.__litheHangWorker(patienceMs)` makes the worker stop answering (it spins without
+///   yielding) and lowers the page's patience with that worker to `patienceMs` (default: the
+///   usual 20 s), so that the heartbeat notices the hang and replaces it. Returns false when
+///   no ready worker was there to hang.
+fn install_debug_hooks(link: StoredValue<Option<WorkerLink>, LocalStorage>) {
     use wasm_bindgen::prelude::*;
-    let hook = Closure::<dyn Fn()>::new(move || {
+    let kill = Closure::<dyn Fn()>::new(move || {
         if let Some(l) = link.get_value() {
-            l.kill();
+            l.kill("the worker was terminated");
         }
     });
-    let _ = js_sys::Reflect::set(
-        &window(),
-        &JsValue::from_str("__litheKillWorker"),
-        hook.as_ref(),
-    );
-    // The hook lives as long as the page.
-    hook.forget();
+    let hang = Closure::<dyn Fn(JsValue) -> bool>::new(move |patience: JsValue| {
+        let ms = patience
+            .as_f64()
+            .filter(|m| m.is_finite() && *m > 0.0)
+            .unwrap_or(lithe_app::heartbeat::STALL_MS);
+        link.get_value().is_some_and(|l| l.hang(ms))
+    });
+    for (name, f) in [
+        ("__litheKillWorker", kill.as_ref()),
+        ("__litheHangWorker", hang.as_ref()),
+    ] {
+        let _ = js_sys::Reflect::set(&window(), &JsValue::from_str(name), f);
+    }
+    // The hooks live as long as the page.
+    kill.forget();
+    hang.forget();
 }
 
 /// Offers `bytes` to the user as a download called `name` (a Blob URL on a temporary link).

@@ -176,7 +176,7 @@ pub fn FineTunePanel(
             </div>
             <details class="lottery">
                 <summary>"Lottery ticket"</summary>
-                <p class="hint">"Frankle & Carbin 2019: train from the zoo model's initial weights, remove the smallest weights of each layer, rewind the rest to their initial values, repeat; then train the ticket. Replaces the current model (zoo models only; runs to the end once started)."</p>
+                <p class="hint">"Frankle & Carbin 2019: train from the zoo model's initial weights, remove the smallest weights of each layer, rewind the rest to their initial values, repeat; then train the ticket. Replaces the current model (zoo models only). Cancel stops it by restarting the engine's worker, which reloads the model as loaded with the compression settings."</p>
                 <div class="tune-form">
                     <label for="lottery-rate">"Prune per round"</label>
                     <input id="lottery-rate" type="number" min="0.05" max="0.9" step="0.05"
@@ -228,13 +228,15 @@ pub fn FineTunePanel(
                 } else {
                     format!("Done: {} epoch{plural}, {} steps", r.epochs_done, r.steps)
                 };
-                let change = r.before.map(|b| format!(" · test accuracy {} → {} ({})", format::percent(b), format::percent(r.after), format::points(b, r.after)));
+                let change = r.before.zip(r.after).map(|(b, a)| format!(" · test accuracy {} → {} ({})", format::percent(b), format::percent(a), format::points(b, a)));
+                let restarted = r.restarted.then_some(" · the engine's worker was restarted to stop it: the model is back as loaded, with the compression settings re-applied");
                 view! {
                     <p id="tune-result" class="tune-result" role="status">
                         {what}
                         {format!(" in {}", format::millis(r.millis))}
                         {r.millis_per_epoch.map(|m| format!(" ({} per epoch)", format::millis(m)))}
                         {change}
+                        {restarted}
                     </p>
                 }
             })}

@@ -8,6 +8,12 @@ pub fn Prediction(
     /// Class probabilities of the current drawing; `None` when the pad is empty.
     #[prop(into)]
     probs: Signal<Option<Vec<f32>>>,
+    /// Where they were computed (`webgpu` or `cpu`), if known.
+    #[prop(optional, into)]
+    device: Signal<Option<String>>,
+    /// The drawing changed since the shown answer, whose update is on its way (`aria-busy`).
+    #[prop(optional, into)]
+    busy: Signal<bool>,
 ) -> impl IntoView {
     let best = move || {
         probs.with(|p| {
@@ -27,7 +33,7 @@ pub fn Prediction(
         })
     };
     view! {
-        <div class="prediction">
+        <div class="prediction" aria-busy=move || busy.get().to_string()>
             <p class="verdict" aria-live="polite">
                 {move || match best() {
                     Some((d, p)) => view! {
@@ -37,9 +43,15 @@ pub fn Prediction(
                     None => view! { <span class="muted">"Draw a digit, 0 to 9."</span> }.into_any(),
                 }}
             </p>
+            {move || probs.with(Option::is_some).then(|| device.get()).flatten().map(|d| view! {
+                <p id="classified-on" class="hint" data-device=d.clone()>
+                    {if d == "webgpu" { "Computed on WebGPU" } else { "Computed on the CPU" }}
+                </p>
+            })}
             <ol class="bars" aria-label="Probability of each digit">
                 {(0..10usize).map(|d| view! {
-                    <li class:best=move || best().is_some_and(|(b, _)| b == d)>
+                    // The exact probability, for tests and tools.
+                    <li class:best=move || best().is_some_and(|(b, _)| b == d) data-p=move || prob(d).to_string()>
                         <span class="digit">{d}</span>
                         <span class="bar" aria-hidden="true">
                             <span class="fill" style:width=move || format!("{:.1}%", prob(d) * 100.0)></span>
