@@ -27,7 +27,7 @@ impl PackedConv {
     /// Packs the `[M, C/g, kh, kw]` filters `w` for `kind`.
     pub(crate) fn new(kind: KernelKind, groups: usize, w: &Tensor) -> Result<PackedConv> {
         let s = w.shape();
-        if s.len() != 4 || groups == 0 || s[0] % groups != 0 {
+        if s.len() != 4 || groups == 0 || !s[0].is_multiple_of(groups) {
             return Err(Error::Invalid(format!(
                 "conv: filters of shape {s:?} do not split into {groups} groups"
             )));

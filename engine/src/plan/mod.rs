@@ -281,13 +281,10 @@ impl Pool {
 
 /// Slots, sources, last readers and in-place steps for the nodes of `g` (in order), and the
 /// sources of its outputs.
-fn wire(
-    g: &Graph,
-) -> (
-    Vec<(Vec<Src>, Vec<usize>, Vec<usize>, bool)>,
-    usize,
-    Vec<Src>,
-) {
+/// One node's wiring: its input sources, output slots, slots freed after it, in place or not.
+type Wiring = (Vec<Src>, Vec<usize>, Vec<usize>, bool);
+
+fn wire(g: &Graph) -> (Vec<Wiring>, usize, Vec<Src>) {
     use std::collections::HashMap;
     let mut slot_of: HashMap<&str, usize> = HashMap::new();
     let mut last: Vec<usize> = Vec::new();
@@ -957,7 +954,7 @@ mod tests {
         use crate::graph::{ConvAttrs, Dim, ValueInfo};
         let mut rng = crate::rng::Rng::new(9);
         // (channels, filters, groups, kernel, stride, pads, dilation, h, w)
-        let cases: &[(
+        type ConvCase = (
             usize,
             usize,
             usize,
@@ -967,7 +964,8 @@ mod tests {
             [usize; 2],
             usize,
             usize,
-        )] = &[
+        );
+        let cases: &[ConvCase] = &[
             (1, 6, 1, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1], 28, 28),
             (3, 5, 1, [3, 2], [2, 1], [1, 0, 0, 1], [1, 2], 9, 7),
             (4, 4, 4, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 8, 8),
@@ -1036,7 +1034,7 @@ mod tests {
         use crate::graph::{Dim, PoolAttrs, ValueInfo};
         let mut rng = crate::rng::Rng::new(5);
         // (kernel, strides, pads, dilations, ceil_mode, h, w)
-        let cases: &[(
+        type PoolCase = (
             [usize; 2],
             [usize; 2],
             [usize; 4],
@@ -1044,7 +1042,8 @@ mod tests {
             bool,
             usize,
             usize,
-        )] = &[
+        );
+        let cases: &[PoolCase] = &[
             ([2, 2], [2, 2], [0, 0, 0, 0], [1, 1], false, 28, 28),
             ([3, 3], [2, 2], [1, 1, 1, 1], [1, 1], false, 7, 9),
             ([3, 2], [1, 3], [2, 0, 1, 1], [2, 1], false, 6, 11),
