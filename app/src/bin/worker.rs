@@ -364,6 +364,61 @@ fn evaluate_all(session: &Session, data: &Dataset) -> lithe::Result<f32> {
     Ok(total.finish().accuracy)
 }
 
+/// Which images, converted how, into which shape: the key of [`EVAL_INPUTS`].
+type InputKey = (usize, usize, usize, lithe::data::Preprocess, Vec<usize>);
+
+/// A chunk's model input and labels.
+type Inputs = Rc<(lithe::tensor::Tensor, Vec<u8>)>;
+
+thread_local! {
+    /// Evaluation chunks already converted to model inputs. Every knob change evaluates the
+    /// same 10k test images with the same preprocessing, and converting them to f32 (and
+    /// copying them into the model's input shape) was a visible part of each evaluation.
+    static EVAL_INPUTS: RefCell<Vec<(InputKey, Inputs)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// The images at `idx` of `data` as a `shape` tensor preprocessed by `pre`, and their labels;
+/// `None` if `shape` does not hold them. Kept for the next evaluation of the same chunk
+/// (only consecutive chunks are kept, as evaluations make them: at most the whole test set).
+fn model_inputs(
+    data: &Dataset,
+    idx: &[usize],
+    pre: &lithe::data::Preprocess,
+    shape: &[usize],
+) -> lithe::Result<Option<Inputs>> {
+    let consecutive = idx.windows(2).all(|w| w[1] == w[0] + 1);
+    let key: InputKey = (
+        std::ptr::from_ref(data) as usize,
+        idx.first().copied().unwrap_or(0),
+        idx.len(),
+        *pre,
+        shape.to_vec(),
+    );
+    if consecutive
+        && let Some(hit) =
+            EVAL_INPUTS.with_borrow(|c| c.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()))
+    {
+        return Ok(Some(hit));
+    }
+    let (x, y) = data.batch(idx, pre);
+    if shape.iter().product::<usize>() != x.len() {
+        return Ok(None);
+    }
+    let x = lithe::tensor::from_vec(shape, x.into_raw_vec_and_offset().0)?;
+    let entry = Rc::new((x, y));
+    if consecutive {
+        EVAL_INPUTS.with_borrow_mut(|c| {
+            // Another dataset or preprocessing: start over.
+            c.retain(|(k, _)| k.0 == key.0 && k.3 == key.3 && k.4.get(1..) == key.4.get(1..));
+            if c.iter().map(|(k, _)| k.2).sum::<usize>() + idx.len() <= data.len() {
+                c.push((key, entry.clone()));
+            }
+        });
+    }
+    Ok(Some(entry))
+}
+
 /// The images at `idx` run through the session's execution plan — the kernels the card lists
 /// (CSR for pruned layers, SIMD GEMM for dense ones), which is what makes a pruned model quick
 /// to measure — scored like `metrics::evaluate` (outputs taken as logits). Graphs with a fixed
@@ -376,12 +431,11 @@ fn evaluate_part(session: &Session, data: &Dataset, idx: &[usize]) -> lithe::Res
         _ => return session.evaluate(&data.subset(idx)),
     };
     let shape = input.concrete(n);
-    let (x, y) = data.batch(idx, &session.preprocess());
-    if shape.iter().product::<usize>() != x.len() {
+    let Some(inputs) = model_inputs(data, idx, &session.preprocess(), &shape)? else {
         return session.evaluate(&data.subset(idx));
-    }
-    let x = lithe::tensor::from_vec(&shape, x.iter().copied().collect())?;
-    let out = session.run(&x)?;
+    };
+    let (x, y) = (&inputs.0, &inputs.1);
+    let out = session.run(x)?;
     let logits: Vec<f32> = out
         .first()
         .map(|t| t.iter().copied().collect())
@@ -395,7 +449,7 @@ fn evaluate_part(session: &Session, data: &Dataset, idx: &[usize]) -> lithe::Res
     }
     let mut confusion = vec![vec![0u32; k]; k];
     let mut loss = 0f64;
-    for (row, &label) in logits.chunks(classes).zip(&y) {
+    for (row, &label) in logits.chunks(classes).zip(y.iter()) {
         let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let lse = mx as f64
             + row
