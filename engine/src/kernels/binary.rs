@@ -10,10 +10,13 @@
 //! per-row activation scale `s`. [`BinaryMatrix::dots_scalar`] (a bit-by-bit ±1 loop) is the
 //! reference twin of the fast dots ([`XnorKind`]): `Words` takes word popcounts
 //! (`u64::count_ones`) in a 2×4 register tile, compiled with the `popcnt` instruction on x86_64
-//! CPUs that have it (wasm has `i64.popcnt` natively; `i8x16_popcnt` would need a byte-sum step
-//! per word and was not tried); `Avx512` (x86_64 with AVX-512 VPOPCNTDQ, detected at run time)
-//! XORs one activation word against the same word of 8 outputs at once and counts with
-//! `_mm512_popcnt_epi64`, over a copy of the weights stored word-major. Dots are exact
+//! CPUs that have it (wasm has `i64.popcnt` natively); `Avx512` (x86_64 with AVX-512
+//! VPOPCNTDQ, detected at run time) XORs one activation word against the same word of 8 outputs
+//! at once and counts with `_mm512_popcnt_epi64`, over a copy of the weights stored word-major;
+//! `Simd128` (wasm `simd128` builds only) XORs 128 bits at a time and counts bytes with
+//! `i8x16_popcnt`, summed in bytes for up to 31 steps before widening. In V8 on x86 the vector
+//! byte popcount is a multi-instruction `pshufb` sequence, and the kind measured slower than the
+//! word kernel at 256³, so wasm builds still select `Words` ([`selected`]). Dots are exact
 //! integers; the scaling is the same expression on every path, so `C` is bit-identical too.
 
 use crate::{Error, Result};
@@ -97,7 +100,8 @@ pub enum XnorKind {
     /// x86_64 AVX-512 VPOPCNTDQ: eight outputs per 512-bit XOR + popcount, a 4×16 tile.
     Avx512,
     /// wasm32 `simd128`: 128-bit XOR + `i8x16_popcnt`, byte counts summed in `u8x16` for up
-    /// to 31 steps, then widened to `i32x4`; a 2×4 tile. Only in `simd128` builds.
+    /// to 31 steps, then widened to `i32x4`; a 2×4 tile. Only in `simd128` builds; not
+    /// [`selected`] (measured slower than `Words` in V8).
     Simd128,
 }
 
@@ -125,26 +129,27 @@ fn has_avx512_popcnt() -> bool {
 /// This build has the wasm `simd128` kind.
 const SIMD128: bool = cfg!(all(target_arch = "wasm32", target_feature = "simd128"));
 
-/// The XNOR kinds this build and CPU can run, fastest last (the last is the one [`BinaryMatrix::dots`]
-/// uses).
+/// The XNOR kinds this build and CPU can run, fastest last (the last is [`selected`]). The
+/// `simd128` kind is tested and benchmarked but not selected: in headless Chromium it measured
+/// slower than the word kernel's scalar `i64.popcnt` at 256³ and at batch 1 (see
+/// `docs/KERNELS.md`).
 pub fn available() -> Vec<XnorKind> {
-    let mut v = vec![XnorKind::Words];
+    let mut v = Vec::new();
     if SIMD128 {
         v.push(XnorKind::Simd128);
     }
+    v.push(XnorKind::Words);
     if has_avx512_popcnt() {
         v.push(XnorKind::Avx512);
     }
     v
 }
 
-/// The kind [`BinaryMatrix::dots`] uses: AVX-512 VPOPCNTDQ when detected, the `simd128` kind in
-/// wasm `simd128` builds, else the word kernel.
+/// The kind [`BinaryMatrix::dots`] uses: AVX-512 VPOPCNTDQ when detected, else the word kernel
+/// (also in wasm, where it beat [`XnorKind::Simd128`]).
 pub fn selected() -> XnorKind {
     if has_avx512_popcnt() {
         XnorKind::Avx512
-    } else if SIMD128 {
-        XnorKind::Simd128
     } else {
         XnorKind::Words
     }
