@@ -90,7 +90,7 @@ pub fn build_info() -> Value {
         "build": kernels::build_name(),
         "f32_gemm": kernels::kernels().name,
         "int8": int8::selected().name(),
-        "xnor": kernels::binary::available().last().map(|k| k.name()),
+        "xnor": kernels::binary::selected().name(),
         "target": std::env::consts::ARCH,
     })
 }
@@ -129,8 +129,8 @@ impl Default for KernelOpts {
 
 /// Per-kernel figures: f32 GEMM (selected kernel and every other kind) at each size, f32 GEMV
 /// (1×1024·1024×1024), int8 GEMM (256³ and LeNet fc1 784→300 at batch 1 and 64, every kind),
-/// CSR at 70/80/92 % zeros, a 4-bit codebook product and XNOR (dots + scaling) on the same
-/// shapes. Returns `{ build, figures: [...] }`.
+/// CSR at 70/80/92 % zeros, a 4-bit codebook product and XNOR (dots + scaling, and the dots
+/// alone for every XNOR kind) on the same shapes. Returns `{ build, figures: [...] }`.
 pub fn bench_kernels(opts: &KernelOpts, now: Clock) -> Result<Value> {
     let mut figs = Vec::new();
     let mut rng = Rng::new(0xbe_c4);
@@ -208,6 +208,12 @@ pub fn bench_kernels(opts: &KernelOpts, now: Clock) -> Result<Value> {
         let ab = kernels::binary::pack_signs(m, k, &a)?;
         let (ms, reps) = time_ms(now, &mut || bw.matmul_t(m, black_box(&ab), &[], &mut cf))?;
         figs.push(figure("xnor", "xnor", (m, k, n), ms, reps));
+        // The dots alone, every kind (the last is the one `xnor` uses).
+        let mut d = vec![0i32; m * n];
+        for kind in kernels::binary::available() {
+            let (ms, reps) = time_ms(now, &mut || bw.dots_with(kind, m, black_box(&ab), &mut d))?;
+            figs.push(figure("xnor-dots", kind.name(), (m, k, n), ms, reps));
+        }
     }
     Ok(json!({ "build": build_info(), "figures": figs }))
 }

@@ -10,10 +10,13 @@
 //! per-row activation scale `s`. [`BinaryMatrix::dots_scalar`] (a bit-by-bit ±1 loop) is the
 //! reference twin of the fast dots ([`XnorKind`]): `Words` takes word popcounts
 //! (`u64::count_ones`) in a 2×4 register tile, compiled with the `popcnt` instruction on x86_64
-//! CPUs that have it (wasm has `i64.popcnt` natively; `i8x16_popcnt` would need a byte-sum step
-//! per word and was not tried); `Avx512` (x86_64 with AVX-512 VPOPCNTDQ, detected at run time)
-//! XORs one activation word against the same word of 8 outputs at once and counts with
-//! `_mm512_popcnt_epi64`, over a copy of the weights stored word-major. Dots are exact
+//! CPUs that have it (wasm has `i64.popcnt` natively); `Avx512` (x86_64 with AVX-512
+//! VPOPCNTDQ, detected at run time) XORs one activation word against the same word of 8 outputs
+//! at once and counts with `_mm512_popcnt_epi64`, over a copy of the weights stored word-major;
+//! `Simd128` (wasm `simd128` builds only) XORs 128 bits at a time and counts bytes with
+//! `i8x16_popcnt`, summed in bytes for up to 31 steps before widening. In V8 on x86 the vector
+//! byte popcount is a multi-instruction `pshufb` sequence, and the kind measured slower than the
+//! word kernel at 256³, so wasm builds still select `Words` ([`selected`]). Dots are exact
 //! integers; the scaling is the same expression on every path, so `C` is bit-identical too.
 
 use crate::{Error, Result};
@@ -96,6 +99,10 @@ pub enum XnorKind {
     Words,
     /// x86_64 AVX-512 VPOPCNTDQ: eight outputs per 512-bit XOR + popcount, a 4×16 tile.
     Avx512,
+    /// wasm32 `simd128`: 128-bit XOR + `i8x16_popcnt`, byte counts summed in `u8x16` for up
+    /// to 31 steps, then widened to `i32x4`; a 2×4 tile. Only in `simd128` builds; not
+    /// [`selected`] (measured slower than `Words` in V8).
+    Simd128,
 }
 
 impl XnorKind {
@@ -104,6 +111,7 @@ impl XnorKind {
         match self {
             XnorKind::Words => "xnor-words",
             XnorKind::Avx512 => "xnor-avx512",
+            XnorKind::Simd128 => "xnor-simd128",
         }
     }
 }
@@ -118,13 +126,33 @@ fn has_avx512_popcnt() -> bool {
     false
 }
 
-/// The XNOR kinds this build and CPU can run, fastest last.
+/// This build has the wasm `simd128` kind.
+const SIMD128: bool = cfg!(all(target_arch = "wasm32", target_feature = "simd128"));
+
+/// The XNOR kinds this build and CPU can run, fastest last (the last is [`selected`]). The
+/// `simd128` kind is tested and benchmarked but not selected: in headless Chromium it measured
+/// slower than the word kernel's scalar `i64.popcnt` at 256³ and at batch 1 (see
+/// `docs/KERNELS.md`).
 pub fn available() -> Vec<XnorKind> {
-    let mut v = vec![XnorKind::Words];
+    let mut v = Vec::new();
+    if SIMD128 {
+        v.push(XnorKind::Simd128);
+    }
+    v.push(XnorKind::Words);
     if has_avx512_popcnt() {
         v.push(XnorKind::Avx512);
     }
     v
+}
+
+/// The kind [`BinaryMatrix::dots`] uses: AVX-512 VPOPCNTDQ when detected, else the word kernel
+/// (also in wasm, where it beat [`XnorKind::Simd128`]).
+pub fn selected() -> XnorKind {
+    if has_avx512_popcnt() {
+        XnorKind::Avx512
+    } else {
+        XnorKind::Words
+    }
 }
 
 /// Output columns per step of the word-major layout.
@@ -204,12 +232,7 @@ impl BinaryMatrix {
     /// The fast dots, `k − 2·popcount(a XOR w)`, with the fastest available [`XnorKind`]; same
     /// contract as [`Self::dots_scalar`].
     pub fn dots(&self, m: usize, a: &[u64], out: &mut [i32]) -> Result<()> {
-        let kind = if has_avx512_popcnt() {
-            XnorKind::Avx512
-        } else {
-            XnorKind::Words
-        };
-        self.dots_with(kind, m, a, out)
+        self.dots_with(selected(), m, a, out)
     }
 
     /// [`Self::dots`] with a chosen kind. Errors if this CPU cannot run it or a length is wrong.
@@ -224,6 +247,17 @@ impl BinaryMatrix {
             }
             return Err(Error::Invalid(
                 "xnor kernel `xnor-avx512` is not available on this host".into(),
+            ));
+        }
+        if kind == XnorKind::Simd128 {
+            #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+            {
+                simd128::dots(self, m, a, out);
+                return Ok(());
+            }
+            #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+            return Err(Error::Invalid(
+                "xnor kernel `xnor-simd128` exists only in wasm simd128 builds".into(),
             ));
         }
         #[cfg(target_arch = "x86_64")]
@@ -360,6 +394,125 @@ mod avx512 {
     }
 }
 
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128 {
+    //! wasm32 `simd128`: two words (128 bits) of an activation row XORed with the same two words
+    //! of a weight row, `i8x16_popcnt` per byte, the byte counts summed in a `u8x16` per dot. A
+    //! step adds at most 8 to a lane, so after at most [`FLUSH`] steps (31 · 8 = 248 ≤ 255) the
+    //! bytes are widened (`u16x8_extadd_pairwise_u8x16`, `i32x4_extadd_pairwise_u16x8`) into an
+    //! `i32x4` sum. A 2×4 tile (2 activation rows × 4 outputs) reuses each loaded activation
+    //! vector for 4 outputs and each weight vector for 2 rows. An odd last word of a row is
+    //! loaded alone (`v128_load64_zero`: the upper half is zero in both operands, so it counts
+    //! nothing).
+
+    use super::{BinaryMatrix, words};
+    use core::arch::wasm32::*;
+
+    /// Steps of 128 bits summed in bytes before widening: each adds ≤ 8 per lane.
+    const FLUSH: usize = 31;
+
+    pub(super) fn dots(w: &BinaryMatrix, m: usize, a: &[u64], out: &mut [i32]) {
+        let mut i0 = 0;
+        while i0 + 2 <= m {
+            cols::<2>(w, i0, a, out);
+            i0 += 2;
+        }
+        if i0 < m {
+            cols::<1>(w, i0, a, out);
+        }
+    }
+
+    fn cols<const R: usize>(w: &BinaryMatrix, i0: usize, a: &[u64], out: &mut [i32]) {
+        let n = w.rows;
+        let mut j0 = 0;
+        while j0 + 4 <= n {
+            tile::<R, 4>(w, i0, j0, a, out);
+            j0 += 4;
+        }
+        while j0 < n {
+            tile::<R, 1>(w, i0, j0, a, out);
+            j0 += 1;
+        }
+    }
+
+    /// Widens byte counts into the `i32x4` sum.
+    #[inline(always)]
+    fn widen(sum: v128, bytes: v128) -> v128 {
+        i32x4_add(
+            sum,
+            i32x4_extadd_pairwise_u16x8(u16x8_extadd_pairwise_u8x16(bytes)),
+        )
+    }
+
+    #[inline(always)]
+    fn tile<const R: usize, const C: usize>(
+        w: &BinaryMatrix,
+        i0: usize,
+        j0: usize,
+        a: &[u64],
+        out: &mut [i32],
+    ) {
+        let (n, k, wpr) = (w.rows, w.k, words(w.k));
+        let pairs = wpr / 2;
+        assert!(
+            a.len() >= (i0 + R) * wpr
+                && w.bits.len() >= (j0 + C) * wpr
+                && out.len() >= (i0 + R - 1) * n + j0 + C
+        );
+        let (ap, wp) = (a.as_ptr(), w.bits.as_ptr());
+        // Per output `c` of the tile, per row `r`.
+        let mut sums = [[i32x4_splat(0); R]; C];
+        let mut p = 0;
+        while p < pairs {
+            let end = pairs.min(p + FLUSH);
+            let mut acc = [[u8x16_splat(0); R]; C];
+            for s in p..end {
+                // SAFETY: `2s + 1 < wpr`, so both words of each 16-byte load lie in row
+                // `i0 + r < i0 + R` of `a` / row `j0 + c < j0 + C` of `bits` (asserted lengths);
+                // `v128_load` has no alignment requirement.
+                unsafe {
+                    let x: [v128; R] =
+                        core::array::from_fn(|r| v128_load(ap.add((i0 + r) * wpr + 2 * s).cast()));
+                    for (c, acc) in acc.iter_mut().enumerate() {
+                        let y = v128_load(wp.add((j0 + c) * wpr + 2 * s).cast());
+                        for (acc, &x) in acc.iter_mut().zip(&x) {
+                            *acc = u8x16_add(*acc, i8x16_popcnt(v128_xor(x, y)));
+                        }
+                    }
+                }
+            }
+            for (sum, &bytes) in sums.iter_mut().flatten().zip(acc.iter().flatten()) {
+                *sum = widen(*sum, bytes);
+            }
+            p = end;
+        }
+        if wpr % 2 == 1 {
+            let q = wpr - 1;
+            // SAFETY: word `q < wpr` of the same rows as above; `v128_load64_zero` reads 8
+            // bytes, unaligned allowed.
+            unsafe {
+                let x: [v128; R] =
+                    core::array::from_fn(|r| v128_load64_zero(ap.add((i0 + r) * wpr + q)));
+                for (c, sums) in sums.iter_mut().enumerate() {
+                    let y = v128_load64_zero(wp.add((j0 + c) * wpr + q));
+                    for (sum, &x) in sums.iter_mut().zip(&x) {
+                        *sum = widen(*sum, i8x16_popcnt(v128_xor(x, y)));
+                    }
+                }
+            }
+        }
+        for (c, sums) in sums.iter().enumerate() {
+            for (r, &v) in sums.iter().enumerate() {
+                let cnt = i32x4_extract_lane::<0>(v)
+                    + i32x4_extract_lane::<1>(v)
+                    + i32x4_extract_lane::<2>(v)
+                    + i32x4_extract_lane::<3>(v);
+                out[(i0 + r) * n + j0 + c] = k as i32 - 2 * cnt;
+            }
+        }
+    }
+}
+
 /// Rows of `A` and rows of `W` per register tile.
 const TR: usize = 2;
 const TC: usize = 4;
@@ -463,6 +616,42 @@ mod tests {
                 assert_eq!(c1, c2);
             }
         }
+    }
+
+    #[test]
+    fn long_rows_and_largest_counts() {
+        // Several 31-step byte sums of the simd128 kind, even and odd word counts; with every
+        // sign differing each step adds 8 to every byte lane.
+        let mut rng = Rng::new(65);
+        for &(m, n) in &[(1, 1), (3, 5), (4, 9)] {
+            for k in [3968usize, 3969, 4032, 4033, 4160, 8001] {
+                let all_differ = (vec![-1.0f32; m * k], vec![1.0f32; n * k]);
+                let random = (
+                    (0..m * k).map(|_| rng.normal()).collect(),
+                    (0..n * k).map(|_| rng.normal()).collect(),
+                );
+                for (a, w) in [all_differ, random] {
+                    let bw = BinaryMatrix::from_f32(n, k, &w, vec![1.0; n]).unwrap();
+                    let ab = pack_signs(m, k, &a).unwrap();
+                    let mut want = vec![i32::MIN; m * n];
+                    bw.dots_scalar(m, &ab, &mut want).unwrap();
+                    for kind in available() {
+                        let mut got = vec![i32::MIN; m * n];
+                        bw.dots_with(kind, m, &ab, &mut got).unwrap();
+                        assert_eq!(got, want, "{} {m}×{n}×{k}", kind.name());
+                    }
+                }
+            }
+        }
+        let w = BinaryMatrix::from_f32(2, 3, &[-1.0; 6], vec![1.0; 2]).unwrap();
+        let mut d = [0; 2];
+        w.dots(1, &[0b111], &mut d).unwrap();
+        assert_eq!(d, [3, 3]);
+        assert_eq!(available().last(), Some(&selected()));
+        assert_eq!(
+            w.dots_with(XnorKind::Simd128, 1, &[0], &mut d).is_ok(),
+            SIMD128
+        );
     }
 
     #[test]

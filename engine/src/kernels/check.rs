@@ -327,6 +327,34 @@ fn selftest_binary(rng: &mut Rng) -> Result<usize> {
             }
         }
     }
+    // Long rows: several 31-step byte sums of the simd128 kind, even and odd word counts, and
+    // the largest per-byte counts (every sign differs, so each step adds 8 to every lane).
+    for &(m, n) in &[(1, 1), (2, 4), (3, 5), (5, 9)] {
+        for k in [3968usize, 3969, 4032, 4033, 4096, 4160, 8001] {
+            for v in [Values::Normal, Values::Negative] {
+                let a = fill(rng, m * k, v);
+                let w: Vec<f32> = match v {
+                    Values::Negative => vec![1.0; n * k],
+                    _ => fill(rng, n * k, v),
+                };
+                let bw = BinaryMatrix::from_f32(n, k, &w, vec![1.0; n])?;
+                let ab = pack_signs(m, k, &a)?;
+                let mut want = vec![i32::MIN; m * n];
+                bw.dots_scalar(m, &ab, &mut want)?;
+                for kind in super::binary::available() {
+                    let mut got = vec![i32::MIN; m * n];
+                    bw.dots_with(kind, m, &ab, &mut got)?;
+                    if got != want {
+                        return Err(Error::Invalid(format!(
+                            "xnor {} m={m} k={k} n={n} ({v:?}): dots differ from the twin",
+                            kind.name()
+                        )));
+                    }
+                }
+                cases += 1;
+            }
+        }
+    }
     Ok(cases)
 }
 
