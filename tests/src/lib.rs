@@ -114,6 +114,24 @@ pub fn plans_agree() -> Result<Vec<String>, String> {
     Ok(chosen)
 }
 
+/// [`plans_agree`] in a wasm `simd128` build: also checks that the planned wasm kernels were
+/// chosen. Returns the kernels of every plan, joined, for the log.
+pub fn wasm_plans_agree() -> Result<String, String> {
+    let all = plans_agree()?.join("; ");
+    for k in [
+        "gemm-simd128",
+        "conv-simd128",
+        "depthwise",
+        "maxpool",
+        "csr",
+    ] {
+        if !all.contains(k) {
+            return Err(format!("{k} was not chosen: {all}"));
+        }
+    }
+    Ok(all)
+}
+
 /// The committed native fingerprints.
 pub fn native() -> Vec<Fingerprint> {
     serde_json::from_str(include_str!("../fixtures/native.json")).unwrap_or_default()
