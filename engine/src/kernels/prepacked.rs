@@ -142,6 +142,17 @@ fn pack_strip(mr: usize, i0: usize, h: usize, k: usize, a: &[f32], out: &mut [f3
     }
 }
 
+/// Writes rows `0..h` of an `mr×nr` tile into `C` (`·×n`) at row `i0`, column `j0`, clipped
+/// at the right edge.
+#[inline(always)]
+fn store_tile(c: &mut [f32], n: usize, tile: &[f32], nr: usize, i0: usize, h: usize, j0: usize) {
+    let w = nr.min(n - j0);
+    for r in 0..h {
+        let dst = (i0 + r) * n + j0;
+        super::copy_short(&mut c[dst..dst + w], &tile[r * nr..r * nr + w]);
+    }
+}
+
 fn check_len(what: &str, rows: usize, cols: usize, len: usize) -> Result<()> {
     match rows.checked_mul(cols) {
         Some(want) if want == len => Ok(()),
@@ -237,12 +248,7 @@ impl PackedB {
             pack_strip(mr, i0, h, k, a, &mut ap);
             for (q, panel) in self.data.chunks_exact(k * nr).enumerate() {
                 (mc.f)(k, &ap, panel, &mut tile);
-                let j0 = q * nr;
-                let w = nr.min(n - j0);
-                for r in 0..h {
-                    let dst = (i0 + r) * n + j0;
-                    super::copy_short(&mut c[dst..dst + w], &tile[r * nr..r * nr + w]);
-                }
+                store_tile(c, n, &tile, nr, i0, h, q * nr);
             }
         }
         Ok(())
@@ -361,12 +367,7 @@ impl PackedA {
             let h = mr.min(m - i0);
             for (q, panel) in panels.chunks_exact(k * nr).enumerate() {
                 (mc.f)(k, strip, panel, &mut tile);
-                let j0 = q * nr;
-                let w = nr.min(n - j0);
-                for r in 0..h {
-                    let dst = (i0 + r) * n + j0;
-                    super::copy_short(&mut c[dst..dst + w], &tile[r * nr..r * nr + w]);
-                }
+                store_tile(c, n, &tile, nr, i0, h, q * nr);
             }
         }
         Ok(())
