@@ -111,19 +111,8 @@ pub fn scalar(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32])
 /// Copies B into column panels of width `NR`, each `k` rows of `NR` values, zero-padded on the
 /// right: panel `q` row `p` is `b[p][q*NR .. q*NR+NR]`.
 pub(crate) fn pack_b<const NR: usize>(k: usize, n: usize, b: &[f32]) -> Vec<f32> {
-    let panels = n.div_ceil(NR);
-    let mut out = vec![0.0f32; panels * k * NR];
-    for q in 0..panels {
-        let j0 = q * NR;
-        let w = NR.min(n - j0);
-        let panel = &mut out[q * k * NR..(q + 1) * k * NR];
-        for p in 0..k {
-            super::copy_short(
-                &mut panel[p * NR..p * NR + w],
-                &b[p * n + j0..p * n + j0 + w],
-            );
-        }
-    }
+    let mut out = Vec::new();
+    super::prepacked::pack_panels(NR, k, n, b, &mut out);
     out
 }
 
@@ -131,16 +120,7 @@ pub(crate) fn pack_b<const NR: usize>(k: usize, n: usize, b: &[f32]) -> Vec<f32>
 /// holds the `MR` values `a[i0..][p]` together.
 #[inline(always)]
 pub(crate) fn pack_a<const MR: usize>(i0: usize, m: usize, k: usize, a: &[f32], out: &mut [f32]) {
-    let h = MR.min(m - i0);
-    if h < MR {
-        out.fill(0.0);
-    }
-    for r in 0..h {
-        let row = &a[(i0 + r) * k..(i0 + r + 1) * k];
-        for (p, &v) in row.iter().enumerate() {
-            out[p * MR + r] = v;
-        }
-    }
+    super::prepacked::pack_strip(MR, i0, MR.min(m - i0), k, a, out);
 }
 
 /// The blocked driver shared by every packed kernel: packs B once, then A one `MR`-row strip

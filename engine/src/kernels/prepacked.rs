@@ -110,7 +110,7 @@ fn row_panel_dyn(nr: usize, a: &[f32], panel: &[f32], out: &mut [f32]) {
 }
 
 /// `B` (`k×n`, row-major) as `ceil(n/nr)` panels of `k` rows of `nr` values, zero-padded.
-fn pack_panels(nr: usize, k: usize, n: usize, b: &[f32], out: &mut Vec<f32>) {
+pub(crate) fn pack_panels(nr: usize, k: usize, n: usize, b: &[f32], out: &mut Vec<f32>) {
     out.clear();
     out.resize(n.div_ceil(nr) * k * nr, 0.0);
     if k == 0 {
@@ -130,7 +130,7 @@ fn pack_panels(nr: usize, k: usize, n: usize, b: &[f32], out: &mut Vec<f32>) {
 
 /// Rows `i0..i0+h` of `A` (`·×k`, row-major), interleaved so step `p` holds their `mr` values
 /// together, zero-padded to `mr` rows.
-fn pack_strip(mr: usize, i0: usize, h: usize, k: usize, a: &[f32], out: &mut [f32]) {
+pub(crate) fn pack_strip(mr: usize, i0: usize, h: usize, k: usize, a: &[f32], out: &mut [f32]) {
     if h < mr {
         out.fill(0.0);
     }
