@@ -177,15 +177,27 @@ pub fn packed(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32])
 /// The portable 4×8 micro-kernel (also driven by [`super::prepacked`]).
 #[inline(always)]
 pub(crate) fn micro_portable(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
-    let mut acc = [[0.0f32; P_NR]; P_MR];
-    for (av, bv) in ap.chunks_exact(P_MR).zip(bp.chunks_exact(P_NR)).take(k) {
-        for r in 0..P_MR {
-            for j in 0..P_NR {
+    micro_generic::<P_MR, P_NR>(k, ap, bp, tile);
+}
+
+/// The portable micro-kernel for any `MR×NR` tile: plain accumulators that compilers keep in
+/// registers and often vectorize (also the x86 entry's fallback).
+#[inline(always)]
+pub(crate) fn micro_generic<const MR: usize, const NR: usize>(
+    k: usize,
+    ap: &[f32],
+    bp: &[f32],
+    tile: &mut [f32],
+) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for (av, bv) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)).take(k) {
+        for r in 0..MR {
+            for j in 0..NR {
                 acc[r][j] += av[r] * bv[j];
             }
         }
     }
-    for r in 0..P_MR {
-        tile[r * P_NR..(r + 1) * P_NR].copy_from_slice(&acc[r]);
+    for r in 0..MR {
+        tile[r * NR..(r + 1) * NR].copy_from_slice(&acc[r]);
     }
 }

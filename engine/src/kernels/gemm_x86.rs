@@ -26,7 +26,7 @@ pub(crate) fn micro_entry(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
         // SAFETY: the CPU has AVX2 and FMA (checked just above).
         unsafe { micro(k, ap, bp, tile) }
     } else {
-        micro_generic::<MR, NR>(k, ap, bp, tile);
+        super::gemm::micro_generic::<MR, NR>(k, ap, bp, tile);
     }
 }
 
@@ -77,26 +77,5 @@ fn micro(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
         _mm256_storeu_ps(t.add(40), c2h);
         _mm256_storeu_ps(t.add(48), c3l);
         _mm256_storeu_ps(t.add(56), c3h);
-    }
-}
-
-/// The portable micro-kernel for any tile (the fallback of the x86 entry).
-#[inline(always)]
-fn micro_generic<const MR: usize, const NR: usize>(
-    k: usize,
-    ap: &[f32],
-    bp: &[f32],
-    tile: &mut [f32],
-) {
-    let mut acc = [[0.0f32; NR]; MR];
-    for (av, bv) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)).take(k) {
-        for r in 0..MR {
-            for j in 0..NR {
-                acc[r][j] += av[r] * bv[j];
-            }
-        }
-    }
-    for r in 0..MR {
-        tile[r * NR..(r + 1) * NR].copy_from_slice(&acc[r]);
     }
 }
