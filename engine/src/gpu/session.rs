@@ -5,11 +5,12 @@
 use super::context::{GpuContext, GpuTensor};
 use super::conv2d::{ConvSpec, conv2d};
 use super::elementwise::{Binary, MAX_RANK, Unary, binary, unary};
+use super::int8_matmul::{MAX_K, PackedInt8B};
 use super::matmul::{MatmulSpec, bias_strides, matmul};
 use super::pool::{PoolKind, PoolSpec, pool};
 use crate::graph::{Graph, Node, Op};
 use crate::ops::{self, Mode};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::{Error, Result};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -87,6 +88,58 @@ pub struct GpuSession {
     /// Inference BatchNorm as a per-channel `x · k + off` (as the reference computes it), by
     /// node name: `(k, off)`, each `[C]`.
     affine: HashMap<String, (GpuTensor, GpuTensor)>,
+    /// `MatMulInteger` / `QLinearMatMul` nodes with a constant 2-D `B` and one zero point for
+    /// it, by node name: `B` packed for the int8 kernel.
+    int8: HashMap<String, PackedInt8B>,
+}
+
+/// Positions of `B` and its zero point among an integer matmul's inputs, and their type.
+fn int_matmul_b(op: &Op) -> Option<(usize, usize, DType)> {
+    match *op {
+        Op::MatMulInteger { b, .. } => Some((1, 3, b)),
+        Op::QLinearMatMul { b, .. } => Some((3, 5, b)),
+        _ => None,
+    }
+}
+
+/// Position of `A`'s zero point and `A`'s type.
+fn int_matmul_a(op: &Op) -> Option<(usize, DType)> {
+    match *op {
+        Op::MatMulInteger { a, .. } | Op::QLinearMatMul { a, .. } => Some((2, a)),
+        _ => None,
+    }
+}
+
+/// The values of an 8-bit integer tensor as `i8` (`uint8` shifted down by 128, which leaves
+/// every difference `x − zero_point` unchanged), or `None` if a value is not an integer of
+/// that type (the CPU reference then reports it).
+fn as_i8(t: &Tensor, dt: DType) -> Option<Vec<i8>> {
+    let shift = match dt {
+        DType::I8 => 0.0,
+        DType::U8 => 128.0,
+        _ => return None,
+    };
+    t.iter()
+        .map(|&v| {
+            let s = v - shift;
+            (v.fract() == 0.0 && (-128.0..=127.0).contains(&s)).then_some(s as i8)
+        })
+        .collect()
+}
+
+/// One zero point for the whole tensor (absent = 0; a vector of equal values counts), as `i8`.
+fn one_zero(t: Option<&Tensor>, dt: DType) -> Option<i8> {
+    let Some(t) = t else {
+        // A missing zero point is 0 of the type: −128 after the uint8 shift.
+        return match dt {
+            DType::I8 => Some(0),
+            DType::U8 => Some(-128),
+            _ => None,
+        };
+    };
+    let v = as_i8(t, dt)?;
+    let first = *v.first()?;
+    v.iter().all(|&z| z == first).then_some(first)
 }
 
 /// `(k, off)` of an inference BatchNorm whose statistics are weights: `k = s / √(v + ε)`,
@@ -130,6 +183,27 @@ impl GpuSession {
                 affine.insert(n.name.clone(), (ctx.upload(&c, &k)?, ctx.upload(&c, &off)?));
             }
         }
+        let mut int8 = HashMap::new();
+        for n in &graph.nodes {
+            let Some((bi, zi, dt)) = int_matmul_b(&n.op) else {
+                continue;
+            };
+            let w = |i: usize| n.inputs.get(i).and_then(|s| graph.weights.get(s));
+            let Some(b) = w(bi).filter(|b| b.ndim() == 2 && b.shape()[0] <= MAX_K) else {
+                continue;
+            };
+            let zero = match n.inputs.get(zi).filter(|s| !s.is_empty()) {
+                None => one_zero(None, dt),
+                Some(_) => w(zi).and_then(|z| one_zero(Some(z), dt)),
+            };
+            if let (Some(vals), Some(zero)) = (as_i8(b, dt), zero) {
+                let (k, cols) = (b.shape()[0], b.shape()[1]);
+                int8.insert(
+                    n.name.clone(),
+                    PackedInt8B::new(&ctx, &vals, zero, k, cols)?,
+                );
+            }
+        }
         let mut weights = HashMap::new();
         for n in graph.nodes.iter().filter(|n| has_gpu_kernel(n)) {
             for i in &n.inputs {
@@ -145,6 +219,7 @@ impl GpuSession {
             graph,
             weights,
             affine,
+            int8,
         })
     }
 
@@ -204,7 +279,25 @@ impl GpuSession {
                 Device::Gpu
             } else {
                 let relu = fusable_relu(g, idx, &uses);
-                let on_gpu = if self.on_gpu(n) {
+                let on_gpu = if let Some(b) = self.int8.get(&n.name) {
+                    if let Some(y) = self.int8_step(n, b, &mut vals).await? {
+                        vals.insert(
+                            n.outputs.first().cloned().unwrap_or_default(),
+                            Val {
+                                host: Some(y),
+                                dev: None,
+                            },
+                        );
+                        devices.push(NodeDevice {
+                            node: n.name.clone(),
+                            op: n.op.name(),
+                            device: Device::Gpu,
+                        });
+                        release(n, &mut uses, &mut vals);
+                        continue;
+                    }
+                    None
+                } else if self.on_gpu(n) {
                     self.gpu_step(n, &mut vals, relu.is_some())?
                 } else {
                     None
@@ -248,14 +341,7 @@ impl GpuSession {
                 op: n.op.name(),
                 device,
             });
-            for i in n.inputs.iter().filter(|s| !s.is_empty()) {
-                if let Some(u) = uses.get_mut(i) {
-                    *u -= 1;
-                    if *u == 0 {
-                        vals.remove(i);
-                    }
-                }
-            }
+            release(n, &mut uses, &mut vals);
         }
         let mut outputs = Vec::with_capacity(g.outputs.len());
         for o in &g.outputs {
@@ -273,9 +359,10 @@ impl GpuSession {
         Ok(GpuRun { outputs, devices })
     }
 
-    /// Whether `n` has a GPU kernel here (BatchNorm: when its statistics are weights).
+    /// Whether `n` has a GPU kernel here (BatchNorm: when its statistics are weights; an
+    /// integer matmul: when its `B` was packed).
     fn on_gpu(&self, n: &Node) -> bool {
-        has_gpu_kernel(n) || self.affine.contains_key(&n.name)
+        has_gpu_kernel(n) || self.affine.contains_key(&n.name) || self.int8.contains_key(&n.name)
     }
 
     /// Input `i` of `n` on the device (uploaded once and kept), `None` when absent.
@@ -458,8 +545,12 @@ impl GpuSession {
         Ok(Some((y, false)))
     }
 
-    /// Runs `n` on the CPU reference, reading its device inputs back first.
-    async fn cpu_step(&self, n: &Node, vals: &mut HashMap<String, Val>) -> Result<Vec<Tensor>> {
+    /// `n`'s inputs on the host (device values read back first); `None` for absent ones.
+    async fn host_inputs<'a>(
+        &'a self,
+        n: &Node,
+        vals: &'a mut HashMap<String, Val>,
+    ) -> Result<Vec<Option<&'a Tensor>>> {
         for name in n.inputs.iter().filter(|s| !s.is_empty()) {
             if let Some(v) = vals.get_mut(name)
                 && v.host.is_none()
@@ -468,8 +559,8 @@ impl GpuSession {
                 v.host = Some(self.ctx.download(d).await?);
             }
         }
-        let ins: Vec<Option<&Tensor>> = n
-            .inputs
+        let vals = &*vals;
+        Ok(n.inputs
             .iter()
             .map(|i| {
                 if i.is_empty() {
@@ -480,8 +571,66 @@ impl GpuSession {
                         .or_else(|| self.graph.weights.get(i))
                 }
             })
-            .collect();
+            .collect())
+    }
+
+    /// Runs `n` on the CPU reference, reading its device inputs back first.
+    async fn cpu_step(&self, n: &Node, vals: &mut HashMap<String, Val>) -> Result<Vec<Tensor>> {
+        let ins = self.host_inputs(n, vals).await?;
         Ok(ops::forward(n, &ins, Mode::Eval)?.0)
+    }
+
+    /// An integer matmul with its packed `B`: `A` (on the host: it comes from a quantizing op)
+    /// goes to the int8 kernel, the exact i32 sums come back and are finished as the reference
+    /// finishes them (so the bits agree). `None` when `A` or its zero point does not fit the
+    /// kernel (several zero points, a value out of range, a wrong shape): the CPU runs it.
+    async fn int8_step(
+        &self,
+        n: &Node,
+        b: &PackedInt8B,
+        vals: &mut HashMap<String, Val>,
+    ) -> Result<Option<Tensor>> {
+        let Some((zi, dt)) = int_matmul_a(&n.op) else {
+            return Ok(None);
+        };
+        let ins = self.host_inputs(n, vals).await?;
+        let Some(x) = ins.first().copied().flatten() else {
+            return Ok(None);
+        };
+        let zero = match n.inputs.get(zi).filter(|s| !s.is_empty()) {
+            None => one_zero(None, dt),
+            Some(_) => ins
+                .get(zi)
+                .copied()
+                .flatten()
+                .and_then(|z| one_zero(Some(z), dt)),
+        };
+        let k = x.shape().last().copied().unwrap_or(0);
+        let (Some(zero), Some(a)) = (zero, as_i8(x, dt)) else {
+            return Ok(None);
+        };
+        if x.ndim() == 0 || k == 0 || k != b.k() {
+            return Ok(None);
+        }
+        let shapes: Vec<Option<&[usize]>> = ins.iter().map(|t| t.map(|t| t.shape())).collect();
+        let Some(shape) = ops::infer_shape(n, &shapes)?.into_iter().next() else {
+            return Ok(None);
+        };
+        let m = x.len() / k.max(1);
+        let acc = b.matmul(&self.ctx, &a, zero, m).await?;
+        Ok(Some(ops::finish_int_matmul(n, &ins, &shape, &acc)?))
+    }
+}
+
+/// Drops the values whose last reader was `n`.
+fn release(n: &Node, uses: &mut HashMap<String, usize>, vals: &mut HashMap<String, Val>) {
+    for i in n.inputs.iter().filter(|s| !s.is_empty()) {
+        if let Some(u) = uses.get_mut(i) {
+            *u -= 1;
+            if *u == 0 {
+                vals.remove(i);
+            }
+        }
     }
 }
 

@@ -82,16 +82,33 @@ fn micro_for(kind: KernelKind) -> Result<Option<Micro>> {
 }
 
 /// One row of `A` times one panel: `out[j] = Σ_p a[p] · panel[p·NR + j]`, written for the
-/// compiler to keep `out` in vector registers (simd128 / SSE).
+/// compiler to keep the sums in vector registers (simd128 / SSE). Four independent partial sums
+/// over `p mod 4`: with one, every step waits for the previous add (the latency of a vector add
+/// is 3–4 cycles), which made batch-1 layers latency-bound rather than load-bound.
 #[inline(always)]
 fn row_panel<const NR: usize>(a: &[f32], panel: &[f32], out: &mut [f32]) {
-    let mut acc = [0.0f32; NR];
-    for (&av, bv) in a.iter().zip(panel.chunks_exact(NR)) {
-        for j in 0..NR {
-            acc[j] += av * bv[j];
+    let mut acc = [[0.0f32; NR]; 4];
+    let a4 = a.chunks_exact(4);
+    let a_rest = a4.remainder();
+    let b4 = panel.chunks_exact(4 * NR);
+    let b_rest = b4.remainder();
+    for (av, bv) in a4.zip(b4) {
+        for (u, sum) in acc.iter_mut().enumerate() {
+            let x = av[u];
+            let row = &bv[u * NR..(u + 1) * NR];
+            for j in 0..NR {
+                sum[j] += x * row[j];
+            }
         }
     }
-    out[..NR].copy_from_slice(&acc);
+    for (&x, row) in a_rest.iter().zip(b_rest.chunks_exact(NR)) {
+        for j in 0..NR {
+            acc[0][j] += x * row[j];
+        }
+    }
+    for j in 0..NR {
+        out[j] = (acc[0][j] + acc[1][j]) + (acc[2][j] + acc[3][j]);
+    }
 }
 
 fn row_panel_dyn(nr: usize, a: &[f32], panel: &[f32], out: &mut [f32]) {

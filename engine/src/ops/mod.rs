@@ -13,7 +13,8 @@ mod reshape;
 
 pub(crate) use pool::max_pool_eval;
 pub(crate) use quant::{
-    Prepared as PreparedInt8, packed_matmul_applies, weight_slots as int8_weight_slots,
+    Prepared as PreparedInt8, finish_matmul as finish_int_matmul, packed_matmul_applies,
+    weight_slots as int8_weight_slots,
 };
 
 pub use elementwise::{broadcast_shape, reduce_to_shape};

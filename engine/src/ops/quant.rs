@@ -356,16 +356,56 @@ pub(super) fn forward(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
             let y = acc.into_iter().map(|v| v as f32).collect();
             Ok(vec![tensor::from_vec(&[g.n, g.m, g.oh, g.ow], y)?])
         }
-        Op::QLinearMatMul {
-            a: ta,
-            b: tb,
-            y: ty,
-        } => {
+        Op::QLinearMatMul { a: ta, b: tb, .. } => {
             let b = get(node, inputs, 3)?;
             let n = cols(b.shape());
             let azp = scalar_zp(node, opt(inputs, 2), *ta, "a_zero_point")?;
             let bzp = vec_zp(node, opt(inputs, 5), *tb, "b_zero_point", n)?;
             let (shape, acc) = matmul_i32(node, x, b, *ta, *tb, &[azp], &bzp)?;
+            Ok(vec![finish_matmul(node, inputs, &shape, &acc)?])
+        }
+        Op::MatMulInteger { a: ta, b: tb } => {
+            let b = get(node, inputs, 1)?;
+            let rows = if x.ndim() >= 2 {
+                x.shape()[x.ndim() - 2]
+            } else {
+                1
+            };
+            let n = cols(b.shape());
+            let azp = vec_zp(node, opt(inputs, 2), *ta, "a_zero_point", rows)?;
+            let bzp = vec_zp(node, opt(inputs, 3), *tb, "b_zero_point", n)?;
+            let (shape, acc) = matmul_i32(node, x, b, *ta, *tb, &azp, &bzp)?;
+            Ok(vec![finish_matmul(node, inputs, &shape, &acc)?])
+        }
+        _ => Err(Error::Graph(format!(
+            "node `{}` ({}) is not a quantization op",
+            node.name,
+            node.op.name()
+        ))),
+    }
+}
+
+/// Columns of a matmul's right operand (a 1-D operand is one column).
+fn cols(b: &[usize]) -> usize {
+    if b.len() >= 2 { b[b.len() - 1] } else { 1 }
+}
+
+/// The output of a `MatMulInteger` (the sums as exact integers in `f32`) or a `QLinearMatMul`
+/// (the sums rescaled by `a_scale · b_scale / y_scale`, rounded half to even, plus the output
+/// zero point, saturated) from its `i32` sums `acc` of output shape `shape`. The WebGPU backend
+/// computes the sums on the device and finishes here, so both give the same bits.
+pub(crate) fn finish_matmul(
+    node: &Node,
+    inputs: &[Option<&Tensor>],
+    shape: &[usize],
+    acc: &[i32],
+) -> Result<Tensor> {
+    match &node.op {
+        Op::MatMulInteger { .. } => {
+            tensor::from_vec(shape, acc.iter().map(|&v| v as f32).collect())
+        }
+        Op::QLinearMatMul { y: ty, .. } => {
+            let n = cols(get(node, inputs, 3)?.shape());
             let as_ = scalar_scale(node, get(node, inputs, 1)?, "a_scale")?;
             let bs = scales(node, get(node, inputs, 4)?, "b_scale")?;
             let ys = scalar_scale(node, get(node, inputs, 6)?, "y_scale")?;
@@ -379,33 +419,14 @@ pub(super) fn forward(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
                     round_sat(f64::from(v) * f64::from(mult) + f64::from(yzp), *ty)
                 })
                 .collect();
-            Ok(vec![tensor::from_vec(&shape, y)?])
-        }
-        Op::MatMulInteger { a: ta, b: tb } => {
-            let b = get(node, inputs, 1)?;
-            let rows = if x.ndim() >= 2 {
-                x.shape()[x.ndim() - 2]
-            } else {
-                1
-            };
-            let n = cols(b.shape());
-            let azp = vec_zp(node, opt(inputs, 2), *ta, "a_zero_point", rows)?;
-            let bzp = vec_zp(node, opt(inputs, 3), *tb, "b_zero_point", n)?;
-            let (shape, acc) = matmul_i32(node, x, b, *ta, *tb, &azp, &bzp)?;
-            let y = acc.into_iter().map(|v| v as f32).collect();
-            Ok(vec![tensor::from_vec(&shape, y)?])
+            tensor::from_vec(shape, y)
         }
         _ => Err(Error::Graph(format!(
-            "node `{}` ({}) is not a quantization op",
+            "node `{}` ({}) is not an integer matmul",
             node.name,
             node.op.name()
         ))),
     }
-}
-
-/// Columns of a matmul's right operand (a 1-D operand is one column).
-fn cols(b: &[usize]) -> usize {
-    if b.len() >= 2 { b[b.len() - 1] } else { 1 }
 }
 
 fn scalar_scale(node: &Node, t: &Tensor, what: &str) -> Result<f32> {
