@@ -223,99 +223,13 @@ fn a_relu_after_a_gemm_is_right_whether_or_not_it_can_be_fused() {
     }
 }
 
-/// Dynamic quantization → `MatMulInteger` (int8 `B`, one zero point) and `QLinearMatMul`
-/// (uint8 `B`, per-column scales): both run the int8 kernel on the GPU and give the reference's
-/// bits; a `B` with one zero point per column stays on the CPU.
+/// Dynamic quantization → `MatMulInteger` and `QLinearMatMul` on the int8 kernel, with the
+/// reference's bits (`gpu::check::integer_matmuls`, also run in Chromium).
 #[test]
 fn integer_matmuls_run_on_the_gpu_with_the_reference_bits() {
-    use lithe::graph::{Dim, Graph, Node, Op, ValueInfo};
-    use lithe::tensor::{DType, from_vec};
     let Some(ctx) = ctx() else { return };
-    let (k, n1, n2) = (37, 19, 5);
-    for per_column_zero in [false, true] {
-        let mut g = Graph {
-            name: "int-matmuls".into(),
-            ..Default::default()
-        };
-        g.inputs.push(ValueInfo {
-            name: "x".into(),
-            shape: vec![Dim::Sym("N".into()), Dim::Fixed(k)],
-        });
-        let w1: Vec<f32> = (0..k * n1)
-            .map(|i| ((i * 37) % 256) as f32 - 128.0)
-            .collect();
-        let w2: Vec<f32> = (0..k * n2).map(|i| ((i * 91) % 256) as f32).collect();
-        let z1: Vec<f32> = if per_column_zero {
-            (0..n1).map(|j| j as f32 - 9.0).collect()
-        } else {
-            vec![3.0]
-        };
-        let ins = [
-            ("w1", from_vec(&[k, n1], w1).unwrap()),
-            ("z1", from_vec(&[z1.len()], z1).unwrap()),
-            ("w2", from_vec(&[k, n2], w2).unwrap()),
-            (
-                "s2",
-                from_vec(&[n2], vec![0.01, 0.02, 0.005, 0.03, 0.015]).unwrap(),
-            ),
-            ("z2", from_vec(&[1], vec![128.0]).unwrap()),
-            ("ys", from_vec(&[1], vec![0.5]).unwrap()),
-            ("yz", from_vec(&[1], vec![100.0]).unwrap()),
-        ];
-        for (name, t) in ins {
-            g.weights.insert(name.into(), t);
-        }
-        let mut dq = Node::new("dq", Op::DynamicQuantizeLinear, &["x"]);
-        dq.outputs = vec!["q".into(), "qs".into(), "qz".into()];
-        g.nodes.push(dq);
-        g.nodes.push(Node::new(
-            "mmi",
-            Op::MatMulInteger {
-                a: DType::U8,
-                b: DType::I8,
-            },
-            &["q", "w1", "qz", "z1"],
-        ));
-        g.nodes.push(Node::new(
-            "qmm",
-            Op::QLinearMatMul {
-                a: DType::U8,
-                b: DType::U8,
-                y: DType::U8,
-            },
-            &["q", "qs", "qz", "w2", "s2", "z2", "ys", "yz"],
-        ));
-        g.outputs = vec!["mmi".into(), "qmm".into()];
-        let gpu = GpuSession::new(ctx.clone(), &g).expect("session");
-        for batch in [1, 7] {
-            let x = from_vec(
-                &[batch, k],
-                (0..batch * k)
-                    .map(|i| ((i * 53) % 97) as f32 / 13.0 - 3.0)
-                    .collect(),
-            )
-            .unwrap();
-            let want = lithe::exec::run(&g, &[("x", &x)]).expect("reference");
-            let got = block_on(gpu.run(&[("x", &x)])).expect("gpu run");
-            assert_eq!(
-                got.outputs, want,
-                "batch {batch}, per-column zero {per_column_zero}"
-            );
-            let dev = |name: &str| got.devices.iter().find(|d| d.node == name).unwrap().device;
-            assert_eq!(dev("dq"), Device::Cpu);
-            assert_eq!(dev("qmm"), Device::Gpu);
-            let mmi = if per_column_zero {
-                Device::Cpu
-            } else {
-                Device::Gpu
-            };
-            assert_eq!(dev("mmi"), mmi, "{:?}", got.devices);
-            assert!(
-                want[0].iter().any(|&v| v.abs() > 1000.0),
-                "sums too small to test"
-            );
-        }
-    }
+    let runs = block_on(check::integer_matmuls(&ctx)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(runs, 4);
 }
 
 /// The dynamically quantized burn CNN from `../shared/models` (skipped when absent): its

@@ -57,6 +57,15 @@ async fn every_launcher_matches_the_cpu_reference_in_chromium() {
 }
 
 #[wasm_bindgen_test]
+async fn integer_matmuls_run_on_webgpu_with_the_reference_bits() {
+    let Some(ctx) = ctx().await else { return };
+    let runs = check::integer_matmuls(&ctx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(runs, 4);
+}
+
+#[wasm_bindgen_test]
 async fn zoo_models_match_exec_run_in_chromium() {
     let Some(ctx) = ctx().await else { return };
     for (name, bytes) in MODELS {

@@ -521,3 +521,103 @@ pub async fn bench_matmul(ctx: &GpuContext, size: usize, reps: usize) -> Result<
     }
     Ok(())
 }
+
+/// The integer matmuls of a [`GpuSession`]: dynamic quantization (`DynamicQuantizeLinear`, on
+/// the CPU) feeding an int8 `MatMulInteger` (one zero point for `B`, then one per column) and a
+/// uint8 `QLinearMatMul` with per-column scales, K = 37, at batch 1 and 7. Every output must
+/// equal the reference's bit for bit, and the matmuls must run on the GPU (the per-column
+/// `MatMulInteger` on the CPU). Returns the number of runs compared.
+pub async fn integer_matmuls(ctx: &std::sync::Arc<GpuContext>) -> Result<usize> {
+    use crate::graph::{Dim, Graph, ValueInfo};
+    use crate::tensor::{DType, from_vec};
+    let (k, n1, n2) = (37, 19, 5);
+    let mut runs = 0;
+    for per_column_zero in [false, true] {
+        let mut g = Graph {
+            name: "int-matmuls".into(),
+            ..Default::default()
+        };
+        g.inputs.push(ValueInfo {
+            name: "x".into(),
+            shape: vec![Dim::Sym("N".into()), Dim::Fixed(k)],
+        });
+        let w1: Vec<f32> = (0..k * n1)
+            .map(|i| ((i * 37) % 256) as f32 - 128.0)
+            .collect();
+        let w2: Vec<f32> = (0..k * n2).map(|i| ((i * 91) % 256) as f32).collect();
+        let z1: Vec<f32> = if per_column_zero {
+            (0..n1).map(|j| j as f32 - 9.0).collect()
+        } else {
+            vec![3.0]
+        };
+        let weights = [
+            ("w1", from_vec(&[k, n1], w1)?),
+            ("z1", from_vec(&[z1.len()], z1)?),
+            ("w2", from_vec(&[k, n2], w2)?),
+            ("s2", from_vec(&[n2], vec![0.01, 0.02, 0.005, 0.03, 0.015])?),
+            ("z2", from_vec(&[1], vec![128.0])?),
+            ("ys", from_vec(&[1], vec![0.5])?),
+            ("yz", from_vec(&[1], vec![100.0])?),
+        ];
+        for (name, t) in weights {
+            g.weights.insert(name.into(), t);
+        }
+        let mut dq = Node::new("dq", Op::DynamicQuantizeLinear, &["x"]);
+        dq.outputs = vec!["q".into(), "qs".into(), "qz".into()];
+        g.nodes.push(dq);
+        g.nodes.push(Node::new(
+            "mmi",
+            Op::MatMulInteger {
+                a: DType::U8,
+                b: DType::I8,
+            },
+            &["q", "w1", "qz", "z1"],
+        ));
+        g.nodes.push(Node::new(
+            "qmm",
+            Op::QLinearMatMul {
+                a: DType::U8,
+                b: DType::U8,
+                y: DType::U8,
+            },
+            &["q", "qs", "qz", "w2", "s2", "z2", "ys", "yz"],
+        ));
+        g.outputs = vec!["mmi".into(), "qmm".into()];
+        let session = GpuSession::new(ctx.clone(), &g)?;
+        for batch in [1, 7] {
+            let x: Vec<f32> = (0..batch * k)
+                .map(|i| ((i * 53) % 97) as f32 / 13.0 - 3.0)
+                .collect();
+            let x = from_vec(&[batch, k], x)?;
+            let want = crate::exec::run(&g, &[("x", &x)])?;
+            let got = session.run(&[("x", &x)]).await?;
+            let case = format!("integer matmuls, batch {batch}, per-column zero {per_column_zero}");
+            if got.outputs != want {
+                return Err(Error::Invalid(format!(
+                    "{case}: the GPU outputs differ from the reference"
+                )));
+            }
+            if !want[0].iter().any(|&v| v.abs() > 1000.0) {
+                return Err(Error::Invalid(format!("{case}: sums too small to test")));
+            }
+            let mmi = if per_column_zero {
+                Device::Cpu
+            } else {
+                Device::Gpu
+            };
+            let expect = [("dq", Device::Cpu), ("mmi", mmi), ("qmm", Device::Gpu)];
+            let devices: Vec<(&str, Device)> = got
+                .devices
+                .iter()
+                .map(|d| (d.node.as_str(), d.device))
+                .collect();
+            if devices != expect {
+                return Err(Error::Invalid(format!(
+                    "{case}: ran on {devices:?}, expected {expect:?}"
+                )));
+            }
+            runs += 1;
+        }
+    }
+    Ok(runs)
+}
