@@ -28,7 +28,8 @@ pub fn evaluate(g: &Graph, data: &Dataset, batch: usize) -> Result<EvalReport> {
     evaluate_with(g, data, batch, &pre)
 }
 
-/// Evaluates `g` on `data` in batches of `batch` with an explicit preprocessing. A graph whose
+/// Evaluates `g` on `data` in batches of `batch` with an explicit preprocessing, through its
+/// [`Plan`](crate::plan::Plan) (the kernels the page and the CLI run). A graph whose
 /// input has a fixed batch (e.g. 1) is run with that batch size.
 pub fn evaluate_with(
     g: &Graph,
@@ -59,15 +60,18 @@ pub fn evaluate_with(
     let classes = data.classes;
     let mut confusion = vec![vec![0u32; classes]; classes];
     let mut loss_sum = 0.0f64;
+    // The planned kernels (weights packed once for all batches), as the page and the CLI run
+    // the model; they agree with the reference interpreter up to float rounding.
+    let plan = crate::plan::Plan::new(g)?;
     for idx in data.batches(batch, None) {
         if idx.len() != batch && matches!(input.shape.first(), Some(crate::graph::Dim::Fixed(_))) {
             // Fixed-batch models: run the tail one image at a time.
             for i in idx {
-                eval_batch(g, data, &[i], pre, &mut confusion, &mut loss_sum)?;
+                eval_batch(g, &plan, data, &[i], pre, &mut confusion, &mut loss_sum)?;
             }
             continue;
         }
-        eval_batch(g, data, &idx, pre, &mut confusion, &mut loss_sum)?;
+        eval_batch(g, &plan, data, &idx, pre, &mut confusion, &mut loss_sum)?;
     }
     Ok(EvalReport::from_confusion(confusion, loss_sum, data.len()))
 }
@@ -111,6 +115,7 @@ impl EvalReport {
 
 fn eval_batch(
     g: &Graph,
+    plan: &crate::plan::Plan,
     data: &Dataset,
     idx: &[usize],
     pre: &Preprocess,
@@ -124,7 +129,7 @@ fn eval_batch(
     let x = x
         .into_shape_with_order(ndarray::IxDyn(&shape))
         .map_err(|e| Error::Invalid(e.to_string()))?;
-    let out = crate::exec::run(g, &[(input.name.as_str(), &x)])?;
+    let out = plan.run(&[(input.name.as_str(), &x)])?;
     let logits = crate::train::flatten_logits(
         out.first()
             .ok_or_else(|| Error::Graph("no output".into()))?,
