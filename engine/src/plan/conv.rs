@@ -41,7 +41,9 @@ impl PackedConv {
         Ok(PackedConv { groups })
     }
 
-    /// `Conv(x, W, b)` with the packed `W` (`w` is the same tensor, for its shape checks).
+    /// `Conv(x, W, b)` with the packed `W` (`w` is the same tensor, for its shape checks), then
+    /// the fused activation.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         &self,
         node: &Node,
@@ -49,6 +51,7 @@ impl PackedConv {
         x: &Tensor,
         w: &Tensor,
         b: Option<&Tensor>,
+        act: Option<super::Act>,
         pool: &mut super::Pool,
     ) -> Result<Tensor> {
         conv_shape(node, a, x.shape(), w.shape(), b.map(|b| b.shape()))?;
@@ -77,22 +80,29 @@ impl PackedConv {
                 pa.matmul_panels(plane, &panels, out)?;
             }
         }
-        add_bias(&mut y, b, g.m, plane);
+        finish(&mut y, b, g.m, plane, act);
         pool.keep(panels);
         Tensor::from_shape_vec(IxDyn(&[g.n, g.m, g.oh, g.ow]), y)
             .map_err(|e| Error::Invalid(e.to_string()))
     }
 }
 
-fn add_bias(y: &mut [f32], b: Option<&Tensor>, m: usize, plane: usize) {
-    let Some(b) = b else { return };
-    let b = crate::tensor::to_contiguous(b);
+/// Adds the per-channel bias and applies the fused activation, one output plane at a time
+/// (while the plane is in cache).
+fn finish(y: &mut [f32], b: Option<&Tensor>, m: usize, plane: usize, act: Option<super::Act>) {
     if plane == 0 || m == 0 {
         return;
     }
+    let b = b.map(crate::tensor::to_contiguous);
     for (i, out) in y.chunks_exact_mut(plane).enumerate() {
-        let v = b[i % m];
-        out.iter_mut().for_each(|o| *o += v);
+        if let Some(b) = &b
+            && let Some(&v) = b.get(i % m)
+        {
+            out.iter_mut().for_each(|o| *o += v);
+        }
+        if let Some(act) = act {
+            act.apply(out);
+        }
     }
 }
 
@@ -274,6 +284,7 @@ pub(crate) fn depthwise(
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
+    act: Option<super::Act>,
     pool: &mut super::Pool,
 ) -> Result<Tensor> {
     conv_shape(node, a, x.shape(), w.shape(), b.map(|b| b.shape()))?;
@@ -325,7 +336,7 @@ pub(crate) fn depthwise(
             }
         }
     }
-    add_bias(&mut y, b, g.m, plane);
+    finish(&mut y, b, g.m, plane, act);
     Tensor::from_shape_vec(IxDyn(&[g.n, g.m, g.oh, g.ow]), y)
         .map_err(|e| Error::Invalid(e.to_string()))
 }
