@@ -213,9 +213,12 @@ impl Gather {
             .checked_add((g.kw - 1).checked_mul(g.dw)?)?
             .checked_add(1)?;
         let cg = g.c / g.groups;
-        let size = hp.checked_mul(wp)?.checked_mul(cg)?;
-        // Only when the copy is not much larger than the image (hostile pads would make it huge).
-        if hp.checked_mul(wp)? > 4 * g.h * g.w + 1024 || size >= u32::MAX as usize {
+        let area = hp.checked_mul(wp)?;
+        let size = area.checked_mul(cg)?;
+        // Only when the copy is not much larger than the image (hostile pads would make it
+        // huge; with no channels the image's dimensions are not backed by any memory).
+        let bound = g.h.checked_mul(g.w)?.checked_mul(4)?.checked_add(1024)?;
+        if cg == 0 || area > bound || size >= u32::MAX as usize {
             return None;
         }
         let mut off = Vec::with_capacity(g.oh * g.ow);
