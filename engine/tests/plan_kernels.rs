@@ -526,3 +526,64 @@ fn measure_planned_forms() {
         }
     }
 }
+
+/// Per-node time of the CNNs through the plan (natively, test profile: a probe for finding the
+/// nodes that dominate; the wasm figures differ in scale):
+/// `cargo test -p lithe --test plan_kernels -- --ignored --nocapture profile_cnn_nodes`.
+#[test]
+#[ignore = "timing figures; run with --ignored --nocapture"]
+fn profile_cnn_nodes() {
+    let mut rng = Rng::new(11);
+    let mut rows: Vec<(String, Graph)> = Vec::new();
+    for arch in [lithe::zoo::Arch::Lenet5, lithe::zoo::Arch::Mobilenet] {
+        rows.push((
+            format!("{arch:?}"),
+            lithe::zoo::build(arch, 3).expect("zoo"),
+        ));
+    }
+    let models = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/models");
+    for file in ["onnx-zoo-mnist-8.onnx", "burn-mnist-cnn.onnx"] {
+        if let Ok(bytes) = std::fs::read(format!("{models}/{file}")) {
+            let mut g = lithe::format::onnx::import(&bytes).expect("import");
+            g.inputs[0].shape[0] = Dim::Sym("N".into());
+            rows.push((file.into(), g));
+        }
+    }
+    let start = std::time::Instant::now();
+    let mut clock = move || start.elapsed().as_secs_f64() * 1e3;
+    for (what, g) in &rows {
+        let plan = Plan::new(g).expect("plan");
+        let input = g.inputs[0].name.clone();
+        for batch in [1usize, 64] {
+            let mut shape = g.inputs[0].concrete(batch);
+            shape[0] = batch;
+            let n: usize = shape.iter().product();
+            let x = t(&shape, (0..n).map(|_| rng.uniform()).collect());
+            let reps = if batch == 1 { 200 } else { 10 };
+            let mut best: Vec<f64> = Vec::new();
+            if let Err(e) = plan.run(&[(&input, &x)]) {
+                // onnx-zoo-mnist-8 reshapes to a fixed batch of 1.
+                eprintln!("{what} batch {batch}: {e}");
+                continue;
+            }
+            for _ in 0..reps {
+                let (_, times) = plan.run_timed(&[(&input, &x)], &mut clock).expect("plan");
+                if best.is_empty() {
+                    best = times;
+                } else {
+                    best.iter_mut()
+                        .zip(&times)
+                        .for_each(|(b, t)| *b = b.min(*t));
+                }
+            }
+            let total: f64 = best.iter().sum();
+            eprintln!("{what} batch {batch}: {total:.3} ms (sum of per-node bests)");
+            for ((name, kernel), ms) in plan.kernels().iter().zip(&best) {
+                eprintln!(
+                    "    {name:<40} {kernel:<18} {ms:>8.4} ms {:>5.1} %",
+                    100.0 * ms / total
+                );
+            }
+        }
+    }
+}

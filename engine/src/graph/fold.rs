@@ -32,7 +32,17 @@ fn readers(g: &Graph, value: &str) -> usize {
 fn find_pair(g: &Graph) -> Option<(usize, usize)> {
     for (bi, bn) in g.nodes.iter().enumerate() {
         if !matches!(bn.op, Op::BatchNorm { .. })
+            || bn.inputs.len() != 5
+            || bn.outputs.len() != 1
             || !bn.inputs[1..].iter().all(|w| g.weights.contains_key(w))
+        {
+            continue;
+        }
+        // Four statistics of one length, one per channel.
+        let c = g.weights[&bn.inputs[1]].len();
+        if bn.inputs[1..]
+            .iter()
+            .any(|w| g.weights[w].ndim() != 1 || g.weights[w].len() != c)
         {
             continue;
         }
@@ -49,11 +59,23 @@ fn find_pair(g: &Graph) -> Option<(usize, usize)> {
             .inputs
             .get(2)
             .is_none_or(|b| b.is_empty() || (g.weights.contains_key(b) && readers(g, b) == 1));
-        let op_ok = match &p.op {
-            Op::Conv(_) => true,
-            Op::Gemm(a) => !a.trans_a,
-            _ => false,
+        // The weight's output-channel axis must hold `c` channels, a bias `c` values.
+        let channels = |axis: usize| {
+            p.inputs
+                .get(1)
+                .and_then(|w| g.weights.get(w))
+                .is_some_and(|w| w.ndim() > axis && w.shape()[axis] == c)
         };
+        let op_ok = match &p.op {
+            Op::Conv(_) => channels(0),
+            Op::Gemm(a) => !a.trans_a && channels(if a.trans_b { 0 } else { 1 }),
+            _ => false,
+        } && p.outputs.len() == 1
+            && p.inputs
+                .get(2)
+                .filter(|b| !b.is_empty())
+                .and_then(|b| g.weights.get(b))
+                .is_none_or(|b| b.broadcast(IxDyn(&[c])).is_some());
         if op_ok && weight_ok && bias_ok && readers(g, x) == 1 {
             return Some((pi, bi));
         }
@@ -114,7 +136,19 @@ fn fold_pair(g: &mut Graph, pi: usize, bi: usize) -> Result<()> {
         .collect();
     let bname = match p.inputs.get(2).filter(|b| !b.is_empty()) {
         Some(b) => b.clone(),
-        None => format!("{}.bias", p.name),
+        None => {
+            // A fresh constant name (no weight or value has it).
+            let taken = |n: &str| {
+                g.weights.contains_key(n)
+                    || g.nodes.iter().any(|x| x.outputs.iter().any(|o| o == n))
+                    || g.inputs.iter().any(|i| i.name == n)
+            };
+            let mut name = format!("{}.bias", p.name);
+            while taken(&name) {
+                name.push('_');
+            }
+            name
+        }
     };
     g.weights.insert(wname, weight);
     g.weights.insert(

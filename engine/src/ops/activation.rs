@@ -6,7 +6,7 @@ use crate::tensor::Tensor;
 use crate::{Error, Result};
 use ndarray::IxDyn;
 
-pub(super) fn sigmoid(v: f32) -> f32 {
+pub(crate) fn sigmoid(v: f32) -> f32 {
     if v >= 0.0 {
         1.0 / (1.0 + (-v).exp())
     } else {
@@ -91,7 +91,7 @@ pub(super) fn softmax_backward(
 }
 
 /// `x` for `x ≥ 0`, `alpha·x` otherwise, and its derivative.
-pub(super) fn leaky_relu(alpha: f32, v: f32) -> (f32, f32) {
+pub(crate) fn leaky_relu(alpha: f32, v: f32) -> (f32, f32) {
     if v >= 0.0 {
         (v, 1.0)
     } else {

@@ -1,7 +1,7 @@
 //! Reference implementations of every operator: shape rules, the f32 forward (the oracle every
 //! fast kernel is tested against) and the backward used by training. One file per op family.
 
-mod activation;
+pub(crate) mod activation;
 pub(crate) mod conv;
 mod elementwise;
 mod linear;

@@ -41,7 +41,9 @@ impl PackedConv {
         Ok(PackedConv { groups })
     }
 
-    /// `Conv(x, W, b)` with the packed `W` (`w` is the same tensor, for its shape checks).
+    /// `Conv(x, W, b)` with the packed `W` (`w` is the same tensor, for its shape checks), then
+    /// the fused activation.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         &self,
         node: &Node,
@@ -49,6 +51,7 @@ impl PackedConv {
         x: &Tensor,
         w: &Tensor,
         b: Option<&Tensor>,
+        act: Option<super::Act>,
         pool: &mut super::Pool,
     ) -> Result<Tensor> {
         conv_shape(node, a, x.shape(), w.shape(), b.map(|b| b.shape()))?;
@@ -69,36 +72,59 @@ impl PackedConv {
         check_elems(krows, plane)?;
         let mut y = pool.take(check_elems(g.n * g.m, plane)?);
         let mut panels = pool.take(0);
+        let mut gather = Gather::new(&g).map(|gt| (gt, pool.take(0)));
         for n in 0..g.n {
             for (grp, pa) in self.groups.iter().enumerate() {
                 panels.resize(pa.panels_len(plane), 0.0);
-                im2col_panels(&g, &xs, n, grp, pa.nr(), &mut panels);
+                match (&mut gather, pa.nr()) {
+                    (Some((gt, padded)), Some(8)) => {
+                        gt.im2col::<8>(&g, &xs, n, grp, padded, &mut panels)
+                    }
+                    (Some((gt, padded)), Some(16)) => {
+                        gt.im2col::<16>(&g, &xs, n, grp, padded, &mut panels)
+                    }
+                    _ => im2col_panels(&g, &xs, n, grp, pa.nr(), &mut panels),
+                }
                 let out = &mut y[(n * g.m + grp * mg) * plane..][..mg * plane];
                 pa.matmul_panels(plane, &panels, out)?;
             }
         }
-        add_bias(&mut y, b, g.m, plane);
+        finish(&mut y, b, g.m, plane, act);
         pool.keep(panels);
+        if let Some((_, padded)) = gather {
+            pool.keep(padded);
+        }
         Tensor::from_shape_vec(IxDyn(&[g.n, g.m, g.oh, g.ow]), y)
             .map_err(|e| Error::Invalid(e.to_string()))
     }
 }
 
-fn add_bias(y: &mut [f32], b: Option<&Tensor>, m: usize, plane: usize) {
-    let Some(b) = b else { return };
-    let b = crate::tensor::to_contiguous(b);
+/// Adds the per-channel bias and applies the fused activation, one output plane at a time
+/// (while the plane is in cache).
+fn finish(y: &mut [f32], b: Option<&Tensor>, m: usize, plane: usize, act: Option<super::Act>) {
     if plane == 0 || m == 0 {
         return;
     }
+    let b = b.map(crate::tensor::to_contiguous);
     for (i, out) in y.chunks_exact_mut(plane).enumerate() {
-        let v = b[i % m];
-        out.iter_mut().for_each(|o| *o += v);
+        if let Some(b) = &b
+            && let Some(&v) = b.get(i % m)
+        {
+            out.iter_mut().for_each(|o| *o += v);
+        }
+        if let Some(act) = act {
+            act.apply(out);
+        }
     }
 }
 
 /// The patches of image `n`, group `grp`, as `krows × plane` (row `(ci·kh + i)·kw + j`,
 /// column `oy·ow + ox`) — in panels of width `nr` (`ceil(plane/nr)` blocks of `krows` rows of
 /// `nr` values, zero-padded), or row-major when `nr` is `None`. `out` has the right length.
+///
+/// Each patch row is written output row by output row: at stride 1 the part of an output row
+/// inside the image is one run of the input row, copied in at most `⌈len/nr⌉ + 1` pieces
+/// where it crosses panels; the padding is zeros. No division per value or per panel.
 fn im2col_panels(
     g: &Geometry,
     x: &[f32],
@@ -107,144 +133,224 @@ fn im2col_panels(
     nr: Option<usize>,
     out: &mut [f32],
 ) {
-    match nr {
-        Some(8) => im2col_fixed::<8>(g, x, n, grp, out),
-        Some(16) => im2col_fixed::<16>(g, x, n, grp, out),
-        Some(nr) => im2col_any(g, x, n, grp, nr, g.c / g.groups * g.kh * g.kw * nr, nr, out),
-        // Row-major is one "panel" as wide as the plane.
-        None => {
-            let plane = g.oh * g.ow;
-            im2col_any(g, x, n, grp, plane.max(1), 0, plane, out)
-        }
-    }
-}
-
-/// The patch value of row `(ci, i, j)` at output position `(oy, ox)` (0 in the padding).
-#[inline(always)]
-fn patch(g: &Geometry, src: &[f32], i: usize, j: usize, oy: usize, ox: usize) -> f32 {
-    let iy = (oy * g.sh + i * g.dh) as isize - g.pt as isize;
-    let ix = (ox * g.sw + j * g.dw) as isize - g.pl as isize;
-    if iy >= 0 && (iy as usize) < g.h && ix >= 0 && (ix as usize) < g.w {
-        src[iy as usize * g.w + ix as usize]
-    } else {
-        0.0
-    }
-}
-
-/// [`im2col_panels`] for `NR`-wide panels. A panel whose `NR` positions lie in one output row
-/// and, at stride 1, in one input row inside the image is one fixed-size copy (vector loads and
-/// stores; no `memory.copy` in wasm); the others are gathered value by value.
-fn im2col_fixed<const NR: usize>(g: &Geometry, x: &[f32], n: usize, grp: usize, out: &mut [f32]) {
+    let plane = g.oh * g.ow;
     let cg = g.c / g.groups;
     let krows = cg * g.kh * g.kw;
-    let plane = g.oh * g.ow;
-    let panels = plane.div_ceil(NR);
+    // Row-major is one "panel" as wide as the plane.
+    let (nr, block) = match nr {
+        Some(nr) => (nr, krows * nr),
+        None => (plane, 0),
+    };
+    if nr == 0 {
+        return;
+    }
+    let pad = plane.div_ceil(nr) * nr - plane;
     for ci in 0..cg {
         let ch = grp * cg + ci;
         let src = &x[(n * g.c + ch) * g.h * g.w..][..g.h * g.w];
         for i in 0..g.kh {
             for j in 0..g.kw {
                 let r = (ci * g.kh + i) * g.kw + j;
-                for q in 0..panels {
-                    let p0 = q * NR;
-                    let (oy, ox0) = (p0 / g.ow, p0 % g.ow);
-                    let at = q * krows * NR + r * NR;
-                    let dst: &mut [f32; NR] = match (&mut out[at..at + NR]).try_into() {
-                        Ok(d) => d,
-                        Err(_) => return,
-                    };
+                let (lo, hi) = valid_cols(g, j);
+                let mut w = PanelWriter {
+                    out: &mut *out,
+                    at: r * nr,
+                    t: 0,
+                    nr,
+                    block,
+                };
+                for oy in 0..g.oh {
                     let iy = (oy * g.sh + i * g.dh) as isize - g.pt as isize;
-                    let ix0 = (ox0 + j * g.dw) as isize - g.pl as isize;
-                    if g.sw == 1
-                        && ox0 + NR <= g.ow
-                        && iy >= 0
-                        && (iy as usize) < g.h
-                        && ix0 >= 0
-                        && ix0 as usize + NR <= g.w
-                    {
-                        let s = iy as usize * g.w + ix0 as usize;
-                        if let Ok(v) = <&[f32; NR]>::try_from(&src[s..s + NR]) {
-                            *dst = *v;
-                        }
+                    if iy < 0 || iy as usize >= g.h {
+                        w.zeros(g.ow);
                         continue;
                     }
-                    fill_panel(g, src, i, j, p0, dst);
-                }
-            }
-        }
-    }
-}
-
-/// The `dst.len()` patch values of row `(·, i, j)` from output position `p0` on, one output row
-/// segment at a time: inside the image at stride 1 a segment is one copy, the padding zeros.
-fn fill_panel(g: &Geometry, src: &[f32], i: usize, j: usize, p0: usize, dst: &mut [f32]) {
-    let plane = g.oh * g.ow;
-    let (lo, hi) = valid_cols(g, j);
-    let mut t = 0;
-    while t < dst.len() {
-        let p = p0 + t;
-        if p >= plane {
-            dst[t..].fill(0.0);
-            return;
-        }
-        let (oy, ox) = (p / g.ow, p % g.ow);
-        let len = (dst.len() - t).min(g.ow - ox);
-        let seg = &mut dst[t..t + len];
-        let iy = (oy * g.sh + i * g.dh) as isize - g.pt as isize;
-        if iy < 0 || iy as usize >= g.h {
-            seg.fill(0.0);
-        } else if g.sw == 1 {
-            // Output columns ox..ox+len; those in lo..hi read the image.
-            let a = lo.clamp(ox, ox + len);
-            let b = hi.clamp(a, ox + len);
-            seg[..a - ox].fill(0.0);
-            seg[b - ox..].fill(0.0);
-            if a < b {
-                let first = iy as usize * g.w + a + j * g.dw - g.pl;
-                copy_short(&mut seg[a - ox..b - ox], &src[first..first + (b - a)]);
-            }
-        } else {
-            for (k, d) in seg.iter_mut().enumerate() {
-                *d = patch(g, src, i, j, oy, ox + k);
-            }
-        }
-        t += len;
-    }
-}
-
-/// [`im2col_panels`] value by value: panels of width `nr`, `block` values apart, each patch
-/// row `row_stride` values apart within a panel.
-#[allow(clippy::too_many_arguments)]
-fn im2col_any(
-    g: &Geometry,
-    x: &[f32],
-    n: usize,
-    grp: usize,
-    nr: usize,
-    block: usize,
-    row_stride: usize,
-    out: &mut [f32],
-) {
-    let cg = g.c / g.groups;
-    for ci in 0..cg {
-        let ch = grp * cg + ci;
-        let src = &x[(n * g.c + ch) * g.h * g.w..][..g.h * g.w];
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let base = ((ci * g.kh + i) * g.kw + j) * row_stride;
-                let (mut q, mut t) = (0usize, 0usize);
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        out[q * block + base + t] = patch(g, src, i, j, oy, ox);
-                        t += 1;
-                        if t == nr {
-                            t = 0;
-                            q += 1;
+                    let row = &src[iy as usize * g.w..][..g.w];
+                    w.zeros(lo);
+                    if lo < hi {
+                        let first = lo * g.sw + j * g.dw - g.pl;
+                        if g.sw == 1 {
+                            w.copy(&row[first..first + (hi - lo)]);
+                        } else {
+                            for k in 0..hi - lo {
+                                w.one(row[first + k * g.sw]);
+                            }
                         }
+                    }
+                    w.zeros(g.ow - hi);
+                }
+                w.zeros(pad);
+            }
+        }
+    }
+}
+
+const ZEROS: [f32; 64] = [0.0; 64];
+
+/// im2col by gathering from a zero-padded copy of the image: every patch value of output
+/// position `p` and patch row `(ci, i, j)` is `padded[off[p] + delta(ci, i, j)]`, so a panel
+/// row of `NR` values is `NR` indexed loads with no bounds logic (the padding is in the copy).
+/// Used when the padded image stays small (no huge pads); [`im2col_panels`] otherwise.
+struct Gather {
+    /// Rows and columns of the padded image (only those some patch reads).
+    hp: usize,
+    wp: usize,
+    /// `(oy·sh)·wp + ox·sw` per output position.
+    off: Vec<u32>,
+}
+
+impl Gather {
+    fn new(g: &Geometry) -> Option<Gather> {
+        if g.oh == 0 || g.ow == 0 || g.kh == 0 || g.kw == 0 {
+            return None;
+        }
+        let hp = (g.oh - 1)
+            .checked_mul(g.sh)?
+            .checked_add((g.kh - 1).checked_mul(g.dh)?)?
+            .checked_add(1)?;
+        let wp = (g.ow - 1)
+            .checked_mul(g.sw)?
+            .checked_add((g.kw - 1).checked_mul(g.dw)?)?
+            .checked_add(1)?;
+        let cg = g.c / g.groups;
+        let area = hp.checked_mul(wp)?;
+        let size = area.checked_mul(cg)?;
+        // Only when the copy is not much larger than the image (hostile pads would make it
+        // huge; with no channels the image's dimensions are not backed by any memory).
+        let bound = g.h.checked_mul(g.w)?.checked_mul(4)?.checked_add(1024)?;
+        if cg == 0 || area > bound || size >= u32::MAX as usize {
+            return None;
+        }
+        let mut off = Vec::with_capacity(g.oh * g.ow);
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                off.push((oy * g.sh * wp + ox * g.sw) as u32);
+            }
+        }
+        Some(Gather { hp, wp, off })
+    }
+
+    /// [`im2col_panels`] for `NR`-wide panels through the padded copy (`padded` is scratch).
+    fn im2col<const NR: usize>(
+        &self,
+        g: &Geometry,
+        x: &[f32],
+        n: usize,
+        grp: usize,
+        padded: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        let (hp, wp) = (self.hp, self.wp);
+        let cg = g.c / g.groups;
+        let krows = cg * g.kh * g.kw;
+        let plane = g.oh * g.ow;
+        padded.clear();
+        padded.resize(cg * hp * wp, 0.0);
+        // Input columns ix = px − pl inside the image, for padded columns px < wp.
+        let px0 = g.pl.min(wp);
+        let px1 = (g.pl + g.w).min(wp);
+        for ci in 0..cg {
+            let src = &x[(n * g.c + grp * cg + ci) * g.h * g.w..][..g.h * g.w];
+            let dst = &mut padded[ci * hp * wp..][..hp * wp];
+            for py in 0..hp {
+                let iy = py as isize - g.pt as isize;
+                if iy < 0 || iy as usize >= g.h || px0 >= px1 {
+                    continue;
+                }
+                let row = &src[iy as usize * g.w..][..g.w];
+                copy_short(
+                    &mut dst[py * wp + px0..py * wp + px1],
+                    &row[px0 - g.pl..px1 - g.pl],
+                );
+            }
+        }
+        let block = krows * NR;
+        let full = plane / NR;
+        let rem = plane % NR;
+        for ci in 0..cg {
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let r = (ci * g.kh + i) * g.kw + j;
+                    let delta = ci * hp * wp + i * g.dh * wp + j * g.dw;
+                    let src = &padded[delta..];
+                    for q in 0..full {
+                        let at = q * block + r * NR;
+                        let (Ok(d), Ok(o)) = (
+                            <&mut [f32; NR]>::try_from(&mut out[at..at + NR]),
+                            <&[u32; NR]>::try_from(&self.off[q * NR..q * NR + NR]),
+                        ) else {
+                            return;
+                        };
+                        for l in 0..NR {
+                            d[l] = src[o[l] as usize];
+                        }
+                    }
+                    if rem > 0 {
+                        let at = full * block + r * NR;
+                        let d = &mut out[at..at + NR];
+                        for l in 0..rem {
+                            d[l] = src[self.off[full * NR + l] as usize];
+                        }
+                        d[rem..].fill(0.0);
                     }
                 }
             }
         }
+    }
+}
+
+/// Writes one patch row's values in order into panels `nr` wide, `block` values apart.
+struct PanelWriter<'a> {
+    out: &'a mut [f32],
+    /// Lane 0 of the current panel's row.
+    at: usize,
+    /// Lane within the panel.
+    t: usize,
+    nr: usize,
+    block: usize,
+}
+
+impl PanelWriter<'_> {
+    #[inline(always)]
+    fn advance(&mut self, k: usize) {
+        self.t += k;
+        if self.t == self.nr {
+            self.t = 0;
+            self.at += self.block;
+        }
+    }
+
+    #[inline(always)]
+    fn copy(&mut self, mut s: &[f32]) {
+        while !s.is_empty() {
+            let k = (self.nr - self.t).min(s.len());
+            let d = self.at + self.t;
+            copy_short(&mut self.out[d..d + k], &s[..k]);
+            s = &s[k..];
+            self.advance(k);
+        }
+    }
+
+    #[inline(always)]
+    fn zeros(&mut self, mut len: usize) {
+        while len > 0 {
+            let k = (self.nr - self.t).min(len);
+            let d = self.at + self.t;
+            // Short runs by fixed-size stores: a variable `fill` is a `memory.fill` call in wasm.
+            if k <= ZEROS.len() {
+                copy_short(&mut self.out[d..d + k], &ZEROS[..k]);
+            } else {
+                self.out[d..d + k].fill(0.0);
+            }
+            len -= k;
+            self.advance(k);
+        }
+    }
+
+    #[inline(always)]
+    fn one(&mut self, v: f32) {
+        self.out[self.at + self.t] = v;
+        self.advance(1);
     }
 }
 
@@ -274,6 +380,7 @@ pub(crate) fn depthwise(
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
+    act: Option<super::Act>,
     pool: &mut super::Pool,
 ) -> Result<Tensor> {
     conv_shape(node, a, x.shape(), w.shape(), b.map(|b| b.shape()))?;
@@ -325,7 +432,66 @@ pub(crate) fn depthwise(
             }
         }
     }
-    add_bias(&mut y, b, g.m, plane);
+    finish(&mut y, b, g.m, plane, act);
     Tensor::from_shape_vec(IxDyn(&[g.n, g.m, g.oh, g.ow]), y)
         .map_err(|e| Error::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Time of the im2col and of the product for LeNet-5's second conv (figures only).
+    #[test]
+    #[ignore = "timing figures; run with --ignored --nocapture"]
+    fn im2col_and_product_times() {
+        let kind = crate::kernels::kernels().kind;
+        let g = Geometry {
+            n: 1,
+            c: 6,
+            h: 14,
+            w: 14,
+            m: 16,
+            kh: 5,
+            kw: 5,
+            oh: 10,
+            ow: 10,
+            pt: 0,
+            pl: 0,
+            sh: 1,
+            sw: 1,
+            dh: 1,
+            dw: 1,
+            groups: 1,
+        };
+        let x: Vec<f32> = (0..6 * 14 * 14).map(|i| i as f32).collect();
+        let a: Vec<f32> = (0..16 * 150).map(|i| i as f32).collect();
+        let pa = PackedA::new(kind, 16, 150, &a).unwrap();
+        let mut panels = vec![0.0; pa.panels_len(100)];
+        let mut c = vec![0.0; 1600];
+        let reps = 2000;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            im2col_panels(&g, &x, 0, 0, pa.nr(), &mut panels);
+        }
+        let t1 = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            pa.matmul_panels(100, &panels, &mut c).unwrap();
+        }
+        let t2 = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
+        let gt = Gather::new(&g).unwrap();
+        let mut padded = Vec::new();
+        let mut p2 = vec![0.0; panels.len()];
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            match pa.nr() {
+                Some(8) => gt.im2col::<8>(&g, &x, 0, 0, &mut padded, &mut p2),
+                _ => gt.im2col::<16>(&g, &x, 0, 0, &mut padded, &mut p2),
+            }
+        }
+        let t3 = t.elapsed().as_secs_f64() * 1e6 / reps as f64;
+        assert_eq!(panels, p2);
+        eprintln!("{kind:?}: im2col {t1:.2} µs, gather {t3:.2} µs, product {t2:.2} µs");
+    }
 }

@@ -17,7 +17,10 @@
 //! `matrixmultiply`, which measured faster than our AVX2 kernel: docs/KERNELS.md).
 
 mod conv;
+mod eltwise;
 pub mod fuse;
+
+pub use eltwise::{Act, add_plan, repeat_pattern};
 
 use crate::graph::{GemmAttrs, Graph, Node, Op};
 use crate::kernels::binary::{BinaryMatrix, pack_signs};
@@ -68,6 +71,9 @@ pub enum WeightForm {
         /// One input channel per group (and more than one group).
         depthwise: bool,
     },
+    /// The four constant per-channel statistics of an inference `BatchNormalization`, all of
+    /// one length.
+    Channels,
     /// A 2-D f32 weight with at most 256 distinct values (k-means shared or per-tensor
     /// quantized).
     Codebook {
@@ -105,6 +111,14 @@ pub enum Kernel {
     Xnor,
     /// Codes into a per-layer codebook, decoded on the fly.
     Codebook,
+    /// Relu, Clip, Sigmoid, Tanh or LeakyRelu, in the input's buffer when it dies here.
+    Activation,
+    /// `Add` of two same-shape tensors or of a repeated block (a bias), in place when it can.
+    Add,
+    /// Inference batch norm as a per-channel `x·k + off`, `k` and `off` computed once.
+    BatchNorm,
+    /// Flatten, Reshape, Squeeze, Unsqueeze, Dropout: the input's buffer under a new shape.
+    View,
 }
 
 impl Kernel {
@@ -134,6 +148,10 @@ impl Kernel {
             Kernel::Int8Conv => "int8-conv",
             Kernel::Xnor => "xnor",
             Kernel::Codebook => "codebook",
+            Kernel::Activation => "activation",
+            Kernel::Add => "add",
+            Kernel::BatchNorm => "batchnorm",
+            Kernel::View => "view",
         }
     }
 }
@@ -166,6 +184,19 @@ pub fn choose(op: &Op, form: WeightForm, features: Features) -> Kernel {
         }
         (Op::MatMulInteger { .. } | Op::QLinearMatMul { .. }, WeightForm::Int8) => Kernel::Int8Gemm,
         (Op::ConvInteger { .. } | Op::QLinearConv { .. }, WeightForm::Int8) => Kernel::Int8Conv,
+        (Op::Relu | Op::Clip { .. } | Op::Sigmoid | Op::Tanh | Op::LeakyRelu { .. }, _) => {
+            Kernel::Activation
+        }
+        (Op::Add, _) => Kernel::Add,
+        (Op::BatchNorm { .. }, WeightForm::Channels) => Kernel::BatchNorm,
+        (
+            Op::Flatten { .. }
+            | Op::Reshape { .. }
+            | Op::Squeeze { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Dropout { .. },
+            _,
+        ) => Kernel::View,
         _ => Kernel::Reference,
     }
 }
@@ -186,6 +217,11 @@ enum Packed {
     Xnor(BinaryMatrix),
     /// `op(B)ᵀ` as codes into its distinct values.
     Codebook(CodebookMatrix),
+    /// A batch norm's per-channel factor and offset.
+    Affine {
+        k: Vec<f32>,
+        off: Vec<f32>,
+    },
 }
 
 /// Where a node input (or a graph output) comes from, resolved when the plan is built.
@@ -212,8 +248,11 @@ struct Step {
     outs: Vec<usize>,
     /// Slots read for the last time here (or never read), recycled after the step.
     frees: Vec<usize>,
-    /// An elementwise op whose only input dies here: computed in that input's buffer.
-    in_place: bool,
+    /// Per input: a value that dies here and is read by no other input of the node, so an
+    /// elementwise kernel may compute in its buffer.
+    dies: Vec<bool>,
+    /// An activation fused into this node (applied to its output before anyone reads it).
+    act: Option<Act>,
 }
 
 /// A graph ready to run: one kernel per node, weights packed, every value given a slot and a
@@ -262,6 +301,13 @@ impl Pool {
 
     /// A zeroed buffer of `len` values: the smallest kept one that fits, or a new one.
     fn take(&mut self, len: usize) -> Vec<f32> {
+        let mut v = self.take_empty(len);
+        v.resize(len, 0.0);
+        v
+    }
+
+    /// An empty buffer with room for `len` values (to be filled by `extend`).
+    fn take_empty(&mut self, len: usize) -> Vec<f32> {
         let fit = self
             .bufs
             .iter()
@@ -274,15 +320,15 @@ impl Pool {
             None => Vec::with_capacity(len),
         };
         v.clear();
-        v.resize(len, 0.0);
         v
     }
 }
 
 /// Slots, sources, last readers and in-place steps for the nodes of `g` (in order), and the
 /// sources of its outputs.
-/// One node's wiring: its input sources, output slots, slots freed after it, in place or not.
-type Wiring = (Vec<Src>, Vec<usize>, Vec<usize>, bool);
+/// One node's wiring: its input sources, output slots, slots freed after it, and which inputs
+/// die at it (see [`Step::dies`]).
+type Wiring = (Vec<Src>, Vec<usize>, Vec<usize>, Vec<bool>);
 
 fn wire(g: &Graph) -> (Vec<Wiring>, usize, Vec<Src>) {
     use std::collections::HashMap;
@@ -317,7 +363,7 @@ fn wire(g: &Graph) -> (Vec<Wiring>, usize, Vec<Src>) {
                 s
             })
             .collect();
-        wired.push((srcs, outs, Vec::new(), false));
+        wired.push((srcs, outs, Vec::new(), Vec::new()));
     }
     let outputs: Vec<Src> = g.outputs.iter().map(|o| src(o, &slot_of)).collect();
     let kept: std::collections::HashSet<usize> = outputs
@@ -332,11 +378,16 @@ fn wire(g: &Graph) -> (Vec<Wiring>, usize, Vec<Src>) {
             wired[at].2.push(slot);
         }
     }
-    for (i, n) in g.nodes.iter().enumerate() {
-        let (srcs, _, frees, in_place) = &mut wired[i];
-        *in_place = matches!(n.op, Op::Relu)
-            && srcs.len() == 1
-            && matches!(srcs[0], Src::Value(v) if frees.contains(&v));
+    for (srcs, _, frees, dies) in &mut wired {
+        *dies = srcs
+            .iter()
+            .map(|s| match *s {
+                Src::Value(v) => {
+                    frees.contains(&v) && srcs.iter().filter(|t| **t == *s).count() == 1
+                }
+                _ => false,
+            })
+            .collect();
     }
     (wired, last.len(), outputs)
 }
@@ -392,6 +443,12 @@ fn form(g: &Graph, n: &Node, signs: &std::collections::HashSet<&str>) -> WeightF
             WeightForm::Int8
         } else {
             WeightForm::None
+        };
+    }
+    if matches!(n.op, Op::BatchNorm { .. }) {
+        return match eltwise::batch_norm_constants(g, n) {
+            Some(_) => WeightForm::Channels,
+            None => WeightForm::None,
         };
     }
     match (&n.op, n.inputs.get(1).and_then(|w| g.weights.get(w))) {
@@ -460,13 +517,18 @@ impl Plan {
             graph.validate()?;
             graph.dtypes()?;
         }
+        // BatchNorm into the Conv/Gemm before it, then activations into the Conv/Gemm.
+        crate::graph::fold::fold_batchnorm(&mut graph)?;
+        let acts = eltwise::fuse_activations(&mut graph);
         let mut steps = Vec::with_capacity(graph.nodes.len());
         let signs = sign_values(&graph);
         let (wired, slots, outputs) = wire(&graph);
-        for ((i, n), (srcs, outs, frees, in_place)) in graph.nodes.iter().enumerate().zip(wired) {
+        for ((i, n), (srcs, outs, frees, dies)) in graph.nodes.iter().enumerate().zip(wired) {
             let mut kernel = choose(&n.op, form(&graph, n, &signs), features);
-            if kernel == Kernel::MaxPool && n.outputs.len() != 1 {
-                // The optional `Indices` output: the reference computes it.
+            if matches!(kernel, Kernel::MaxPool | Kernel::View | Kernel::Activation)
+                && n.outputs.len() != 1
+            {
+                // MaxPool's optional `Indices`, Dropout's mask: the reference computes them.
                 kernel = Kernel::Reference;
             }
             if let Kernel::DenseGemm(k) | Kernel::DenseConv(k) = kernel
@@ -520,6 +582,13 @@ impl Plan {
                         }
                     }
                 }
+                (Kernel::BatchNorm, _) => match eltwise::batch_norm_constants(&graph, n) {
+                    Some((k, off)) => Packed::Affine { k, off },
+                    None => {
+                        kernel = Kernel::Reference;
+                        Packed::None
+                    }
+                },
                 _ => Packed::None,
             };
             steps.push(Step {
@@ -529,7 +598,8 @@ impl Plan {
                 srcs,
                 outs,
                 frees,
-                in_place,
+                dies,
+                act: acts.get(i).copied().flatten(),
             });
         }
         Ok(Plan {
@@ -560,28 +630,46 @@ impl Plan {
     /// small pool that the planned kernels take their outputs from, and a `Relu` whose input
     /// dies at it works in that input's buffer.
     pub fn run(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>> {
+        self.run_inner(inputs, None)
+    }
+
+    /// [`Plan::run`] that also returns the time each step took, in the unit of `clock` (a
+    /// monotonic clock: `Instant` natively, `performance.now()` in the browser), one entry per
+    /// [`Plan::kernels`] row. A probe for finding the nodes that dominate a model.
+    pub fn run_timed(
+        &self,
+        inputs: &[(&str, &Tensor)],
+        clock: &mut dyn FnMut() -> f64,
+    ) -> Result<(Vec<Tensor>, Vec<f64>)> {
+        let mut times = Vec::with_capacity(self.steps.len());
+        let outs = self.run_inner(inputs, Some((clock, &mut times)))?;
+        Ok((outs, times))
+    }
+
+    fn run_inner(
+        &self,
+        inputs: &[(&str, &Tensor)],
+        mut probe: Option<(&mut dyn FnMut() -> f64, &mut Vec<f64>)>,
+    ) -> Result<Vec<Tensor>> {
         crate::exec::check_inputs(&self.graph, inputs)?;
         let mut vals: Vec<Option<Tensor>> = (0..self.slots).map(|_| None).collect();
         let mut pool = Pool::default();
         for step in &self.steps {
+            let t0 = probe.as_mut().map_or(0.0, |(clock, _)| clock());
             let n = &self.graph.nodes[step.node];
-            let outs = match (step.in_place, step.srcs.first()) {
-                (true, Some(&Src::Value(v))) if let Some(mut t) = vals[v].take() => {
-                    t.mapv_inplace(|x| x.max(0.0));
-                    vec![t]
+            let fast = fast_elementwise(step, n, &gather(step, n, &self.graph, &vals, inputs));
+            let outs = match fast {
+                Some(fast) => {
+                    // The input that gives its buffer leaves its slot (it dies here anyway).
+                    let owned = fast.pick.and_then(|i| match step.srcs.get(i) {
+                        Some(&Src::Value(v)) => vals[v].take(),
+                        _ => None,
+                    });
+                    let ins = gather(step, n, &self.graph, &vals, inputs);
+                    vec![elementwise(step, n, fast, owned, &ins, &mut pool)?]
                 }
-                _ => {
-                    let ins: Vec<Option<&Tensor>> = step
-                        .srcs
-                        .iter()
-                        .zip(&n.inputs)
-                        .map(|(src, name)| match *src {
-                            Src::Absent => None,
-                            Src::Value(v) => vals.get(v).and_then(Option::as_ref),
-                            Src::Weight => self.graph.weights.get(name),
-                            Src::Input => inputs.iter().find(|(k, _)| *k == name).map(|(_, t)| *t),
-                        })
-                        .collect();
+                None => {
+                    let ins = gather(step, n, &self.graph, &vals, inputs);
                     self.step(step, n, &ins, &mut pool)?
                 }
             };
@@ -600,6 +688,10 @@ impl Plan {
                 if let Some(t) = vals[f].take() {
                     pool.give(t);
                 }
+            }
+            if let Some((clock, times)) = probe.as_mut() {
+                let t1 = clock();
+                times.push(t1 - t0);
             }
         }
         self.outputs
@@ -620,7 +712,7 @@ impl Plan {
             .collect()
     }
 
-    /// One node on its planned kernel.
+    /// One node on its planned kernel, its fused activation applied.
     fn step(
         &self,
         step: &Step,
@@ -628,30 +720,52 @@ impl Plan {
         ins: &[Option<&Tensor>],
         pool: &mut Pool,
     ) -> Result<Vec<Tensor>> {
+        let (mut outs, fused) = self.step_kernel(step, n, ins, pool)?;
+        if let (Some(act), false, Some(t)) = (step.act, fused, outs.first_mut()) {
+            match t.as_slice_mut() {
+                Some(s) => act.apply(s),
+                None => t.mapv_inplace(|v| act.one(v)),
+            }
+        }
+        Ok(outs)
+    }
+
+    /// One node on its planned kernel; `true` when the kernel applied the fused activation.
+    fn step_kernel(
+        &self,
+        step: &Step,
+        n: &Node,
+        ins: &[Option<&Tensor>],
+        pool: &mut Pool,
+    ) -> Result<(Vec<Tensor>, bool)> {
         let batch = ins
             .first()
             .copied()
             .flatten()
             .map_or(0, |t| t.shape().first().copied().unwrap_or(0));
         match (&step.packed, &n.op) {
-            (Packed::None, Op::Conv(a)) if step.kernel == Kernel::Depthwise => {
-                Ok(vec![conv::depthwise(
+            (Packed::None, Op::Conv(a)) if step.kernel == Kernel::Depthwise => Ok((
+                vec![conv::depthwise(
                     n,
                     a,
                     ops::get(n, ins, 0)?,
                     ops::get(n, ins, 1)?,
                     ops::opt(ins, 2),
+                    step.act,
                     pool,
-                )?])
-            }
+                )?],
+                true,
+            )),
             (Packed::None, Op::MaxPool(a)) if step.kernel == Kernel::MaxPool => {
                 let x = ops::get(n, ins, 0)?;
                 let out = pool.take(0);
-                Ok(vec![ops::max_pool_eval(n, a, x, out)?])
+                Ok((vec![ops::max_pool_eval(n, a, x, out)?], false))
             }
-            (Packed::None, _) => Ok(ops::forward(n, ins, Mode::Eval)?.0),
-            (Packed::Int8(p), _) if ops::packed_matmul_applies(n, ins) => p.run(n, ins),
-            (Packed::Int8(_), _) => Ok(ops::forward(n, ins, Mode::Eval)?.0),
+            (Packed::None, _) => Ok((ops::forward(n, ins, Mode::Eval)?.0, false)),
+            (Packed::Int8(p), _) if ops::packed_matmul_applies(n, ins) => {
+                Ok((p.run(n, ins)?, false))
+            }
+            (Packed::Int8(_), _) => Ok((ops::forward(n, ins, Mode::Eval)?.0, false)),
             // XNOR needs every activation at ±1; a Sign of an exact 0 gives 0.
             (Packed::Xnor(_), _)
                 if ins
@@ -660,25 +774,29 @@ impl Plan {
                     .flatten()
                     .is_none_or(|x| x.iter().any(|v| *v == 0.0)) =>
             {
-                Ok(ops::forward(n, ins, Mode::Eval)?.0)
+                Ok((ops::forward(n, ins, Mode::Eval)?.0, false))
             }
             // The codebook kernel has the same profile: natively it wins at small batches
             // (7–11× at batch 1 on LeNet-300-100) and loses to `matrixmultiply` at 64.
             (Packed::Sparse(_) | Packed::Codebook(_) | Packed::Dense(_), _)
                 if batch > self.sparse_max_batch =>
             {
-                Ok(ops::forward(n, ins, Mode::Eval)?.0)
+                Ok((ops::forward(n, ins, Mode::Eval)?.0, false))
             }
-            (Packed::Conv(p), Op::Conv(a)) => Ok(vec![p.run(
-                n,
-                a,
-                ops::get(n, ins, 0)?,
-                ops::get(n, ins, 1)?,
-                ops::opt(ins, 2),
-                pool,
-            )?]),
-            (p, Op::Gemm(a)) => Ok(vec![gemm(n, a, p, ins, pool)?]),
-            _ => Ok(ops::forward(n, ins, Mode::Eval)?.0),
+            (Packed::Conv(p), Op::Conv(a)) => Ok((
+                vec![p.run(
+                    n,
+                    a,
+                    ops::get(n, ins, 0)?,
+                    ops::get(n, ins, 1)?,
+                    ops::opt(ins, 2),
+                    step.act,
+                    pool,
+                )?],
+                true,
+            )),
+            (p, Op::Gemm(a)) => Ok((vec![gemm(n, a, p, ins, step.act, pool)?], true)),
+            _ => Ok((ops::forward(n, ins, Mode::Eval)?.0, false)),
         }
     }
 }
@@ -689,6 +807,7 @@ fn gemm(
     at: &GemmAttrs,
     p: &Packed,
     ins: &[Option<&Tensor>],
+    act: Option<Act>,
     pool: &mut Pool,
 ) -> Result<Tensor> {
     let a = ops::get(node, ins, 0)?;
@@ -697,7 +816,7 @@ fn gemm(
         Packed::Sparse(c) => (c.cols(), c.rows()),
         Packed::Xnor(b) => (b.k(), b.rows()),
         Packed::Codebook(c) => (c.cols(), c.rows()),
-        Packed::None | Packed::Int8(_) | Packed::Conv(_) => {
+        Packed::None | Packed::Int8(_) | Packed::Conv(_) | Packed::Affine { .. } => {
             return Err(Error::Invalid("gemm: no f32 weight packed".into()));
         }
     };
@@ -720,7 +839,7 @@ fn gemm(
         Packed::Sparse(c) => c.matmul_t(m, &x, &mut y)?,
         Packed::Xnor(b) => b.matmul_t(m, &pack_signs(m, k, &x)?, &[], &mut y)?,
         Packed::Codebook(c) => c.matmul_t(m, &x, &mut y)?,
-        Packed::None | Packed::Int8(_) | Packed::Conv(_) => {}
+        Packed::None | Packed::Int8(_) | Packed::Conv(_) | Packed::Affine { .. } => {}
     }
     if at.alpha != 1.0 {
         y.iter_mut().for_each(|v| *v *= at.alpha);
@@ -736,6 +855,9 @@ fn gemm(
             for out in y.chunks_exact_mut(n) {
                 for (v, cv) in out.iter_mut().zip(row) {
                     *v += at.beta * cv;
+                }
+                if let Some(act) = act {
+                    act.apply(out);
                 }
             }
             return Tensor::from_shape_vec(ndarray::IxDyn(&[m, n]), y)
@@ -753,7 +875,110 @@ fn gemm(
             *v += at.beta * cv;
         }
     }
+    if let Some(act) = act {
+        act.apply(&mut y);
+    }
     Tensor::from_shape_vec(ndarray::IxDyn(&[m, n]), y).map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// The tensors a step reads (`None` for an absent input or a value already taken).
+fn gather<'a>(
+    step: &Step,
+    n: &Node,
+    g: &'a Graph,
+    vals: &'a [Option<Tensor>],
+    inputs: &[(&str, &'a Tensor)],
+) -> Vec<Option<&'a Tensor>> {
+    step.srcs
+        .iter()
+        .zip(&n.inputs)
+        .map(|(src, name)| match *src {
+            Src::Absent => None,
+            Src::Value(v) => vals.get(v).and_then(Option::as_ref),
+            Src::Weight => g.weights.get(name),
+            Src::Input => inputs.iter().find(|(k, _)| *k == name).map(|(_, t)| *t),
+        })
+        .collect()
+}
+
+/// How a planned elementwise step runs: the input whose buffer it takes, and for `Add` the
+/// input with the output's shape and the repeat of the other ([`add_plan`]).
+#[derive(Clone, Copy, Debug)]
+struct Fast {
+    pick: Option<usize>,
+    add: (usize, usize, usize),
+}
+
+/// `Some` when `step` is an elementwise kernel that takes these inputs; `None` runs the
+/// reference op (which reports any error).
+fn fast_elementwise(step: &Step, n: &Node, ins: &[Option<&Tensor>]) -> Option<Fast> {
+    let dies = |i: usize| step.dies.get(i) == Some(&true);
+    let x = ins.first().copied().flatten()?;
+    let one = Fast {
+        pick: dies(0).then_some(0),
+        add: (0, 0, 0),
+    };
+    match (step.kernel, &step.packed) {
+        (Kernel::Activation, _) if Act::of(&n.op).is_some() => Some(one),
+        (Kernel::View, _) => Some(one),
+        (Kernel::BatchNorm, Packed::Affine { k, .. })
+            if eltwise::batch_norm_applies(k.len(), x.shape()) =>
+        {
+            Some(one)
+        }
+        (Kernel::Add, _) => {
+            let y = ins.get(1).copied().flatten()?;
+            let (big, inner, len) = add_plan(x.shape(), y.shape())?;
+            let big = if !dies(big) && x.shape() == y.shape() && dies(1 - big) {
+                1 - big
+            } else {
+                big
+            };
+            Some(Fast {
+                pick: dies(big).then_some(big),
+                add: (big, inner, len),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// Runs an elementwise step chosen by [`fast_elementwise`]; `owned` is input `fast.pick`'s
+/// tensor, taken out of its slot.
+fn elementwise(
+    step: &Step,
+    n: &Node,
+    fast: Fast,
+    owned: Option<Tensor>,
+    ins: &[Option<&Tensor>],
+    pool: &mut Pool,
+) -> Result<Tensor> {
+    let x = ins.first().copied().flatten();
+    match (step.kernel, &step.packed) {
+        (Kernel::BatchNorm, Packed::Affine { k, off }) => {
+            eltwise::batch_norm(k, off, owned, x, pool)
+        }
+        (Kernel::View, _) => eltwise::view(n, owned, x, pool),
+        (Kernel::Add, _) => {
+            let (big, inner, len) = fast.add;
+            let small =
+                ins.get(1 - big.min(1)).copied().flatten().ok_or_else(|| {
+                    Error::Graph(format!("node `{}`: Add lacks an input", n.name))
+                })?;
+            eltwise::add(
+                owned,
+                ins.get(big).copied().flatten(),
+                small,
+                (inner, len),
+                pool,
+            )
+        }
+        _ => {
+            let act = Act::of(&n.op)
+                .ok_or_else(|| Error::Graph(format!("node `{}` is not an activation", n.name)))?;
+            eltwise::activation(act, owned, x, pool)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -794,7 +1019,44 @@ mod tests {
         assert_eq!(choose(&conv, WeightForm::None, wasm), Kernel::Reference);
         let pool = Op::MaxPool(crate::graph::PoolAttrs::square(2));
         assert_eq!(choose(&pool, WeightForm::None, wasm), Kernel::MaxPool);
-        assert_eq!(choose(&Op::Relu, WeightForm::None, wasm), Kernel::Reference);
+        // Elementwise and shape-only nodes: planned, in place when their input dies.
+        for op in [
+            Op::Relu,
+            Op::Clip { min: 0.0, max: 6.0 },
+            Op::Sigmoid,
+            Op::Tanh,
+            Op::LeakyRelu { alpha: 0.01 },
+        ] {
+            assert_eq!(choose(&op, WeightForm::None, wasm), Kernel::Activation);
+        }
+        assert_eq!(choose(&Op::Add, WeightForm::None, wasm), Kernel::Add);
+        assert_eq!(choose(&Op::Sub, WeightForm::None, wasm), Kernel::Reference);
+        let bn = Op::BatchNorm {
+            epsilon: 1e-5,
+            momentum: 0.9,
+        };
+        assert_eq!(choose(&bn, WeightForm::Channels, wasm), Kernel::BatchNorm);
+        assert_eq!(choose(&bn, WeightForm::None, wasm), Kernel::Reference);
+        for op in [
+            Op::Flatten { axis: 1 },
+            Op::Reshape { shape: vec![-1] },
+            Op::Squeeze { axes: vec![] },
+            Op::Unsqueeze { axes: vec![0] },
+            Op::Dropout { ratio: 0.5 },
+        ] {
+            assert_eq!(choose(&op, WeightForm::None, Features::NONE), Kernel::View);
+        }
+        assert_eq!(
+            choose(
+                &Op::Softmax {
+                    axis: 1,
+                    coerce_2d: false
+                },
+                WeightForm::None,
+                wasm
+            ),
+            Kernel::Reference
+        );
         let mmi = Op::MatMulInteger {
             a: crate::tensor::DType::U8,
             b: crate::tensor::DType::I8,
@@ -1115,8 +1377,19 @@ mod tests {
         g.nodes.push(Node::new("unused", Op::Relu, &["t"]));
         g.outputs = vec!["h".into(), "t".into(), "x".into(), "w".into()];
         let plan = Plan::new(&g).unwrap();
-        let in_place: Vec<bool> = plan.steps.iter().map(|s| s.in_place).collect();
-        assert_eq!(in_place, [false, false, false, true, false]);
+        let dies: Vec<Vec<bool>> = plan.steps.iter().map(|s| s.dies.clone()).collect();
+        assert_eq!(
+            dies,
+            [
+                vec![false, false],
+                vec![false],
+                vec![false, true],
+                vec![true],
+                vec![false]
+            ]
+        );
+        // `h` has three readers: no Relu is fused into its Gemm.
+        assert!(plan.steps.iter().all(|s| s.act.is_none()));
         let x = crate::tensor::from_vec(&[2, 3], vec![1.0, -2.0, 0.5, 3.0, 0.0, -1.0]).unwrap();
         let want = crate::exec::run(&g, &[("x", &x)]).unwrap();
         for _ in 0..2 {
@@ -1158,5 +1431,234 @@ mod tests {
         let x = crate::tensor::zeros(&[2, 1, 27, 28]);
         assert!(plan.run(&[("input", &x)]).is_err());
         assert!(plan.run(&[]).is_err());
+    }
+
+    /// A graph on input `x` of shape `[n, c, h, w]` (batch symbolic).
+    fn graph_on(c: usize, h: usize, w: usize) -> Graph {
+        use crate::graph::{Dim, ValueInfo};
+        let mut g = Graph::default();
+        g.inputs.push(ValueInfo {
+            name: "x".into(),
+            shape: vec![
+                Dim::Sym("n".into()),
+                Dim::Fixed(c),
+                Dim::Fixed(h),
+                Dim::Fixed(w),
+            ],
+        });
+        g
+    }
+
+    fn randn(rng: &mut crate::rng::Rng, shape: &[usize]) -> Tensor {
+        let n = shape.iter().product();
+        crate::tensor::from_vec(shape, (0..n).map(|_| rng.normal()).collect()).unwrap()
+    }
+
+    fn bn_node(name: &str, x: &str, g: &mut Graph, rng: &mut crate::rng::Rng, c: usize) -> Node {
+        for (s, lo) in [("scale", 0.5), ("bias", -1.0), ("mean", -1.0), ("var", 0.2)] {
+            let v: Vec<f32> = (0..c).map(|_| lo + rng.uniform()).collect();
+            g.weights.insert(
+                format!("{name}.{s}"),
+                crate::tensor::from_vec(&[c], v).unwrap(),
+            );
+        }
+        let ins = ["scale", "bias", "mean", "var"].map(|s| format!("{name}.{s}"));
+        Node::new(
+            name,
+            Op::BatchNorm {
+                epsilon: 1e-5,
+                momentum: 0.9,
+            },
+            &[x, &ins[0], &ins[1], &ins[2], &ins[3]],
+        )
+    }
+
+    /// `plan` against the reference on `x`: within `tol` relative (0: bit for bit).
+    fn agree_on(g: &Graph, x: &Tensor, tol: f32) -> Plan {
+        let plan = Plan::new(g).unwrap();
+        let want = crate::exec::run(g, &[("x", x)]).unwrap();
+        for _ in 0..2 {
+            let got = plan.run(&[("x", x)]).unwrap();
+            assert_eq!(want.len(), got.len());
+            for (a, b) in want.iter().zip(&got) {
+                assert_eq!(a.shape(), b.shape());
+                for (u, v) in a.iter().zip(b.iter()) {
+                    if tol == 0.0 {
+                        assert_eq!(u.to_bits(), v.to_bits(), "{u} vs {v}");
+                    } else {
+                        assert!((u - v).abs() <= tol * (1.0 + u.abs()), "{u} vs {v}");
+                    }
+                }
+            }
+        }
+        plan
+    }
+
+    #[test]
+    fn batchnorm_folds_into_its_conv_unless_the_conv_output_is_read_again() {
+        use crate::graph::ConvAttrs;
+        let mut rng = crate::rng::Rng::new(21);
+        for (c, m, h, w, depthwise) in [(3, 5, 7, 9, false), (4, 4, 5, 3, true)] {
+            let mut g = graph_on(c, h, w);
+            let mut a = ConvAttrs::new([3, 3]);
+            a.pads = [1, 0, 1, 2];
+            a.groups = if depthwise { c } else { 1 };
+            let cg = c / a.groups;
+            g.weights
+                .insert("w".into(), randn(&mut rng, &[m, cg, 3, 3]));
+            // No bias: the fold creates one.
+            g.nodes.push(Node::new("conv", Op::Conv(a), &["x", "w"]));
+            let bn = bn_node("bn", "conv", &mut g, &mut rng, m);
+            g.nodes.push(bn);
+            g.nodes.push(Node::new(
+                "clip",
+                Op::Clip {
+                    min: -0.5,
+                    max: 1.5,
+                },
+                &["bn"],
+            ));
+            g.outputs.push("clip".into());
+            for batch in [1, 3] {
+                let x = randn(&mut rng, &[batch, c, h, w]);
+                let plan = agree_on(&g, &x, 1e-4);
+                // One step: the conv, with the batch norm folded in and the Clip fused.
+                assert_eq!(plan.steps.len(), 1, "{:?}", plan.kernels());
+                assert_eq!(plan.steps[0].act, Some(Act::Clip(-0.5, 1.5)));
+                assert_eq!(plan.graph().outputs, ["clip"]);
+            }
+            // The conv's output read again: nothing folds, the BatchNorm runs on its kernel,
+            // the Clip (reading the BatchNorm) is fused nowhere.
+            g.nodes.push(Node::new("sum", Op::Add, &["conv", "clip"]));
+            g.outputs = vec!["sum".into()];
+            let x = randn(&mut rng, &[2, c, h, w]);
+            let plan = agree_on(&g, &x, 1e-4);
+            let names: Vec<&str> = plan.kernels().iter().map(|(_, k)| *k).collect();
+            assert_eq!(names[1..], ["batchnorm", "activation", "add"]);
+            assert!(plan.steps.iter().all(|s| s.act.is_none()));
+            // Returned as well: no fold either.
+            g.nodes.pop();
+            g.outputs = vec!["clip".into(), "conv".into()];
+            let plan = agree_on(&g, &x, 1e-4);
+            assert_eq!(plan.steps.len(), 3, "{:?}", plan.kernels());
+        }
+    }
+
+    #[test]
+    fn batchnorm_with_bad_statistics_errors_without_panicking() {
+        use crate::graph::ConvAttrs;
+        let mut rng = crate::rng::Rng::new(22);
+        let mut g = graph_on(2, 4, 4);
+        g.weights.insert("w".into(), randn(&mut rng, &[3, 2, 1, 1]));
+        g.nodes.push(Node::new(
+            "conv",
+            Op::Conv(ConvAttrs::new([1, 1])),
+            &["x", "w"],
+        ));
+        let bn = bn_node("bn", "conv", &mut g, &mut rng, 3);
+        g.nodes.push(bn);
+        g.outputs.push("bn".into());
+        let x = randn(&mut rng, &[1, 2, 4, 4]);
+        // A mean or a variance of the wrong length, then channels that differ from the conv's.
+        for (stat, shape) in [("bn.mean", vec![2]), ("bn.var", vec![5]), ("all", vec![4])] {
+            let mut h = g.clone();
+            for s in ["bn.scale", "bn.bias", "bn.mean", "bn.var"] {
+                if stat == "all" || s == stat {
+                    h.weights.insert(s.into(), randn(&mut rng, &shape));
+                }
+            }
+            let plan = Plan::new(&h).unwrap();
+            assert_eq!(plan.steps.len(), 2, "{stat}: nothing folds");
+            assert!(plan.run(&[("x", &x)]).is_err(), "{stat}");
+            assert!(crate::exec::run(&h, &[("x", &x)]).is_err(), "{stat}");
+        }
+    }
+
+    #[test]
+    fn elementwise_and_shape_kernels_match_the_reference_bit_for_bit() {
+        let mut rng = crate::rng::Rng::new(23);
+        let (c, h, w) = (3, 5, 7);
+        let mut g = graph_on(c, h, w);
+        g.weights.insert("chan".into(), randn(&mut rng, &[c, 1, 1]));
+        g.weights
+            .insert("row".into(), randn(&mut rng, &[c * h * w]));
+        g.weights.insert("odd".into(), randn(&mut rng, &[1, h, 1]));
+        let n = |name: &str, op: Op, ins: &[&str]| Node::new(name, op, ins);
+        let mut nodes = vec![
+            n("a", Op::Sigmoid, &["x"]),
+            n("b", Op::Tanh, &["a"]),
+            n("c", Op::Add, &["b", "x"]),
+            n("d", Op::Add, &["c", "chan"]),
+            n("e", Op::LeakyRelu { alpha: 0.2 }, &["d"]),
+        ];
+        nodes.push(bn_node("f", "e", &mut g, &mut rng, c));
+        nodes.extend([
+            n(
+                "g",
+                Op::Clip {
+                    min: -0.25,
+                    max: 0.75,
+                },
+                &["f"],
+            ),
+            n("h", Op::Add, &["g", "f"]),
+            // A broadcast this kernel does not take: the reference runs.
+            n("h2", Op::Add, &["odd", "h"]),
+            n("i", Op::Flatten { axis: 1 }, &["h2"]),
+            n("j", Op::Add, &["row", "i"]),
+            n(
+                "k",
+                Op::Reshape {
+                    shape: vec![0, 3, -1],
+                },
+                &["j"],
+            ),
+            n("l", Op::Unsqueeze { axes: vec![1] }, &["k"]),
+            n("m", Op::Squeeze { axes: vec![1] }, &["l"]),
+            n("o", Op::Relu, &["m"]),
+            n("p", Op::Add, &["o", "o"]),
+            n("q", Op::Dropout { ratio: 0.5 }, &["p"]),
+        ]);
+        g.nodes = nodes;
+        g.outputs = vec!["q".into(), "d".into(), "k".into()];
+        for batch in [1, 4] {
+            let x = randn(&mut rng, &[batch, c, h, w]);
+            let plan = agree_on(&g, &x, 0.0);
+            let names: Vec<&str> = plan.kernels().iter().map(|(_, k)| *k).collect();
+            assert_eq!(
+                names,
+                [
+                    "activation",
+                    "activation",
+                    "add",
+                    "add",
+                    "activation",
+                    "batchnorm",
+                    "activation",
+                    "add",
+                    "add",
+                    "view",
+                    "add",
+                    "view",
+                    "view",
+                    "view",
+                    "activation",
+                    "add",
+                    "view"
+                ]
+            );
+            // `x` is an input, `d` and `k` are returned, `f` and `o` are read twice.
+            let dies: Vec<Vec<bool>> = plan.steps.iter().map(|s| s.dies.clone()).collect();
+            assert_eq!(dies[0], [false]);
+            assert_eq!(dies[2], [true, false]);
+            assert_eq!(dies[4], [false]);
+            assert_eq!(dies[6], [false]);
+            assert_eq!(dies[7], [true, true]);
+            assert_eq!(dies[12], [false]);
+            assert_eq!(dies[15], [false, false]);
+        }
+        // Wrong input shapes are errors, not panics.
+        let x = randn(&mut rng, &[2, c + 1, h, w]);
+        assert!(Plan::new(&g).unwrap().run(&[("x", &x)]).is_err());
     }
 }
