@@ -159,8 +159,12 @@ struct Svd {
     vt: DMatrix<f64>,
 }
 
-/// Matrices at least this large (elements) keep their SVD in [`SVDS`].
+/// Matrices of at least this many elements keep their SVD in [`SVDS`] (smaller ones are
+/// quick to factor)...
 const SVD_CACHE_MIN: usize = 4096;
+/// ... and of at most this many (a 1024×1024 matrix keeps about 20 MB: `U`, `Vᵀ` in f64 and
+/// its values), so the cache stays small next to the model.
+const SVD_CACHE_MAX: usize = 1 << 20;
 /// How many SVDs [`SVDS`] keeps.
 const SVD_CACHE_LEN: usize = 4;
 
@@ -178,7 +182,7 @@ thread_local! {
 
 /// The SVD of the `[n, m]` row-major matrix `w` (finite values), from [`SVDS`] when it holds it.
 fn svd(w: &[f32], n: usize, m: usize) -> Result<Rc<Svd>> {
-    let cache = w.len() >= SVD_CACHE_MIN;
+    let cache = (SVD_CACHE_MIN..=SVD_CACHE_MAX).contains(&w.len());
     let bits: Vec<u32> = if cache {
         w.iter().map(|x| x.to_bits()).collect()
     } else {
