@@ -219,8 +219,12 @@ pub enum Request {
     },
     /// Stop a running (or queued) fine-tuning after its current slice of steps; the weights
     /// trained so far are kept. (A lottery job is one engine call that no message can reach:
-    /// the page cancels it by replacing the worker.)
+    /// the page cancels it by replacing the worker, then hands the new worker the
+    /// [`Checkpoint`] the old one sent as the job started, with [`Request::Restore`].)
     Cancel,
+    /// Make a [`Checkpoint`] the current model (the model as loaded stays what `Compress`
+    /// starts from); sent to a restarted worker after the model is loaded again.
+    Restore(Checkpoint),
     /// Are you there? Answered with [`Response::Pong`] on arrival, not in queue order (so not
     /// while a synchronous engine call runs).
     Ping,
@@ -447,6 +451,40 @@ pub enum Response {
     Sensitivity(Sensitivity),
     /// The rounds of a finished lottery job (sent just before its [`Response::TrainDone`]).
     LotteryRounds(Vec<LotteryRound>),
+    /// The first answer to [`Request::Lottery`], before the job can block the worker: the
+    /// current model when its weights were trained in the worker (fine-tuning, distillation,
+    /// an earlier ticket), which a new worker could not rebuild from the model as loaded and
+    /// the knobs; `None` when it could. The page keeps it until the job ends and hands it back
+    /// with [`Request::Restore`] if it cancels the job by replacing the worker (a Cancel
+    /// clicked before it arrives waits for it).
+    Checkpoint(Option<Checkpoint>),
+}
+
+/// The current model of a worker, enough to make it current again in another one.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The graph and its weights as ONNX.
+    #[serde(with = "serde_wasm_bindgen::preserve")]
+    pub onnx: js_sys::Uint8Array,
+    /// Pruning masks by weight name, one bit per element (element `i` kept = bit `i % 8` of
+    /// byte `i / 8`, see [`pack_mask`]), so fine-tuning after a restore keeps the zeros.
+    pub masks: Vec<(String, Vec<u8>)>,
+}
+
+/// `mask` as bits, element `i` in bit `i % 8` of byte `i / 8`.
+pub fn pack_mask(mask: &[bool]) -> Vec<u8> {
+    let mut bits = vec![0u8; mask.len().div_ceil(8)];
+    for (i, _) in mask.iter().enumerate().filter(|(_, k)| **k) {
+        bits[i / 8] |= 1 << (i % 8);
+    }
+    bits
+}
+
+/// The first `len` flags of a mask packed by [`pack_mask`]; `None` when `bits` holds a
+/// different number of bytes.
+pub fn unpack_mask(bits: &[u8], len: usize) -> Option<Vec<bool>> {
+    (bits.len() == len.div_ceil(8))
+        .then(|| (0..len).map(|i| bits[i / 8] >> (i % 8) & 1 == 1).collect())
 }
 
 /// Test accuracy of the model as loaded and with one layer compressed at a time.
@@ -937,6 +975,18 @@ impl From<lithe::Error> for Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn masks_pack_into_bits_and_back() {
+        for len in [0usize, 1, 7, 8, 9, 235_200] {
+            let mask: Vec<bool> = (0..len).map(|i| (i * 7919) % 13 < 4).collect();
+            let bits = super::pack_mask(&mask);
+            assert_eq!(bits.len(), len.div_ceil(8));
+            assert_eq!(super::unpack_mask(&bits, len), Some(mask));
+        }
+        assert_eq!(super::unpack_mask(&[0xff], 9), None);
+        assert_eq!(super::unpack_mask(&[0xff, 0], 8), None);
+    }
+
     #[test]
     fn shared_state_round_trips_and_ignores_bad_values() {
         let s = SharedState {

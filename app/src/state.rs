@@ -168,6 +168,10 @@ pub struct TrainResult {
     /// Test accuracy after it (`None` when the job was cancelled by restarting the worker).
     pub after: Option<f32>,
     /// The job was cancelled by terminating the worker (a lottery ticket, one engine call that
-    /// no message can interrupt): the model is back as loaded, with the card's knobs.
+    /// no message can interrupt): the model is back as loaded, with the card's knobs, unless
+    /// `restored`.
     pub restarted: bool,
+    /// With `restarted`: the weights trained before the job (fine-tuning, distillation, an
+    /// earlier ticket) were handed to the new worker, so the model is back as it was.
+    pub restored: bool,
 }

@@ -281,6 +281,7 @@ async fn a_lottery_job_cancelled_by_a_restart_says_so() {
             before: None,
             after: None,
             restarted: true,
+            restored: false,
         });
     });
     tick().await;
@@ -296,5 +297,20 @@ async fn a_lottery_job_cancelled_by_a_restart_says_so() {
         "{result}"
     );
     assert!(result.contains("worker was restarted"), "{result}");
+    assert!(result.contains("back as loaded"), "{result}");
     assert!(!result.contains("test accuracy"), "{result}");
+    // Weights trained before the job were handed to the new worker.
+    training.update(|t| {
+        if let Some(r) = &mut t.result {
+            r.restored = true;
+        }
+    });
+    tick().await;
+    let result = el
+        .query_selector("#tune-result")
+        .unwrap()
+        .expect("the outcome")
+        .text_content()
+        .unwrap();
+    assert!(result.contains("back as it was before the job"), "{result}");
 }

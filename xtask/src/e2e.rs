@@ -325,6 +325,9 @@ fn check_knobs(ctx: &Ctx, s: &Session, timeout: Duration) -> Result<()> {
     if ratio_of(&b).is_none_or(|r| (r - ratio90).abs() < 0.05) {
         bail!("an SVD rank of 16 did not change the size ({b:?}, was {ratio90}×)");
     }
+    // Another rank factors the same loaded weights: the worker's engine keeps their SVDs.
+    let (b, _, live) = turn_knob(s, "#compress-rank", "32", timeout)?;
+    println!("e2e: SVD rank 32 + prune 90 % → weights {b:?}; change → accuracy in {live}");
     turn_knob(s, "#compress-rank", "0", timeout)?;
     js(
         s,
@@ -438,20 +441,68 @@ fn check_hang(s: &Session, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Starts a long lottery job (5 rounds of 5 epochs), cancels it once its progress shows (the
-/// job is then inside its one engine call), and checks that the card says it was cancelled,
-/// no error is shown, the model is back at the accuracy it had before the job, and a knob
-/// change is still compressed and evaluated afterwards.
+/// Fine-tunes the model briefly (1 epoch at 0.001, so its accuracy moves away from the model
+/// as loaded), then starts a long lottery job (5 rounds of 5 epochs) and cancels it once its
+/// progress shows (the job is then inside its one engine call, so the page replaces the
+/// worker). Checks that the card says it was cancelled and the trained weights restored, no
+/// error is shown, the model is back at the **fine-tuned** accuracy (not the loaded one), and
+/// a knob change is still compressed and evaluated afterwards (from the model as loaded, so
+/// back at int8 it shows the accuracy from before the fine-tuning).
 fn check_lottery_cancel(s: &Session, timeout: Duration) -> Result<()> {
     let acc = s.text_of(ACCURACY_SELECTOR)?.unwrap_or_default();
-    let epochs = js(s, "return document.getElementById('tune-epochs').value;")?;
-    let epochs = epochs.as_str().unwrap_or("1").to_string();
+    let (epochs, lr) = {
+        let v = js(
+            s,
+            "return [document.getElementById('tune-epochs').value, document.getElementById('tune-lr').value];",
+        )?;
+        let at = |i: usize| {
+            v.get(i)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
+        (at(0), at(1))
+    };
+    let set_inputs = |pairs: &[(&str, &str)]| -> Result<()> {
+        let list = pairs
+            .iter()
+            .map(|(id, v)| format!("[{id:?}, {v:?}]"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        js(
+            s,
+            &format!(
+                "for (const [id, v] of [{list}]) {{ const e = document.getElementById(id); e.value = v; \
+                   e.dispatchEvent(new Event('input', {{bubbles: true}})); \
+                   e.dispatchEvent(new Event('change', {{bubbles: true}})); }} return true;"
+            ),
+        )?;
+        Ok(())
+    };
+    // Fine-tuning first: weights that live only in the worker.
+    set_inputs(&[("tune-epochs", "1"), ("tune-lr", "0.001")])?;
+    js(
+        s,
+        "document.getElementById('tune-start').click(); return true;",
+    )?;
+    let t = Instant::now();
+    let tuned_result = wait_text(s, "#tune-result", timeout, |t| t.contains("Done"))?;
+    let tuned = wait_text(s, ACCURACY_SELECTOR, timeout, |t| {
+        parse_percent(t).is_some()
+    })?;
+    println!(
+        "e2e: before the lottery job, fine-tuned 1 epoch at 0.001: {acc:?} → {tuned:?} ({tuned_result:?}) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    if parse_percent(&tuned) == parse_percent(&acc) {
+        bail!(
+            "fine-tuning did not change the accuracy ({tuned:?}), so the cancel check would prove nothing"
+        );
+    }
+    set_inputs(&[("tune-epochs", "5"), ("lottery-rounds", "5")])?;
     js(
         s,
         "document.querySelector('details.lottery').open = true; \
-         for (const [id, v] of [['tune-epochs', '5'], ['lottery-rounds', '5']]) { \
-           const e = document.getElementById(id); e.value = v; \
-           e.dispatchEvent(new Event('input', {bubbles: true})); } \
          document.getElementById('lottery-start').click(); return true;",
     )?;
     let progress = wait_text(s, ".tune .progress", timeout, |t| t.contains("step"))?;
@@ -462,14 +513,14 @@ fn check_lottery_cancel(s: &Session, timeout: Duration) -> Result<()> {
     let t = Instant::now();
     let result = wait_text(s, "#tune-result", timeout, |t| t.contains("Cancelled"))?;
     let cancelled = t.elapsed().as_secs_f64();
-    let again = wait_reloaded(s, &acc, timeout)?;
+    let again = wait_reloaded(s, &tuned, timeout)?;
     println!(
-        "e2e: lottery job cancelled at {progress:?}: {result:?} after {cancelled:.2} s; model back at {again:?} after {:.1} s",
+        "e2e: lottery job cancelled at {progress:?}: {result:?} after {cancelled:.2} s; model back at the fine-tuned {again:?} after {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    if !result.contains("restarted") {
+    if !result.contains("restarted") || !result.contains("restored") {
         bail!(
-            "the cancelled lottery job's result does not say the worker was restarted: {result:?}"
+            "the cancelled lottery job's result does not say the worker was restarted and the trained weights restored: {result:?}"
         );
     }
     if let Some(alert) = s.text_of("[role=alert]")?
@@ -485,14 +536,9 @@ fn check_lottery_cancel(s: &Session, timeout: Duration) -> Result<()> {
         parse_percent(t).is_some()
     })?;
     if parse_percent(&back) != parse_percent(&acc) {
-        bail!("back at int8 the page shows {back:?}, before the lottery job {acc:?}");
+        bail!("back at int8 the page shows {back:?}, before the fine-tuning {acc:?}");
     }
-    js(
-        s,
-        &format!(
-            "const e = document.getElementById('tune-epochs'); e.value = {epochs:?};              e.dispatchEvent(new Event('input', {{bubbles: true}})); return true;"
-        ),
-    )?;
+    set_inputs(&[("tune-epochs", &epochs), ("tune-lr", &lr)])?;
     Ok(())
 }
 

@@ -12,10 +12,10 @@ use lithe::data::Dataset;
 use lithe::metrics::EvalReport;
 use lithe::train::{Progress, Schedule, TrainConfig, TrainSummary};
 use lithe_app::protocol::{
-    CompressSummary, DevicePref, DistillSettings, ExportFormat, Histogram, Knobs, LotteryRound,
-    MAX_HANG_MS, MODELS_DIR, PANIC, PIXELS, Request, Response, Sensitivity, Stage, TEST_SET_URL,
-    TRAIN_SET_URL, check_distill, check_fine_tune, check_lottery, check_sweep, histogram,
-    recipe_json,
+    Checkpoint, CompressSummary, DevicePref, DistillSettings, ExportFormat, Histogram, Knobs,
+    LotteryRound, MAX_HANG_MS, MODELS_DIR, PANIC, PIXELS, Request, Response, Sensitivity, Stage,
+    TEST_SET_URL, TRAIN_SET_URL, check_distill, check_fine_tune, check_lottery, check_sweep,
+    histogram, pack_mask, recipe_json, unpack_mask,
 };
 use lithe_app::sweep::SweepPoint;
 use std::cell::{Cell, RefCell};
@@ -47,6 +47,10 @@ struct State {
     compressed: Option<(lithe::compress::Compressed, String)>,
     /// Huffman-code the `.lithe` download (the last `Compress` said).
     huffman: bool,
+    /// The current weights were trained here (fine-tuning, distillation, a lottery ticket, or
+    /// a restored [`Checkpoint`] of such weights): a new worker could not rebuild them from
+    /// the model as loaded and the knobs, so a lottery job starts by sending them to the page.
+    trained: bool,
     /// The last evaluation's accuracy, for the report.
     accuracy: Option<f32>,
     test_set: Option<Rc<Dataset>>,
@@ -178,6 +182,7 @@ async fn handle(req: Request) -> Result<(), Response> {
         // Handled on arrival (`enqueue`), never queued.
         Request::Cancel | Request::Ping | Request::Hang { .. } => Ok(()),
         Request::Sweep { points } => sweep(&points).await,
+        Request::Restore(checkpoint) => restore(&checkpoint),
         Request::Export { format } => {
             let bytes = export(format)?;
             post(&Response::Exported {
@@ -308,6 +313,7 @@ fn load(bytes: &[u8]) -> Result<(), Response> {
         s.session = Some(session);
         s.masks.clear();
         s.compressed = None;
+        s.trained = false;
         s.accuracy = None;
     });
     post(&Response::Loaded {
@@ -560,6 +566,9 @@ async fn fine_tune(epochs: u32, lr: f32, distill: Option<DistillSettings>) -> Re
         }
     };
     let train_millis = now() - t0;
+    if run.steps > 0 {
+        STATE.with_borrow_mut(|s| s.trained = true);
+    }
     let summary = run.summary();
     let (report, eval_millis) = evaluate().await?;
     post(&Response::TrainDone {
@@ -786,8 +795,13 @@ fn one_layer(
 /// images (each run evaluated on the test set); the ticket becomes the current model.
 ///
 /// `lottery::run` is one synchronous call: progress reaches the page as it goes, but a `Cancel`
-/// can only arrive after it (the job is short: `(rounds + 1) · epochs` epochs).
+/// could only arrive after it, so the page cancels the job by replacing the worker. Weights
+/// trained here before the job are sent to the page first ([`Response::Checkpoint`]), for the
+/// new worker to restore.
 async fn lottery(rate: f32, rounds: u32, epochs: u32) -> Result<(), Response> {
+    // The page cancels this job by replacing the worker: what it cannot rebuild goes to it
+    // first, and it waits for this answer before it does.
+    post(&Response::Checkpoint(checkpoint()?));
     check_lottery(rate, rounds, epochs).map_err(|m| Response::error("settings", m))?;
     let Some(original) = STATE.with_borrow(|s| s.original.clone()) else {
         return Err(no_model());
@@ -863,6 +877,7 @@ async fn lottery(rate: f32, rounds: u32, epochs: u32) -> Result<(), Response> {
         s.session = Some(session);
         s.masks = out.masks;
         s.compressed = None;
+        s.trained = true;
     });
     let (report, eval_millis) = evaluate().await?;
     post(&Response::LotteryRounds(rounds_out));
@@ -871,6 +886,56 @@ async fn lottery(rate: f32, rounds: u32, epochs: u32) -> Result<(), Response> {
         report: Box::new(report),
         train_millis,
         eval_millis,
+    });
+    Ok(())
+}
+
+/// The current model as a [`Checkpoint`] when its weights were trained here (see
+/// [`State::trained`]); `None` when the model as loaded and the knobs rebuild it.
+fn checkpoint() -> Result<Option<Checkpoint>, Response> {
+    STATE.with_borrow(|s| {
+        let Some(session) = s.session.as_ref().filter(|_| s.trained) else {
+            return Ok(None);
+        };
+        let onnx = session.export_onnx()?;
+        Ok(Some(Checkpoint {
+            onnx: Uint8Array::from(onnx.as_slice()),
+            masks: s
+                .masks
+                .iter()
+                .map(|(k, m)| (k.clone(), pack_mask(m)))
+                .collect(),
+        }))
+    })
+}
+
+/// Makes a [`Checkpoint`] the current model; the model as loaded stays.
+fn restore(checkpoint: &Checkpoint) -> Result<(), Response> {
+    let Some(original) = STATE.with_borrow(|s| s.original.clone()) else {
+        return Err(no_model());
+    };
+    let mut session = Session::from_bytes(&checkpoint.onnx.to_vec())?;
+    session.set_preprocess(original.preprocess());
+    let g = session.graph();
+    let mut masks = lithe::train::Masks::new();
+    for (name, bits) in &checkpoint.masks {
+        let mask = g
+            .weights
+            .get(name)
+            .and_then(|w| unpack_mask(bits, w.len()))
+            .ok_or_else(|| {
+                Response::error(
+                    "protocol",
+                    format!("the checkpoint's mask of `{name}` does not fit"),
+                )
+            })?;
+        masks.insert(name.clone(), mask);
+    }
+    STATE.with_borrow_mut(|s| {
+        s.session = Some(session);
+        s.masks = masks;
+        s.compressed = None;
+        s.trained = true;
     });
     Ok(())
 }
@@ -1042,6 +1107,7 @@ async fn compress(recipe: &str, huffman: bool) -> Result<(), Response> {
         s.session = Some(session);
         s.masks = masks;
         s.compressed = Some((c, recipe_text));
+        s.trained = false;
         s.huffman = huffman;
     });
     post(&Response::Compressed(Box::new(summary)));

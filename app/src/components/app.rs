@@ -15,8 +15,8 @@ use leptos::prelude::*;
 use lithe::metrics::ModelInfo;
 use lithe_app::heartbeat::stall_timeout;
 use lithe_app::protocol::{
-    CompressSummary, DistillSettings, ExportFormat, Knobs, PANIC, Request, Response, Sensitivity,
-    SharedState, Stage, check_distill, check_fine_tune, check_lottery,
+    Checkpoint, CompressSummary, DistillSettings, ExportFormat, Knobs, PANIC, Request, Response,
+    Sensitivity, SharedState, Stage, check_distill, check_fine_tune, check_lottery,
 };
 use lithe_app::sweep::{self, SweepKind, SweepPoint};
 use wasm_bindgen_futures::JsFuture;
@@ -50,6 +50,19 @@ struct Control {
     job_t0: f64,
     /// The restart cancelled a lottery job: keep its "cancelled" result over the reload.
     keep_training: bool,
+    /// A lottery job was sent and its [`Response::Checkpoint`] has not arrived yet.
+    awaiting_checkpoint: bool,
+    /// Cancel was clicked before that checkpoint arrived: cancel once it does.
+    cancel_on_checkpoint: bool,
+}
+
+/// What a running lottery job would take with it if the page cancelled it by replacing the
+/// worker: the worker's [`Checkpoint`] (`None` when the model as loaded and the knobs rebuild
+/// the current model) and the card's figures at the start of the job.
+struct Saved {
+    checkpoint: Option<Checkpoint>,
+    compressed: Option<CompressSummary>,
+    before: Option<f32>,
 }
 
 /// The playground.
@@ -109,6 +122,8 @@ pub fn App() -> impl IntoView {
         set_location_hash(&s.to_fragment());
     });
     let link = StoredValue::new_local(None::<WorkerLink>);
+    // Kept from a lottery job's start to its end (see `Saved`).
+    let saved = StoredValue::new_local(None::<Saved>);
 
     let send = move |req: Request| {
         if let Some(l) = link.get_value() {
@@ -226,6 +241,28 @@ pub fn App() -> impl IntoView {
             if !keep {
                 training.set(Training::default());
             }
+            // A new worker after a lottery job stopped midway (cancelled or crashed): the job
+            // ends no other way, so the weights trained before it go back in, with the card's
+            // figures of that moment, instead of the knobs being applied again.
+            let back = saved.try_update_value(Option::take).flatten();
+            if let Some(Saved {
+                checkpoint: Some(checkpoint),
+                compressed: summary,
+                before: prior,
+            }) = back
+            {
+                ctl.update_value(|c| c.pending_compress = false);
+                if let Some(info) = summary.as_ref().map(|s| s.info.clone()) {
+                    model.update(|m| {
+                        if let Some(m) = m {
+                            m.info = info;
+                        }
+                    });
+                }
+                compressed.set(summary);
+                before.set(prior);
+                send(Request::Restore(checkpoint));
+            }
             // The drawing's answer is quick; the evaluation follows it.
             ctl.update_value(|c| c.classifying = false);
             classify();
@@ -278,6 +315,7 @@ pub fn App() -> impl IntoView {
             let millis_per_epoch = (summary.steps > 0 && steps_per_epoch > 0)
                 .then(|| train_millis / summary.steps as f64 * f64::from(steps_per_epoch));
             let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+            end_lottery(ctl, saved);
             training.update(|t| {
                 t.running = false;
                 t.cancelling = false;
@@ -290,6 +328,7 @@ pub fn App() -> impl IntoView {
                     before: prior,
                     after: Some(report.accuracy),
                     restarted: false,
+                    restored: false,
                 });
             });
             before.set(prior);
@@ -329,6 +368,22 @@ pub fn App() -> impl IntoView {
             phase.set(Phase::Idle);
         }
         Response::LotteryRounds(r) => training.update(|t| t.rounds = r),
+        Response::Checkpoint(checkpoint) => {
+            saved.set_value(Some(Saved {
+                checkpoint,
+                compressed: compressed.get_untracked(),
+                before: before.get_untracked(),
+            }));
+            let cancel = ctl
+                .try_update_value(|c| {
+                    c.awaiting_checkpoint = false;
+                    std::mem::take(&mut c.cancel_on_checkpoint)
+                })
+                .unwrap_or_default();
+            if cancel && training.with_untracked(|t| t.running && t.lottery) {
+                cancel_by_restart(link, ctl, phase, training, knobs, saved);
+            }
+        }
         Response::Exported { format, bytes } => {
             let name = model.with_untracked(|m| {
                 m.as_ref()
@@ -367,6 +422,8 @@ pub fn App() -> impl IntoView {
                 // The instance is unusable after a panic; its error event may not follow.
                 restart(link, ctl, phase, notice, Notice::new(PANIC, message));
             } else {
+                // A failed job has ended (the worker handles one request at a time).
+                end_lottery(ctl, saved);
                 notice.set(Some(Notice::new(&code, message)));
                 phase.set(Phase::Idle);
             }
@@ -481,6 +538,11 @@ pub fn App() -> impl IntoView {
             return;
         }
         start_job(epochs, true);
+        saved.set_value(None);
+        ctl.update_value(|c| {
+            c.awaiting_checkpoint = true;
+            c.cancel_on_checkpoint = false;
+        });
         send(Request::Lottery {
             rate,
             rounds,
@@ -524,8 +586,19 @@ pub fn App() -> impl IntoView {
     let on_download = Callback::new(move |format: ExportFormat| send(Request::Export { format }));
     let on_cancel = Callback::new(move |()| {
         if training.with_untracked(|t| t.running && t.lottery) {
-            // One engine call that no message can reach: replace the worker instead.
-            cancel_by_restart(link, ctl, phase, training, knobs);
+            // One engine call that no message can reach: replace the worker instead, once it
+            // has sent what the new one needs to restore.
+            let wait = ctl
+                .try_update_value(|c| {
+                    c.cancel_on_checkpoint = c.awaiting_checkpoint;
+                    c.awaiting_checkpoint
+                })
+                .unwrap_or_default();
+            if wait {
+                training.update(|t| t.cancelling = true);
+            } else {
+                cancel_by_restart(link, ctl, phase, training, knobs, saved);
+            }
         } else {
             training.update(|t| t.cancelling = true);
             send(Request::Cancel);
@@ -601,17 +674,30 @@ fn restart(
     notice.set(Some(why));
 }
 
+/// A lottery job has ended (done or failed): nothing is to be restored or awaited.
+fn end_lottery(ctl: StoredValue<Control>, saved: StoredValue<Option<Saved>, LocalStorage>) {
+    saved.set_value(None);
+    ctl.update_value(|c| {
+        c.awaiting_checkpoint = false;
+        c.cancel_on_checkpoint = false;
+    });
+}
+
 /// Cancels a running lottery job, which is one synchronous engine call that a `Cancel` message
 /// cannot reach, by terminating the worker and starting a new one through the recovery path:
-/// the current model is loaded again and the card's knobs re-applied, as after a crash, but
-/// without an error; the fine-tune card says the job was cancelled.
+/// the current model is loaded again, as after a crash but without an error, and then either
+/// the job's [`Checkpoint`] is restored (weights trained before the job) or the card's knobs
+/// are applied again; the fine-tune card says the job was cancelled and which.
 fn cancel_by_restart(
     link: StoredValue<Option<WorkerLink>, LocalStorage>,
     ctl: StoredValue<Control>,
     phase: RwSignal<Phase>,
     training: RwSignal<Training>,
     knobs: RwSignal<Knobs>,
+    saved: StoredValue<Option<Saved>, LocalStorage>,
 ) {
+    let restored = saved.with_value(|s| s.as_ref().is_some_and(|s| s.checkpoint.is_some()));
+    // The `Loaded` handler restores the checkpoint instead (and clears this).
     let compresses = knobs.with_untracked(Knobs::compresses);
     let t0 = ctl
         .try_update_value(|c| {
@@ -637,6 +723,7 @@ fn cancel_by_restart(
             before: None,
             after: None,
             restarted: true,
+            restored,
         });
     });
     phase.set(Phase::Starting);

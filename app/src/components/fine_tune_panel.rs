@@ -229,7 +229,11 @@ pub fn FineTunePanel(
                     format!("Done: {} epoch{plural}, {} steps", r.epochs_done, r.steps)
                 };
                 let change = r.before.zip(r.after).map(|(b, a)| format!(" · test accuracy {} → {} ({})", format::percent(b), format::percent(a), format::points(b, a)));
-                let restarted = r.restarted.then_some(" · the engine's worker was restarted to stop it: the model is back as loaded, with the compression settings re-applied");
+                let restarted = match (r.restarted, r.restored) {
+                    (false, _) => None,
+                    (true, false) => Some(" · the engine's worker was restarted to stop it: the model is back as loaded, with the compression settings re-applied"),
+                    (true, true) => Some(" · the engine's worker was restarted to stop it: the model is back as it was before the job, its trained weights restored"),
+                };
                 view! {
                     <p id="tune-result" class="tune-result" role="status">
                         {what}

@@ -15,6 +15,8 @@ use crate::tensor::Tensor;
 use crate::{Error, Result};
 use nalgebra::DMatrix;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// Knobs of the `low_rank` pass. Exactly one of `rank` and `energy` must be given.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -147,6 +149,87 @@ fn select(g: &Graph, spec: &LowRankSpec) -> Result<Vec<usize>> {
     }
 }
 
+/// A thin SVD, singular values in descending order.
+struct Svd {
+    /// `σ` descending (ties by position), negatives clamped to 0.
+    sigma: Vec<f64>,
+    /// `order[k]`: the column of `u` (row of `vt`) of `sigma[k]`.
+    order: Vec<usize>,
+    u: DMatrix<f64>,
+    vt: DMatrix<f64>,
+}
+
+/// Matrices of at least this many elements keep their SVD in [`SVDS`] (smaller ones are
+/// quick to factor)...
+const SVD_CACHE_MIN: usize = 4096;
+/// ... and of at most this many (a 1024×1024 matrix keeps about 20 MB: `U`, `Vᵀ` in f64 and
+/// its values), so the cache stays small next to the model.
+const SVD_CACHE_MAX: usize = 1 << 20;
+/// How many SVDs [`SVDS`] keeps.
+const SVD_CACHE_LEN: usize = 4;
+
+/// A cached SVD: rows, columns, the matrix's exact values (f32 bits) and its SVD.
+type CachedSvd = (usize, usize, Vec<u32>, Rc<Svd>);
+
+thread_local! {
+    /// The SVDs of the last few large matrices factored, keyed by their exact values: the
+    /// playground's rank knob factors the same weights of the model as loaded at every
+    /// change, and the SVD (hundreds of ms for a 300×784 Gemm) does not depend on the rank.
+    /// A hit returns what the computation would, so results do not change.
+    static SVDS: RefCell<Vec<CachedSvd>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// The SVD of the `[n, m]` row-major matrix `w` (finite values), from [`SVDS`] when it holds it.
+fn svd(w: &[f32], n: usize, m: usize) -> Result<Rc<Svd>> {
+    let cache = (SVD_CACHE_MIN..=SVD_CACHE_MAX).contains(&w.len());
+    let bits: Vec<u32> = if cache {
+        w.iter().map(|x| x.to_bits()).collect()
+    } else {
+        Vec::new()
+    };
+    if cache
+        && let Some(hit) = SVDS.with_borrow(|c| {
+            c.iter()
+                .find(|e| e.0 == n && e.1 == m && e.2 == bits)
+                .map(|e| e.3.clone())
+        })
+    {
+        return Ok(hit);
+    }
+    let mat = DMatrix::<f64>::from_row_iterator(n, m, w.iter().map(|&x| f64::from(x)));
+    let svd = mat
+        .try_svd(true, true, f64::EPSILON, 100_000)
+        .ok_or_else(|| Error::Invalid("low_rank: the SVD did not converge".into()))?;
+    let sv = &svd.singular_values;
+    let mut order: Vec<usize> = (0..sv.len()).collect();
+    order.sort_by(|&a, &b| sv[b].total_cmp(&sv[a]).then(a.cmp(&b)));
+    let sigma: Vec<f64> = order.iter().map(|&i| sv[i].max(0.0)).collect();
+    let (u, vt) = match (svd.u, svd.v_t) {
+        (Some(u), Some(vt)) => (u, vt),
+        _ => {
+            return Err(Error::Invalid(
+                "low_rank: the SVD returned no vectors".into(),
+            ));
+        }
+    };
+    let out = Rc::new(Svd {
+        sigma,
+        order,
+        u,
+        vt,
+    });
+    if cache {
+        SVDS.with_borrow_mut(|c| {
+            if c.len() >= SVD_CACHE_LEN {
+                c.remove(0);
+            }
+            c.push((n, m, bits, out.clone()));
+        });
+    }
+    Ok(out)
+}
+
 /// Truncated SVD of an `[n, m]` row-major matrix: returns `(A, B, energy)` with `A = U_r Σ^{1/2}`
 /// (`[n, r]`) and `B = Σ^{1/2} V_rᵀ` (`[r, m]`), where `r` comes from `pick(σ)` (σ descending).
 /// `pick` returns the rank to use.
@@ -161,23 +244,14 @@ fn factor(
             "low_rank: the weight holds NaN or infinity".into(),
         ));
     }
-    let mat = DMatrix::<f64>::from_row_iterator(n, m, w.iter().map(|&x| f64::from(x)));
-    let svd = mat
-        .try_svd(true, true, f64::EPSILON, 100_000)
-        .ok_or_else(|| Error::Invalid("low_rank: the SVD did not converge".into()))?;
-    let (u, vt) = match (&svd.u, &svd.v_t) {
-        (Some(u), Some(vt)) => (u, vt),
-        _ => {
-            return Err(Error::Invalid(
-                "low_rank: the SVD returned no vectors".into(),
-            ));
-        }
-    };
-    let sv = &svd.singular_values;
-    let mut order: Vec<usize> = (0..sv.len()).collect();
-    order.sort_by(|&a, &b| sv[b].total_cmp(&sv[a]).then(a.cmp(&b)));
-    let sigma: Vec<f64> = order.iter().map(|&i| sv[i].max(0.0)).collect();
-    let r = pick(&sigma).clamp(1, sigma.len().max(1));
+    let svd = svd(w, n, m)?;
+    let Svd {
+        sigma,
+        order,
+        u,
+        vt,
+    } = &*svd;
+    let r = pick(sigma).clamp(1, sigma.len().max(1));
     let total: f64 = sigma.iter().map(|s| s * s).sum();
     let kept: f64 = sigma[..r.min(sigma.len())].iter().map(|s| s * s).sum();
     let energy = if total > 0.0 { kept / total } else { 1.0 };
@@ -241,7 +315,7 @@ pub fn factorize(g: &mut Graph, spec: &LowRankSpec) -> Result<Vec<LowRankLayer>>
             ),
             _ => continue,
         };
-        let bytes_before = sparse::encode_best(w)?.1.len();
+        let bytes_before = sparse::best_len(w)?.1;
         let nm = n * m;
         let (r, energy, a, b) = match (spec.rank, spec.energy) {
             (Some(r), _) => factor(&w_nm, n, m, |_| r)?,
@@ -313,7 +387,7 @@ pub fn factorize(g: &mut Graph, spec: &LowRankSpec) -> Result<Vec<LowRankLayer>>
             }
             _ => continue,
         };
-        let bytes_after = sparse::encode_best(&tv)?.1.len() + sparse::encode_best(&tu)?.1.len();
+        let bytes_after = sparse::best_len(&tv)?.1 + sparse::best_len(&tu)?.1;
         let mut second = second;
         second.inputs[0] = first_node.name.clone();
         second.inputs[1] = wu.clone();
@@ -547,8 +621,8 @@ pub fn separable(g: &mut Graph, spec: &SeparableSpec) -> Result<Vec<SeparableLay
         let pw_w = fresh(g, format!("{wname}_pw"))?;
         let t_dw = tensor(&[ci * m, 1, kh, kw], dw)?;
         let t_pw = tensor(&[o, ci * m, 1, 1], pw)?;
-        let bytes_before = sparse::encode_best(w)?.1.len();
-        let bytes_after = sparse::encode_best(&t_dw)?.1.len() + sparse::encode_best(&t_pw)?.1.len();
+        let bytes_before = sparse::best_len(w)?.1;
+        let bytes_after = sparse::best_len(&t_dw)?.1 + sparse::best_len(&t_pw)?.1;
         let depthwise = Node::new(
             dw_node.clone(),
             Op::Conv(ConvAttrs {
@@ -651,6 +725,33 @@ pub(super) fn separable_pass(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cached_svd_gives_the_same_factors() {
+        let (n, m) = (90, 70);
+        let mut rng = crate::rng::Rng::new(3);
+        let w: Vec<f32> = (0..n * m).map(|_| rng.normal()).collect();
+        SVDS.with_borrow_mut(|c| c.clear());
+        let first = factor(&w, n, m, |_| 12).unwrap();
+        assert_eq!(SVDS.with_borrow(|c| c.len()), 1);
+        // Another rank reads the cached SVD; the same rank gives the same bits.
+        let other = factor(&w, n, m, |_| 5).unwrap();
+        assert_eq!(SVDS.with_borrow(|c| c.len()), 1);
+        assert_eq!(other.0, 5);
+        assert_eq!(factor(&w, n, m, |_| 12).unwrap(), first);
+        // The first 5 columns of A are the same with either rank.
+        for row in 0..n {
+            assert_eq!(
+                first.2[row * 12..row * 12 + 5],
+                other.2[row * 5..row * 5 + 5]
+            );
+        }
+        // A different matrix is not mistaken for it.
+        let mut w2 = w.clone();
+        w2[17] += 1.0;
+        assert_ne!(factor(&w2, n, m, |_| 12).unwrap(), first);
+        assert_eq!(SVDS.with_borrow(|c| c.len()), 2);
+    }
 
     #[test]
     fn energy_rank_rule() {

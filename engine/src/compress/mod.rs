@@ -253,8 +253,8 @@ fn storage(name: &str, g: &Graph, ctx: &PassCtx) -> Result<(String, u8, usize)> 
         .weights
         .get(name)
         .ok_or_else(|| Error::Graph(format!("missing weight `{name}`")))?;
-    let (enc, bytes) = sparse::encode_best(w)?;
-    Ok((enc.name().to_string(), 32, bytes.len()))
+    let (enc, bytes) = sparse::best_len(w)?;
+    Ok((enc.name().to_string(), 32, bytes))
 }
 
 fn model_bytes(g: &Graph, ctx: &PassCtx) -> Result<usize> {

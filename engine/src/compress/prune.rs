@@ -41,6 +41,29 @@ fn check_ratio(r: f32) -> Result<()> {
     Ok(())
 }
 
+/// Flags the `k` smallest magnitudes of `values` (all of them when `k ≥ len`), ties broken by
+/// position: the first `k` of a sort by `(|v|, position)`, found by selection (linear) instead.
+/// A non-negative float's bits order as `f32::total_cmp` orders it (`abs` clears the sign bit,
+/// NaN included), so one integer key per element says both.
+fn smallest(values: impl Iterator<Item = f32>, k: usize) -> Vec<bool> {
+    let mut keys: Vec<u128> = values
+        .enumerate()
+        .map(|(i, v)| (u128::from(v.abs().to_bits()) << 64) | i as u128)
+        .collect();
+    let mut flags = vec![false; keys.len()];
+    let k = k.min(keys.len());
+    if k == 0 {
+        return flags;
+    }
+    if k < keys.len() {
+        keys.select_nth_unstable(k - 1);
+    }
+    for &key in &keys[..k] {
+        flags[key as u64 as usize] = true;
+    }
+    flags
+}
+
 /// Prunes `g` in place; returns the new masks (combined with `masks` already present, so a
 /// weight pruned earlier stays pruned).
 pub(crate) fn prune(
@@ -54,20 +77,15 @@ pub(crate) fn prune(
     match spec {
         PruneSpec::Global { ratio } => {
             check_ratio(*ratio)?;
-            let mut all: Vec<(f32, usize, usize)> = Vec::new();
-            for (li, t) in targets.iter().enumerate() {
-                let w = &g.weights[&t.weight];
-                all.extend(w.iter().enumerate().map(|(i, v)| (v.abs(), li, i)));
-            }
-            let k = (*ratio as f64 * all.len() as f64).round() as usize;
-            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+            let total: usize = targets.iter().map(|t| g.weights[&t.weight].len()).sum();
+            let k = (*ratio as f64 * total as f64).round() as usize;
+            let all = targets
+                .iter()
+                .flat_map(|t| g.weights[&t.weight].iter().copied());
+            let mut flags = smallest(all, k).into_iter();
             for t in targets {
-                remove.insert(&t.weight, vec![false; g.weights[&t.weight].len()]);
-            }
-            for &(_, li, i) in &all[..k.min(all.len())] {
-                if let Some(r) = remove.get_mut(targets[li].weight.as_str()) {
-                    r[i] = true;
-                }
+                let n = g.weights[&t.weight].len();
+                remove.insert(&t.weight, flags.by_ref().take(n).collect());
             }
         }
         PruneSpec::PerLayer { ratios } => {
@@ -84,12 +102,8 @@ pub(crate) fn prune(
                     continue;
                 };
                 let w = &g.weights[&t.weight];
-                let mut order: Vec<(f32, usize)> =
-                    w.iter().enumerate().map(|(i, v)| (v.abs(), i)).collect();
-                order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                let k = (*r as f64 * order.len() as f64).round() as usize;
-                let mut rm = vec![false; order.len()];
-                order[..k].iter().for_each(|&(_, i)| rm[i] = true);
+                let k = (*r as f64 * w.len() as f64).round() as usize;
+                let rm = smallest(w.iter().copied(), k);
                 remove.insert(&t.weight, rm);
             }
         }
@@ -135,4 +149,46 @@ pub(crate) fn prune(
         out.insert(name.to_string(), keep);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// What `smallest` replaces: a full sort by `(|v| total order, position)`.
+    fn by_sorting(values: &[f32], k: usize) -> Vec<bool> {
+        let mut order: Vec<(f32, usize)> = values.iter().map(|v| v.abs()).zip(0..).collect();
+        order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut flags = vec![false; values.len()];
+        order[..k.min(values.len())]
+            .iter()
+            .for_each(|&(_, i)| flags[i] = true);
+        flags
+    }
+
+    #[test]
+    fn selection_flags_what_a_full_sort_would() {
+        let mut rng = Rng::new(7);
+        for n in [0usize, 1, 2, 17, 1000] {
+            // Few distinct magnitudes of both signs, zeros of both signs, NaN and infinities:
+            // ties everywhere, broken by position.
+            let values: Vec<f32> = (0..n)
+                .map(|i| match i % 11 {
+                    0 => -0.0,
+                    1 => 0.0,
+                    2 => f32::NAN,
+                    3 => f32::NEG_INFINITY,
+                    _ => (rng.below(5) as f32 - 2.0) * 0.5,
+                })
+                .collect();
+            for k in [0, 1, n / 3, n / 2, n.saturating_sub(1), n, n + 3] {
+                assert_eq!(
+                    smallest(values.iter().copied(), k),
+                    by_sorting(&values, k),
+                    "n = {n}, k = {k}"
+                );
+            }
+        }
+    }
 }

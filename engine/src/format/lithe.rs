@@ -146,7 +146,7 @@ impl Layers {
             if w.ndim() < 2 || l.holds(name) || w.iter().any(|v| v.to_bits() == 0x8000_0000) {
                 continue;
             }
-            let (enc, _) = sparse::encode_best(w)?;
+            let (enc, _) = sparse::best_len(w)?;
             if enc != sparse::Encoding::Dense {
                 l.sparse.insert(name.clone(), enc);
             }
