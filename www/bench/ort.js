@@ -67,6 +67,17 @@ async function measure(url, batch, prune) {
   };
 }
 
+// The two runtimes are timed one after the other, so a burst of load from elsewhere can land
+// on one of them only: each model is measured ROUNDS times and the row reports the median
+// of each time and the median of the per-round ratios (each taken from two timings seconds
+// apart), with every round kept in the JSON.
+const ROUNDS = 3;
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1];
+}
+
 // V8 first runs wasm in its baseline tier and optimizes it only after it has run a while, so
 // the first model measured came out up to 3× slow in earlier runs: its first pass (both
 // runtimes) is run once and discarded.
@@ -76,7 +87,17 @@ async function compare(url, batch, prune) {
     warmed = true;
     await measure(url, batch, prune);
   }
-  return measure(url, batch, prune);
+  const rounds = [];
+  for (let r = 0; r < ROUNDS; r++) rounds.push(await measure(url, batch, prune));
+  const last = rounds[rounds.length - 1];
+  return {
+    ...last,
+    lithe_ms: median(rounds.map((x) => x.lithe_ms)),
+    ort_ms: median(rounds.map((x) => x.ort_ms)),
+    lithe_over_ort: median(rounds.map((x) => x.lithe_over_ort)),
+    max_abs_diff: Math.max(...rounds.map((x) => x.max_abs_diff)),
+    rounds: rounds.map((x) => ({ lithe_ms: x.lithe_ms, ort_ms: x.ort_ms, ratio: x.lithe_over_ort })),
+  };
 }
 
 ready(async () => {

@@ -12,9 +12,10 @@ mod quant;
 mod reshape;
 
 pub(crate) use pool::max_pool_eval;
+#[cfg(feature = "gpu")]
+pub(crate) use quant::finish_matmul as finish_int_matmul;
 pub(crate) use quant::{
-    Prepared as PreparedInt8, finish_matmul as finish_int_matmul, packed_matmul_applies,
-    weight_slots as int8_weight_slots,
+    Prepared as PreparedInt8, packed_matmul_applies, weight_slots as int8_weight_slots,
 };
 
 pub use elementwise::{broadcast_shape, reduce_to_shape};
