@@ -374,6 +374,9 @@ pub(crate) fn is_depthwise(w: &[usize], groups: usize) -> bool {
 }
 
 /// A depthwise convolution (one input channel per group) by direct loops.
+/// Largest stride for which [`depthwise`] splits the input into column phases.
+const MAX_SPLIT_STRIDE: usize = 4;
+
 pub(crate) fn depthwise(
     node: &Node,
     a: &ConvAttrs,
@@ -397,10 +400,29 @@ pub(crate) fn depthwise(
     let mg = g.m / g.groups;
     let taps = g.kh * g.kw;
     let mut y = pool.take(check_elems(g.n * g.m, plane)?);
+    // A strided depthwise conv reads every `sw`-th input column, which does not vectorize: each
+    // input plane is split once into its `sw` column phases, so that every tap reads one
+    // contiguous run of a phase (`x = first + t·sw` is column `first / sw + t` of phase
+    // `first mod sw`). Small strides only (the split costs one plane; a huge stride would make
+    // it mostly padding).
+    let split = (2..=MAX_SPLIT_STRIDE).contains(&g.sw) && g.w > 0;
+    let pw = g.w.div_ceil(g.sw.max(1));
+    let mut phases = if split {
+        vec![0f32; check_elems(g.sw * g.h, pw)?]
+    } else {
+        Vec::new()
+    };
     for n in 0..g.n {
         for oc in 0..g.m {
             let ch = oc / mg;
             let src = &xs[(n * g.c + ch) * g.h * g.w..][..g.h * g.w];
+            if split && oc % mg == 0 {
+                for (iy, row) in src.chunks_exact(g.w).enumerate() {
+                    for (x, &v) in row.iter().enumerate() {
+                        phases[((x % g.sw) * g.h + iy) * pw + x / g.sw] = v;
+                    }
+                }
+            }
             let out = &mut y[(n * g.m + oc) * plane..][..plane];
             let wk = &ws[oc * taps..(oc + 1) * taps];
             for i in 0..g.kh {
@@ -420,6 +442,12 @@ pub(crate) fn depthwise(
                         let first = lo * g.sw + j * g.dw - g.pl;
                         if g.sw == 1 {
                             for (d, s) in o.iter_mut().zip(&in_row[first..first + (hi - lo)]) {
+                                *d += wv * s;
+                            }
+                        } else if split {
+                            let row = &phases[((first % g.sw) * g.h + iy as usize) * pw..][..pw];
+                            let start = first / g.sw;
+                            for (d, s) in o.iter_mut().zip(&row[start..start + (hi - lo)]) {
                                 *d += wv * s;
                             }
                         } else {

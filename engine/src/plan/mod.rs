@@ -1236,6 +1236,9 @@ mod tests {
             (2, 3, 1, [1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 1, 1),
             (3, 3, 3, [2, 3], [3, 2], [0, 2, 1, 0], [2, 1], 6, 11),
             (2, 7, 1, [4, 4], [1, 1], [3, 3, 3, 3], [1, 1], 2, 2),
+            // Depthwise with column strides 3 (split into phases) and 5 (gathered), dilated.
+            (2, 2, 2, [3, 3], [1, 3], [1, 1, 1, 1], [1, 2], 7, 13),
+            (2, 4, 2, [2, 2], [2, 5], [0, 1, 0, 1], [1, 1], 5, 12),
         ];
         for &(c, m, groups, kernel, strides, pads, dilations, h, w) in cases {
             let mut attrs = ConvAttrs::new(kernel);
