@@ -84,11 +84,12 @@ if web:
 
 if ort:
     print("\n### Lithe vs onnxruntime-web", ort["onnxruntime_web"], "(one thread, wasm EP), median ms\n")
-    print("| Lithe build | model | batch | Lithe | ort-web | Lithe / ort | max abs diff | agree (≤ 1e-4) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| Lithe build | model | batch | Lithe | ort-web | Lithe / ort (median of the rounds) | the rounds | max abs diff | agree (≤ 1e-4) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for m in ort["models"]:
         r = m["result"]
         if "error" in r:
-            print(f'| {m["build"]} | {m["model"]} | {m["batch"]} | – | – | – | – | error: {r["error"].splitlines()[0][:120]} |')
+            print(f'| {m["build"]} | {m["model"]} | {m["batch"]} | – | – | – | – | – | error: {r["error"].splitlines()[0][:120]} |')
         else:
-            print(f'| {m["build"]} | {m["model"]} | {m["batch"]} | {r["lithe_ms"]:.3f} | {r["ort_ms"]:.3f} | {r["lithe_over_ort"]:.2f}× | {r["max_abs_diff"]:.1e} | {"yes" if r.get("agree") else "**no**"} |')
+            rounds = " / ".join(f'{x["ratio"]:.2f}' for x in r.get("rounds", [])) or "–"
+            print(f'| {m["build"]} | {m["model"]} | {m["batch"]} | {r["lithe_ms"]:.3f} | {r["ort_ms"]:.3f} | {r["lithe_over_ort"]:.2f}× | {rounds} | {r["max_abs_diff"]:.1e} | {"yes" if r.get("agree") else "**no**"} |')
