@@ -33,14 +33,7 @@ pub struct PackedInt8B {
 impl PackedInt8B {
     /// Packs and uploads `b` (row-major `[k, n]`) with its per-tensor zero point.
     pub fn new(ctx: &GpuContext, b: &[i8], zero: i8, k: usize, n: usize) -> Result<PackedInt8B> {
-        let nb = k.checked_mul(n);
-        if nb != Some(b.len()) {
-            return Err(Error::Invalid(format!(
-                "int8 matmul B of {k}x{n} needs {} values, got {}",
-                nb.map_or("too many".to_string(), |v| v.to_string()),
-                b.len()
-            )));
-        }
+        check_len("B", k, n, b.len())?;
         if k > MAX_K {
             return Err(Error::Invalid(format!(
                 "int8 matmul with K = {k} could overflow the i32 sums (at most {MAX_K})"
@@ -78,14 +71,7 @@ impl PackedInt8B {
         m: usize,
     ) -> Result<Vec<i32>> {
         let (k, n) = (self.k, self.n);
-        let na = m.checked_mul(k);
-        if na != Some(a.len()) {
-            return Err(Error::Invalid(format!(
-                "int8 matmul A of {m}x{k} needs {} values, got {}",
-                na.map_or("too many".to_string(), |v| v.to_string()),
-                a.len()
-            )));
-        }
+        check_len("A", m, k, a.len())?;
         let total = m
             .checked_mul(n)
             .ok_or_else(|| Error::Invalid("int8 matmul result too large".into()))?;
@@ -124,6 +110,18 @@ impl PackedInt8B {
     }
 }
 
+/// An error unless an operand `what` of `rows × cols` has `len` values.
+fn check_len(what: &str, rows: usize, cols: usize, len: usize) -> Result<()> {
+    let want = rows.checked_mul(cols);
+    if want == Some(len) {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "int8 matmul {what} of {rows}x{cols} needs {} values, got {len}",
+        want.map_or("too many".to_string(), |v| v.to_string())
+    )))
+}
+
 /// Largest `K` whose sums cannot overflow i32 (`K · 255² < 2³¹`).
 pub const MAX_K: usize = 33_000;
 
@@ -138,14 +136,8 @@ pub async fn matmul_int8(
     b_zero: i8,
     (m, k, n): (usize, usize, usize),
 ) -> Result<Vec<i32>> {
-    let na = m.checked_mul(k);
-    if na != Some(a.len()) {
-        return Err(Error::Invalid(format!(
-            "int8 matmul {m}x{k}x{n} needs {} values of A, got {}",
-            na.map_or("too many".to_string(), |v| v.to_string()),
-            a.len()
-        )));
-    }
+    // A first: a wrong A is an error before B is uploaded.
+    check_len("A", m, k, a.len())?;
     PackedInt8B::new(ctx, b, b_zero, k, n)?
         .matmul(ctx, a, a_zero, m)
         .await
