@@ -618,7 +618,7 @@ impl GpuSession {
         };
         let m = x.len() / k.max(1);
         let acc = b.matmul(&self.ctx, &a, zero, m).await?;
-        Ok(Some(ops::finish_int_matmul(n, &ins, &shape, &acc)?))
+        Ok(Some(ops::finish_int_matmul(n, &ins, &shape, b.n(), &acc)?))
     }
 }
 

@@ -362,7 +362,7 @@ pub(super) fn forward(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
             let azp = scalar_zp(node, opt(inputs, 2), *ta, "a_zero_point")?;
             let bzp = vec_zp(node, opt(inputs, 5), *tb, "b_zero_point", n)?;
             let (shape, acc) = matmul_i32(node, x, b, *ta, *tb, &[azp], &bzp)?;
-            Ok(vec![finish_matmul(node, inputs, &shape, &acc)?])
+            Ok(vec![finish_matmul(node, inputs, &shape, n, &acc)?])
         }
         Op::MatMulInteger { a: ta, b: tb } => {
             let b = get(node, inputs, 1)?;
@@ -375,7 +375,7 @@ pub(super) fn forward(node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Ten
             let azp = vec_zp(node, opt(inputs, 2), *ta, "a_zero_point", rows)?;
             let bzp = vec_zp(node, opt(inputs, 3), *tb, "b_zero_point", n)?;
             let (shape, acc) = matmul_i32(node, x, b, *ta, *tb, &azp, &bzp)?;
-            Ok(vec![finish_matmul(node, inputs, &shape, &acc)?])
+            Ok(vec![finish_matmul(node, inputs, &shape, n, &acc)?])
         }
         _ => Err(Error::Graph(format!(
             "node `{}` ({}) is not a quantization op",
@@ -392,12 +392,14 @@ fn cols(b: &[usize]) -> usize {
 
 /// The output of a `MatMulInteger` (the sums as exact integers in `f32`) or a `QLinearMatMul`
 /// (the sums rescaled by `a_scale · b_scale / y_scale`, rounded half to even, plus the output
-/// zero point, saturated) from its `i32` sums `acc` of output shape `shape`. The WebGPU backend
-/// computes the sums on the device and finishes here, so both give the same bits.
+/// zero point, saturated) from its `i32` sums `acc` of output shape `shape`, for `n` columns of
+/// `B`. The planned int8 kernels and the WebGPU backend compute the sums their own way and
+/// finish here, so all three give the same bits.
 pub(crate) fn finish_matmul(
     node: &Node,
     inputs: &[Option<&Tensor>],
     shape: &[usize],
+    n: usize,
     acc: &[i32],
 ) -> Result<Tensor> {
     match &node.op {
@@ -405,11 +407,13 @@ pub(crate) fn finish_matmul(
             tensor::from_vec(shape, acc.iter().map(|&v| v as f32).collect())
         }
         Op::QLinearMatMul { y: ty, .. } => {
-            let n = cols(get(node, inputs, 3)?.shape());
             let as_ = scalar_scale(node, get(node, inputs, 1)?, "a_scale")?;
             let bs = scales(node, get(node, inputs, 4)?, "b_scale")?;
             let ys = scalar_scale(node, get(node, inputs, 6)?, "y_scale")?;
             let yzp = scalar_zp(node, opt(inputs, 7), *ty, "y_zero_point")?;
+            if bs.len() != 1 && bs.len() != n {
+                return Err(invalid(node, format!("b_scale has {} values", bs.len())));
+            }
             let y: Vec<f32> = acc
                 .iter()
                 .enumerate()

@@ -1213,7 +1213,7 @@ mod tests {
 
     #[test]
     fn conv_kernels_agree_with_the_reference_on_odd_geometries() {
-        use crate::graph::{ConvAttrs, Dim, ValueInfo};
+        use crate::graph::ConvAttrs;
         let mut rng = crate::rng::Rng::new(9);
         // (channels, filters, groups, kernel, stride, pads, dilation, h, w)
         type ConvCase = (
@@ -1251,16 +1251,7 @@ mod tests {
                 .map(|_| rng.normal())
                 .collect();
             let bias: Vec<f32> = (0..m).map(|_| rng.normal()).collect();
-            let mut g = Graph::default();
-            g.inputs.push(ValueInfo {
-                name: "x".into(),
-                shape: vec![
-                    Dim::Sym("n".into()),
-                    Dim::Fixed(c),
-                    Dim::Fixed(h),
-                    Dim::Fixed(w),
-                ],
-            });
+            let mut g = graph_on(c, h, w);
             g.weights.insert(
                 "w".into(),
                 crate::tensor::from_vec(&wshape, weight).unwrap(),

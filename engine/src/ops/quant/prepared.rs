@@ -144,31 +144,18 @@ impl Prepared {
     pub(crate) fn run(&self, node: &Node, inputs: &[Option<&Tensor>]) -> Result<Vec<Tensor>> {
         let x = get(node, inputs, 0)?;
         match (&self.form, &node.op) {
-            (Form::MatMul { packed }, Op::MatMulInteger { a: ta, .. }) => {
+            (
+                Form::MatMul { packed },
+                Op::MatMulInteger { a: ta, .. } | Op::QLinearMatMul { a: ta, .. },
+            ) => {
                 let (shape, acc) = self.matmul(node, packed, x, *ta, opt(inputs, 2))?;
-                let y = acc.into_iter().map(|v| v as f32).collect();
-                Ok(vec![tensor::from_vec(&shape, y)?])
-            }
-            (Form::MatMul { packed }, Op::QLinearMatMul { a: ta, y: ty, .. }) => {
-                let (shape, acc) = self.matmul(node, packed, x, *ta, opt(inputs, 2))?;
-                let n = packed.n();
-                let xs = scalar_scale(node, get(node, inputs, 1)?, "a_scale")?;
-                let ws = scales(node, get(node, inputs, 4)?, "b_scale")?;
-                let ys = scalar_scale(node, get(node, inputs, 6)?, "y_scale")?;
-                let yzp = scalar_zp(node, opt(inputs, 7), *ty, "y_zero_point")?;
-                if ws.len() != 1 && ws.len() != n {
-                    return Err(invalid(node, format!("b_scale has {} values", ws.len())));
-                }
-                let y: Vec<f32> = acc
-                    .iter()
-                    .enumerate()
-                    .map(|(e, &v)| {
-                        let j = if ws.len() == 1 { 0 } else { e % n.max(1) };
-                        let mult = xs * ws[j] / ys;
-                        round_sat(f64::from(v) * f64::from(mult) + f64::from(yzp), *ty)
-                    })
-                    .collect();
-                Ok(vec![tensor::from_vec(&shape, y)?])
+                Ok(vec![super::finish_matmul(
+                    node,
+                    inputs,
+                    &shape,
+                    packed.n(),
+                    &acc,
+                )?])
             }
             (
                 Form::Conv {
