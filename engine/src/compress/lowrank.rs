@@ -3,7 +3,8 @@
 //! A Gemm weight `W` (`N` outputs × `M` inputs, read as `[out, in]` whatever its `trans_b`) is
 //! replaced by two Gemms `in → r → out`: `W ≈ U_r Σ_r V_rᵀ`, the first Gemm holding
 //! `Σ_r^{1/2} V_rᵀ` (`[r, M]`, no bias) and the second `U_r Σ_r^{1/2}` (`[N, r]`) with the
-//! original bias, `alpha` and `beta`. The SVD is nalgebra's, computed in f64.
+//! original bias, `alpha` and `beta`. The SVD is computed in f64 from the symmetric
+//! eigendecomposition (nalgebra) of the smaller Gram matrix, see [`gram_svd`].
 //!
 //! Storage gain `S_g = N·M / (r·(N + M))`: weight elements of the dense layer over those of its
 //! two factors (biases excluded). A layer where `r·(N + M) ≥ N·M` gains nothing and is left as
@@ -149,14 +150,51 @@ fn select(g: &Graph, spec: &LowRankSpec) -> Result<Vec<usize>> {
     }
 }
 
-/// A thin SVD, singular values in descending order.
+/// A thin SVD `W = U Σ Vᵀ` of an `[n, m]` matrix with `d = min(n, m)` singular values in
+/// descending order, kept as the eigenvectors of the smaller Gram matrix (see [`gram_svd`]);
+/// [`Svd::pair`] forms the singular vectors of one value when a factor needs them.
 struct Svd {
-    /// `σ` descending (ties by position), negatives clamped to 0.
+    /// `σ` descending (ties by position): square roots of the Gram matrix's eigenvalues.
     sigma: Vec<f64>,
-    /// `order[k]`: the column of `u` (row of `vt`) of `sigma[k]`.
-    order: Vec<usize>,
-    u: DMatrix<f64>,
-    vt: DMatrix<f64>,
+    /// `W` is tall (`n > m`): `X = Wᵀ`, else `X = W`.
+    tall: bool,
+    /// `X`, `[d, e]` row-major, in f64.
+    x: Vec<f64>,
+    /// The eigenvectors of `X Xᵀ`, `[d, d]` row-major: column `k` belongs to `sigma[k]`.
+    q: Vec<f64>,
+}
+
+impl Svd {
+    fn d(&self) -> usize {
+        self.sigma.len()
+    }
+
+    fn e(&self) -> usize {
+        self.x.len().checked_div(self.d()).unwrap_or(0)
+    }
+
+    /// The `k`-th singular triple `(u, σ, v)` (`u` of length `n`, `v` of `m`): with `q` the
+    /// eigenvector, `p = qᵀ X` is the projection of `X` on it, `|p|` the singular value and
+    /// `p / |p|` the other side's vector. So the truncated factors multiply to the projection
+    /// of `W` on its top directions even where a singular value is tiny. A zero projection
+    /// gives a zero vector.
+    fn pair(&self, k: usize) -> (Vec<f64>, f64, Vec<f64>) {
+        let (d, e) = (self.d(), self.e());
+        let q: Vec<f64> = (0..d).map(|i| self.q[i * d + k]).collect();
+        let mut p = vec![0f64; e];
+        for (i, &qi) in q.iter().enumerate() {
+            if qi != 0.0 {
+                for (pj, xj) in p.iter_mut().zip(&self.x[i * e..(i + 1) * e]) {
+                    *pj += qi * xj;
+                }
+            }
+        }
+        let s = dot(&p, &p).sqrt();
+        if s > 0.0 {
+            p.iter_mut().for_each(|v| *v /= s);
+        }
+        if self.tall { (p, s, q) } else { (q, s, p) }
+    }
 }
 
 /// Matrices of at least this many elements keep their SVD in [`SVDS`] (smaller ones are
@@ -174,8 +212,8 @@ type CachedSvd = (usize, usize, Vec<u32>, Rc<Svd>);
 thread_local! {
     /// The SVDs of the last few large matrices factored, keyed by their exact values: the
     /// playground's rank knob factors the same weights of the model as loaded at every
-    /// change, and the SVD (hundreds of ms for a 300×784 Gemm) does not depend on the rank.
-    /// A hit returns what the computation would, so results do not change.
+    /// change, and the SVD does not depend on the rank. A hit returns what the computation
+    /// would, so results do not change.
     static SVDS: RefCell<Vec<CachedSvd>> =
         const { RefCell::new(Vec::new()) };
 }
@@ -197,28 +235,7 @@ fn svd(w: &[f32], n: usize, m: usize) -> Result<Rc<Svd>> {
     {
         return Ok(hit);
     }
-    let mat = DMatrix::<f64>::from_row_iterator(n, m, w.iter().map(|&x| f64::from(x)));
-    let svd = mat
-        .try_svd(true, true, f64::EPSILON, 100_000)
-        .ok_or_else(|| Error::Invalid("low_rank: the SVD did not converge".into()))?;
-    let sv = &svd.singular_values;
-    let mut order: Vec<usize> = (0..sv.len()).collect();
-    order.sort_by(|&a, &b| sv[b].total_cmp(&sv[a]).then(a.cmp(&b)));
-    let sigma: Vec<f64> = order.iter().map(|&i| sv[i].max(0.0)).collect();
-    let (u, vt) = match (svd.u, svd.v_t) {
-        (Some(u), Some(vt)) => (u, vt),
-        _ => {
-            return Err(Error::Invalid(
-                "low_rank: the SVD returned no vectors".into(),
-            ));
-        }
-    };
-    let out = Rc::new(Svd {
-        sigma,
-        order,
-        u,
-        vt,
-    });
+    let out = Rc::new(gram_svd(w, n, m)?);
     if cache {
         SVDS.with_borrow_mut(|c| {
             if c.len() >= SVD_CACHE_LEN {
@@ -228,6 +245,79 @@ fn svd(w: &[f32], n: usize, m: usize) -> Result<Rc<Svd>> {
         });
     }
     Ok(out)
+}
+
+/// A thin SVD through the symmetric eigendecomposition of the smaller Gram matrix: with `X`
+/// the orientation of `w` with `d = min(n, m)` rows (`W` or `Wᵀ`) and `e` columns,
+/// `X Xᵀ = Q Λ Qᵀ` (nalgebra's `SymmetricEigen`, `d × d`) and `σ = √λ`. The singular vectors
+/// of the other side are formed only for the values a factor keeps ([`Svd::pair`]).
+///
+/// This is several times quicker than a Golub–Kahan SVD of the whole matrix, which rotates
+/// both sides' vectors at every QR sweep: the playground's first rank change waited on it.
+/// Singular values well apart from zero come out to f64 rounding; tiny ones to about
+/// `√ε · σ_max`, far below the f32 weights' own precision.
+fn gram_svd(w: &[f32], n: usize, m: usize) -> Result<Svd> {
+    let tall = n > m;
+    let (d, e) = if tall { (m, n) } else { (n, m) };
+    let mut x = vec![0f64; d * e];
+    for r in 0..n {
+        for c in 0..m {
+            let v = f64::from(w[r * m + c]);
+            if tall {
+                x[c * e + r] = v;
+            } else {
+                x[r * e + c] = v;
+            }
+        }
+    }
+    if d == 0 {
+        return Ok(Svd {
+            sigma: Vec::new(),
+            tall,
+            x: Vec::new(),
+            q: Vec::new(),
+        });
+    }
+    let mut gram = DMatrix::<f64>::zeros(d, d);
+    for i in 0..d {
+        let xi = &x[i * e..(i + 1) * e];
+        for j in 0..=i {
+            let s = dot(xi, &x[j * e..(j + 1) * e]);
+            gram[(i, j)] = s;
+            gram[(j, i)] = s;
+        }
+    }
+    let eig = nalgebra::SymmetricEigen::try_new(gram, f64::EPSILON, 100_000)
+        .ok_or_else(|| Error::Invalid("low_rank: the SVD did not converge".into()))?;
+    let lambda = &eig.eigenvalues;
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&a, &b| lambda[b].total_cmp(&lambda[a]).then(a.cmp(&b)));
+    let sigma: Vec<f64> = order.iter().map(|&i| lambda[i].max(0.0).sqrt()).collect();
+    let mut q = vec![0f64; d * d];
+    for (k, &col) in order.iter().enumerate() {
+        for i in 0..d {
+            q[i * d + k] = eig.eigenvectors[(i, col)];
+        }
+    }
+    Ok(Svd { sigma, tall, x, q })
+}
+
+/// `Σ a_i b_i` with four partial sums (a fixed order, so the same inputs give the same bits).
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let mut acc = [0f64; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// Truncated SVD of an `[n, m]` row-major matrix: returns `(A, B, energy)` with `A = U_r Σ^{1/2}`
@@ -245,25 +335,22 @@ fn factor(
         ));
     }
     let svd = svd(w, n, m)?;
-    let Svd {
-        sigma,
-        order,
-        u,
-        vt,
-    } = &*svd;
-    let r = pick(sigma).clamp(1, sigma.len().max(1));
+    let sigma = &svd.sigma;
+    let d = sigma.len();
+    let r = pick(sigma).clamp(1, d.max(1));
     let total: f64 = sigma.iter().map(|s| s * s).sum();
-    let kept: f64 = sigma[..r.min(sigma.len())].iter().map(|s| s * s).sum();
+    let kept: f64 = sigma[..r.min(d)].iter().map(|s| s * s).sum();
     let energy = if total > 0.0 { kept / total } else { 1.0 };
     let mut a = vec![0f32; n * r];
     let mut b = vec![0f32; r * m];
-    for (k, &i) in order.iter().take(r).enumerate() {
-        let s = sigma[k].sqrt();
-        for row in 0..n {
-            a[row * r + k] = (u[(row, i)] * s) as f32;
+    for k in 0..r.min(d) {
+        let (u, s, v) = svd.pair(k);
+        let s = s.sqrt();
+        for (row, uv) in u.iter().enumerate() {
+            a[row * r + k] = (uv * s) as f32;
         }
-        for col in 0..m {
-            b[k * m + col] = (vt[(i, col)] * s) as f32;
+        for (col, vv) in v.iter().enumerate() {
+            b[k * m + col] = (vv * s) as f32;
         }
     }
     Ok((r, energy, a, b))
@@ -751,6 +838,91 @@ mod tests {
         w2[17] += 1.0;
         assert_ne!(factor(&w2, n, m, |_| 12).unwrap(), first);
         assert_eq!(SVDS.with_borrow(|c| c.len()), 2);
+    }
+
+    /// The Gram-matrix SVD against nalgebra's Golub–Kahan SVD: the same singular values, an
+    /// exact reconstruction, orthonormal vectors, and the truncation error Eckart–Young
+    /// predicts — on wide, tall, square, rank-deficient, zero and one-element matrices.
+    #[test]
+    fn gram_svd_matches_a_golub_kahan_svd() {
+        let mut rng = crate::rng::Rng::new(7);
+        let mut cases: Vec<(usize, usize, Vec<f32>)> = Vec::new();
+        for &(n, m) in &[(1, 1), (1, 5), (6, 1), (7, 7), (13, 40), (40, 13), (30, 78)] {
+            cases.push((n, m, (0..n * m).map(|_| rng.normal()).collect()));
+        }
+        // Rank 3 (an outer-product sum), and all zeros.
+        let (n, m) = (20, 30);
+        let mut low = vec![0f32; n * m];
+        for _ in 0..3 {
+            let a: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+            let b: Vec<f32> = (0..m).map(|_| rng.normal()).collect();
+            for r in 0..n {
+                for c in 0..m {
+                    low[r * m + c] += a[r] * b[c];
+                }
+            }
+        }
+        cases.push((n, m, low));
+        cases.push((9, 4, vec![0.0; 36]));
+        for (n, m, w) in cases {
+            let ours = gram_svd(&w, n, m).unwrap();
+            let d = n.min(m);
+            let theirs = DMatrix::<f64>::from_row_iterator(n, m, w.iter().map(|&x| f64::from(x)))
+                .try_svd(false, false, f64::EPSILON, 100_000)
+                .unwrap();
+            let mut want: Vec<f64> = theirs.singular_values.iter().copied().collect();
+            want.sort_by(|a, b| b.total_cmp(a));
+            let top = want.first().copied().unwrap_or(0.0).max(1e-30);
+            assert_eq!(ours.sigma.len(), d);
+            assert!(ours.sigma.windows(2).all(|p| p[0] >= p[1]));
+            let pairs: Vec<(Vec<f64>, f64, Vec<f64>)> = (0..d).map(|k| ours.pair(k)).collect();
+            for (k, t) in want.iter().enumerate() {
+                // Both estimates of σ: √λ and the projection's norm.
+                for s in [ours.sigma[k], pairs[k].1] {
+                    assert!((s - t).abs() <= 1e-6 * top, "{n}×{m}: σ {s} vs {t}");
+                    if *t > 1e-3 * top {
+                        assert!((s - t).abs() <= 1e-10 * t, "{n}×{m}: σ {s} vs {t}");
+                    }
+                }
+            }
+            // U Σ Vᵀ = W, with the projections' σ.
+            for r in 0..n {
+                for c in 0..m {
+                    let x: f64 = pairs.iter().map(|(u, s, v)| u[r] * s * v[c]).sum();
+                    assert!((x - f64::from(w[r * m + c])).abs() <= 1e-9 * (1.0 + top));
+                }
+            }
+            // Orthonormal vectors where σ is not negligible.
+            let live: Vec<usize> = (0..d).filter(|&k| ours.sigma[k] > 1e-6 * top).collect();
+            for &i in &live {
+                for &j in &live {
+                    let uu: f64 = (0..n).map(|r| pairs[i].0[r] * pairs[j].0[r]).sum();
+                    let vv: f64 = (0..m).map(|c| pairs[i].2[c] * pairs[j].2[c]).sum();
+                    let want = if i == j { 1.0 } else { 0.0 };
+                    assert!((uu - want).abs() < 1e-8, "{n}×{m} u{i}·u{j} = {uu}");
+                    assert!((vv - want).abs() < 1e-8, "{n}×{m} v{i}·v{j} = {vv}");
+                }
+            }
+            // Truncation error² = Σ of the dropped σ² (Eckart–Young).
+            let r = d.div_ceil(2).max(1).min(d);
+            if d > 0 {
+                let (_, _, a, b) = factor(&w, n, m, |_| r).unwrap();
+                let mut err = 0f64;
+                for row in 0..n {
+                    for c in 0..m {
+                        let x: f64 = (0..r)
+                            .map(|k| f64::from(a[row * r + k]) * f64::from(b[k * m + c]))
+                            .sum();
+                        err += (x - f64::from(w[row * m + c])).powi(2);
+                    }
+                }
+                let tail: f64 = want[r..].iter().map(|s| s * s).sum();
+                assert!(
+                    (err - tail).abs() <= 1e-5 * (1.0 + top * top),
+                    "{n}×{m} rank {r}: error² {err} vs {tail}"
+                );
+            }
+        }
     }
 
     #[test]
