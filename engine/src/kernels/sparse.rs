@@ -132,42 +132,44 @@ impl Csr {
 }
 
 impl Csr {
-    /// Batched form: `Cᵀ = W · Aᵀ`. The batch is cut into tiles of [`TILE`] images; for each
-    /// output row the tile's sums stay in registers while the row's kept weights stream past,
-    /// each scaling one contiguous `TILE`-wide piece of `Aᵀ`. The tail tile is summed the
-    /// same way with a shorter width.
+    /// Batched form, tile by tile of [`TILE`] images: the tile of `A` is transposed into a
+    /// small buffer (`k × TILE`, in cache), then for each output row the tile's sums stay in
+    /// registers while the row's kept weights stream past, each scaling one contiguous
+    /// `TILE`-wide column piece, and the tile's outputs (`n × TILE`) are transposed into `c`.
+    /// A short last tile is zero-padded, so every tile takes the same fixed-width loop.
     fn matmul_t_batched(&self, m: usize, a: &[f32], c: &mut [f32]) {
         let (n, k) = (self.rows, self.cols);
-        let mut at = vec![0.0f32; k * m];
-        for i in 0..m {
-            for p in 0..k {
-                at[p * m + i] = a[i * k + p];
-            }
-        }
-        let mut i0 = 0;
-        while i0 < m {
+        let mut xt = vec![0.0f32; k * TILE];
+        let mut yt = vec![0.0f32; n * TILE];
+        for i0 in (0..m).step_by(TILE) {
             let w = TILE.min(m - i0);
-            for r in 0..n {
+            if w < TILE {
+                xt.fill(0.0);
+            }
+            let rows = &a[i0 * k..(i0 + w) * k];
+            for (p, col) in xt.chunks_exact_mut(TILE).enumerate() {
+                // One output line per input column; the `w` rows are read as `w` streams.
+                for (j, x) in col[..w].iter_mut().enumerate() {
+                    *x = rows[j * k + p];
+                }
+            }
+            for (r, out) in yt.chunks_exact_mut(TILE).enumerate() {
                 let mut acc = [0.0f32; TILE];
                 let (lo, hi) = (self.row_ptr[r] as usize, self.row_ptr[r + 1] as usize);
                 for (&col, &v) in self.col_idx[lo..hi].iter().zip(&self.values[lo..hi]) {
-                    let x = &at[col as usize * m + i0..][..w];
-                    if let Ok(x) = <&[f32; TILE]>::try_from(x) {
-                        // Full tile: a fixed-length loop the compiler turns into SIMD.
-                        for j in 0..TILE {
-                            acc[j] += v * x[j];
-                        }
-                    } else {
-                        for (s, xv) in acc.iter_mut().zip(x) {
-                            *s += v * xv;
-                        }
+                    let x = &xt[col as usize * TILE..][..TILE];
+                    // A fixed-length loop the compiler turns into SIMD.
+                    for j in 0..TILE {
+                        acc[j] += v * x[j];
                     }
                 }
-                for (j, s) in acc[..w].iter().enumerate() {
-                    c[(i0 + j) * n + r] = *s;
+                out.copy_from_slice(&acc);
+            }
+            for j in 0..w {
+                for (r, o) in c[(i0 + j) * n..][..n].iter_mut().enumerate() {
+                    *o = yt[r * TILE + j];
                 }
             }
-            i0 += w;
         }
     }
 }
@@ -207,6 +209,11 @@ mod tests {
             (5, 17, 31),
             (8, 33, 65),
             (3, 100, 784),
+            // Whole tiles, a whole tile and a short one, several tiles and a tail.
+            (16, 5, 7),
+            (17, 9, 11),
+            (37, 19, 23),
+            (64, 7, 5),
         ] {
             for density in [0.0f32, 0.05, 0.3, 1.0] {
                 let w: Vec<f32> = (0..n * k)
