@@ -140,6 +140,10 @@ fn check_page(ctx: &Ctx, s: &Session, page: &str, timeout: Duration) -> Result<f
     }
     check_compress(ctx, s, &last_text, timeout)?;
     check_knobs(ctx, s, timeout)?;
+    // The worker's idle warm-up (app/src/bin/worker.rs, `warm_up`) logs what it ran.
+    for line in s.browser_log().lines().filter(|l| l.contains("warm-up")) {
+        println!("e2e: worker {line}");
+    }
     let hash = s.post(
         "execute/sync",
         json!({ "script": "return location.hash;", "args": [] }),

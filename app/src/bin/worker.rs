@@ -63,6 +63,11 @@ thread_local! {
     static BUSY: Cell<bool> = const { Cell::new(false) };
     /// Set by [`Request::Cancel`] on arrival, cleared when a `FineTune` is queued.
     static CANCEL: Cell<bool> = const { Cell::new(false) };
+    /// The next idle warm-up step for the loaded model ([`warm_up`]); `None` when there is
+    /// none left.
+    static WARM_NEXT: Cell<Option<usize>> = const { Cell::new(None) };
+    /// A [`warm_up`] task is running (or waiting for the event loop).
+    static WARMING: Cell<bool> = const { Cell::new(false) };
     /// The WebGPU device when [`Request::Device`] chose it.
     #[cfg(target_arch = "wasm32")]
     static GPU: RefCell<Option<std::sync::Arc<lithe::gpu::GpuContext>>> =
@@ -144,6 +149,182 @@ async fn drain() {
         }
     }
     BUSY.set(false);
+    let evaluated = STATE.with_borrow(|s| s.accuracy.is_some());
+    if evaluated && WARM_NEXT.get().is_some() && !WARMING.replace(true) {
+        wasm_bindgen_futures::spawn_local(warm_up());
+    }
+}
+
+/// Runs the knobs' code paths while the worker is idle after a model was loaded and
+/// evaluated, one short step at a time, and stops as soon as a request arrives (the rest waits
+/// for the next idle moment).
+///
+/// The browser first runs wasm in a baseline compiler and moves a function to its optimizing
+/// tier only after it has run for a while; a long call stays in the tier it started in. A first
+/// prune after loading therefore ran its CSR kernels several times slower than later ones (in
+/// Node: the first batch-1000 run of the pruned LeNet-300-100 32 ms, from the sixth on 4.7),
+/// and the first rank change factored the model in baseline code. The steps compress a small
+/// zoo MLP with each knob family as a `Compress` would and evaluate it on a few hundred test
+/// images ([`warm_round`]); the last one factors the loaded model, leaving the SVDs of its
+/// Gemm weights in the factorisation cache for the first rank change. Nothing a step computes
+/// is kept otherwise, and the browser's log gets the steps' times.
+async fn warm_up() {
+    let t0 = now();
+    let mut ran = 0;
+    let mut times: Vec<String> = Vec::new();
+    loop {
+        // Lets queued messages arrive; a request means the user is waiting.
+        yield_now().await;
+        if BUSY.get() {
+            break;
+        }
+        let Some(step) = WARM_NEXT.get() else {
+            break;
+        };
+        let (original, data) = STATE.with_borrow(|s| (s.original.clone(), s.test_set.clone()));
+        let (Some(original), Some(data)) = (original, data) else {
+            break;
+        };
+        // Even steps compress, odd steps evaluate what the step before compressed.
+        let Some((model, knobs)) = warm_round(&original, step / 2) else {
+            WARM_NEXT.set(None);
+            WARM_SESSION.with_borrow_mut(|s| *s = None);
+            web_sys::console::log_1(
+                &format!(
+                    "warm-up: done; the last {ran} steps in {:.0} ms: {}",
+                    now() - t0,
+                    times.join(", ")
+                )
+                .into(),
+            );
+            break;
+        };
+        WARM_NEXT.set(Some(step + 1));
+        let t = now();
+        let _ = warm_step(&original, model, &data, &knobs, step % 2 == 1);
+        times.push(format!("{:.0}", now() - t));
+        ran += 1;
+    }
+    WARMING.set(false);
+}
+
+/// What a warm-up round compresses.
+enum WarmModel {
+    /// The model as loaded, the pruning and factorisation passes restricted to one layer
+    /// when a name is given.
+    Loaded(Option<String>),
+    /// A small zoo MLP (784-32-10, 25k weights) with this seed: the knobs' code runs in a
+    /// few milliseconds on it, even before it has tiered up.
+    Tiny(u64),
+}
+
+/// Warm-up round `round` for `original` (each round compresses, then evaluates): the model
+/// and knob setting, `None` past the last round.
+fn warm_round(original: &Session, round: usize) -> Option<(WarmModel, Knobs)> {
+    let g = original.graph();
+    let tiny = |f: &dyn Fn(&mut Knobs)| {
+        let mut k = Knobs::default();
+        f(&mut k);
+        (WarmModel::Tiny(round as u64), k)
+    };
+    // The loaded model's Gemm weights, smallest first. The SVD costs about d³ for
+    // d = min(rows, columns): only weights of modest size, all of which the factorisation
+    // cache keeps.
+    let mut gemms: Vec<(usize, String)> = g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, lithe::graph::Op::Gemm(_)))
+        .filter_map(|n| {
+            let w = g.weights.get(n.inputs.get(1)?)?;
+            let s = w.shape();
+            (s.len() == 2 && s[0].min(s[1]) <= 512 && w.len() <= 1 << 20)
+                .then(|| (w.len(), n.name.clone()))
+        })
+        .collect();
+    gemms.sort();
+    Some(match round {
+        // The knobs' code paths, on the small model: short steps, so that a request never
+        // waits long behind one, repeated so that the browser's budgets for tiering run out.
+        0 | 4 => tiny(&|k| k.prune = 90),
+        // Per-layer ratios take the per-layer ranking.
+        1 => tiny(&|k| {
+            k.prune = 90;
+            k.layers.insert("fc1".into(), 95);
+        }),
+        2 => tiny(&|k| {
+            k.prune = 50;
+            k.filters = true;
+        }),
+        3 | 5 => tiny(&|k| {
+            k.rank = 16;
+            k.prune = 90;
+        }),
+        6 => tiny(&|k| k.weights = "int8".into()),
+        // Last, the loaded model's SVDs into the factorisation cache, one Gemm per round,
+        // smallest first: the largest (the one long step) is factored in tiered-up code.
+        r => {
+            let (_, name) = gemms.get(r - 7)?;
+            (
+                WarmModel::Loaded(Some(name.clone())),
+                Knobs {
+                    rank: 16,
+                    ..Knobs::default()
+                },
+            )
+        }
+    })
+}
+
+/// Images a warm-up step evaluates.
+const WARM_IMAGES: usize = 256;
+
+thread_local! {
+    /// The session the last compressing warm-up step made, for the evaluating step after it.
+    static WARM_SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
+}
+
+/// One warm-up step: `knobs` applied to `model` as a `Compress` would (the session is kept for
+/// the next step), or, with `evaluate`, that session's plan run on [`WARM_IMAGES`] test
+/// images. The results are dropped.
+fn warm_step(
+    loaded: &Session,
+    model: WarmModel,
+    data: &Dataset,
+    knobs: &Knobs,
+    evaluate: bool,
+) -> Result<(), Response> {
+    if evaluate {
+        let Some(session) = WARM_SESSION.with_borrow_mut(|s| s.take()) else {
+            return Ok(());
+        };
+        let idx: Vec<usize> = (0..WARM_IMAGES.min(data.len())).collect();
+        evaluate_part(&session, data, &idx)?;
+        return Ok(());
+    }
+    let tiny;
+    let (original, only) = match model {
+        WarmModel::Loaded(only) => (loaded, only),
+        WarmModel::Tiny(seed) => {
+            tiny = Session::from_graph(lithe::zoo::build(lithe::zoo::Arch::TinyMlp, seed)?)?;
+            (&tiny, None)
+        }
+    };
+    let prunable: Vec<String> = lithe::compress::targets(original.graph())
+        .into_iter()
+        .map(|t| t.node)
+        .collect();
+    let recipe =
+        lithe::compress::Recipe::from_json(&knobs.recipe_json(&prunable, only.as_deref()))?;
+    if only.is_some() {
+        // Filling the factorisation cache needs only the pass.
+        recipe.apply(original.graph(), None, None, &mut |_| {
+            ControlFlow::Continue(())
+        })?;
+        return Ok(());
+    }
+    let (_, _, session, _) = compress_now(original, &recipe, None, knobs.huffman)?;
+    WARM_SESSION.with_borrow_mut(|s| *s = Some(session));
+    Ok(())
 }
 
 /// Handles one request; `Err` carries the [`Response::Error`] to send.
@@ -316,6 +497,8 @@ fn load(bytes: &[u8]) -> Result<(), Response> {
         s.trained = false;
         s.accuracy = None;
     });
+    WARM_NEXT.set(Some(0));
+    WARM_SESSION.with_borrow_mut(|s| *s = None);
     post(&Response::Loaded {
         info,
         file_bytes: bytes.len() as u64,
@@ -1049,8 +1232,38 @@ async fn compress(recipe: &str, huffman: bool) -> Result<(), Response> {
     };
     progress(Stage::Compress, 0, 1);
     yield_now().await;
+    let (summary, c, session, masks) = compress_now(&original, &recipe, train.as_deref(), huffman)?;
+    STATE.with_borrow_mut(|s| {
+        s.session = Some(session);
+        s.masks = masks;
+        s.compressed = Some((c, recipe_text));
+        s.trained = false;
+        s.huffman = huffman;
+    });
+    post(&Response::Compressed(Box::new(summary)));
+    Ok(())
+}
+
+/// What a `Compress` computes: the recipe applied to the model as loaded, the card's summary
+/// (sizes, MACs, energy, kernels, histograms, timings), the compressed result, its session and
+/// its pruning masks.
+#[allow(clippy::type_complexity)]
+fn compress_now(
+    original: &Session,
+    recipe: &lithe::compress::Recipe,
+    train: Option<&Dataset>,
+    huffman: bool,
+) -> Result<
+    (
+        CompressSummary,
+        lithe::compress::Compressed,
+        Session,
+        lithe::train::Masks,
+    ),
+    Response,
+> {
     let t0 = now();
-    let c = recipe.apply(original.graph(), train.as_deref(), None, &mut |_| {
+    let c = recipe.apply(original.graph(), train, None, &mut |_| {
         ControlFlow::Continue(())
     })?;
     let millis = now() - t0;
@@ -1097,21 +1310,13 @@ async fn compress(recipe: &str, huffman: bool) -> Result<(), Response> {
     };
     // Layers that are binary or otherwise coded have no zeros to keep; only prune masks
     // constrain fine-tuning, and only while the weights they name still exist.
-    let masks = c
+    let masks: lithe::train::Masks = c
         .masks
         .iter()
         .filter(|(k, m)| c.graph.weights.get(*k).is_some_and(|w| w.len() == m.len()))
         .map(|(k, m)| (k.clone(), m.clone()))
         .collect();
-    STATE.with_borrow_mut(|s| {
-        s.session = Some(session);
-        s.masks = masks;
-        s.compressed = Some((c, recipe_text));
-        s.trained = false;
-        s.huffman = huffman;
-    });
-    post(&Response::Compressed(Box::new(summary)));
-    Ok(())
+    Ok((summary, c, session, masks))
 }
 
 /// The cosine factor (1 → 0.02) at step `done` of `total`.
