@@ -298,7 +298,9 @@ fn warm_step(
             return Ok(());
         };
         let idx: Vec<usize> = (0..WARM_IMAGES.min(data.len())).collect();
-        evaluate_part(&session, data, &idx)?;
+        // Not through the input cache: the small model's input shape or preprocessing may
+        // differ from the loaded model's, which would evict its converted test set.
+        evaluate_part(&session, data, &idx, false)?;
         return Ok(());
     }
     let tiny;
@@ -532,7 +534,7 @@ async fn evaluate() -> Result<(EvalReport, f64), Response> {
     for start in (0..n).step_by(EVAL_CHUNK) {
         let idx: Vec<usize> = (start..(start + EVAL_CHUNK).min(n)).collect();
         let report = STATE.with_borrow(|s| match &s.session {
-            Some(session) => evaluate_part(session, &data, &idx).map_err(Response::from),
+            Some(session) => evaluate_part(session, &data, &idx, true).map_err(Response::from),
             None => Err(no_model()),
         })?;
         total.add(&report);
@@ -548,7 +550,7 @@ fn evaluate_all(session: &Session, data: &Dataset) -> lithe::Result<f32> {
     let idx: Vec<usize> = (0..data.len()).collect();
     let mut total = Merged::default();
     for part in idx.chunks(EVAL_CHUNK) {
-        total.add(&evaluate_part(session, data, part)?);
+        total.add(&evaluate_part(session, data, part, true)?);
     }
     Ok(total.finish().accuracy)
 }
@@ -569,14 +571,16 @@ thread_local! {
 
 /// The images at `idx` of `data` as a `shape` tensor preprocessed by `pre`, and their labels;
 /// `None` if `shape` does not hold them. Kept for the next evaluation of the same chunk
-/// (only consecutive chunks are kept, as evaluations make them: at most the whole test set).
+/// (only consecutive chunks are kept, as evaluations make them: at most the whole test set),
+/// unless `cache` is false (then the cache is neither read nor changed).
 fn model_inputs(
     data: &Dataset,
     idx: &[usize],
     pre: &lithe::data::Preprocess,
     shape: &[usize],
+    cache: bool,
 ) -> lithe::Result<Option<Inputs>> {
-    let consecutive = idx.windows(2).all(|w| w[1] == w[0] + 1);
+    let consecutive = cache && idx.windows(2).all(|w| w[1] == w[0] + 1);
     let key: InputKey = (
         std::ptr::from_ref(data) as usize,
         idx.first().copied().unwrap_or(0),
@@ -612,7 +616,12 @@ fn model_inputs(
 /// (CSR for pruned layers, SIMD GEMM for dense ones), which is what makes a pruned model quick
 /// to measure — scored like `metrics::evaluate` (outputs taken as logits). Graphs with a fixed
 /// batch size go through `Session::evaluate` (the reference interpreter).
-fn evaluate_part(session: &Session, data: &Dataset, idx: &[usize]) -> lithe::Result<EvalReport> {
+fn evaluate_part(
+    session: &Session,
+    data: &Dataset,
+    idx: &[usize],
+    cache: bool,
+) -> lithe::Result<EvalReport> {
     let g = session.graph();
     let n = idx.len();
     let input = match g.inputs.first() {
@@ -620,7 +629,7 @@ fn evaluate_part(session: &Session, data: &Dataset, idx: &[usize]) -> lithe::Res
         _ => return session.evaluate(&data.subset(idx)),
     };
     let shape = input.concrete(n);
-    let Some(inputs) = model_inputs(data, idx, &session.preprocess(), &shape)? else {
+    let Some(inputs) = model_inputs(data, idx, &session.preprocess(), &shape, cache)? else {
         return session.evaluate(&data.subset(idx));
     };
     let (x, y) = (&inputs.0, &inputs.1);
