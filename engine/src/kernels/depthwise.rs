@@ -114,8 +114,8 @@ pub(crate) fn plane_with(kind: KernelKind, p: &DwPlane, out: &mut [f32]) -> Resu
         KernelKind::Scalar => plane_scalar(p, out),
         #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
         KernelKind::Simd128 => {
-            match <&[f32; 9]>::try_from(p.taps) {
-                Ok(t) if kh == 3 => simd128::plane::<9>(p, kh, t, out),
+            match (kh, p.cols.len()) {
+                (3, 3) => simd128::plane::<3, 3>(p, out),
                 _ => portable_dyn::<4>(p, kh, out),
             }
             Ok(())
@@ -137,9 +137,10 @@ pub(crate) fn plane_with(kind: KernelKind, p: &DwPlane, out: &mut [f32]) -> Resu
     }
 }
 
+#[inline(always)]
 fn portable(p: &DwPlane, kh: usize, out: &mut [f32]) {
-    match <&[f32; 9]>::try_from(p.taps) {
-        Ok(t) if kh == 3 => portable_fixed::<8, 9>(p, kh, t, out),
+    match (kh, p.cols.len()) {
+        (3, 3) => portable_fixed::<8, 3, 3>(p, out),
         _ => portable_dyn::<8>(p, kh, out),
     }
 }
@@ -150,30 +151,30 @@ fn plane_avx2(p: &DwPlane, kh: usize, out: &mut [f32]) {
     portable(p, kh, out);
 }
 
-/// `L` output columns at a time with the `T` taps unrolled (the plane is checked: every run of
-/// `L` values read here lies inside `src`).
+/// `L` output columns at a time with the `KH×KW` taps unrolled (the plane is checked: every run
+/// of `L` values read here lies inside `src`, and `taps` holds `KH·KW` values).
 #[inline(always)]
-fn portable_fixed<const L: usize, const T: usize>(
-    p: &DwPlane,
-    kh: usize,
-    taps: &[f32; T],
-    out: &mut [f32],
-) {
-    let kw = p.cols.len();
+fn portable_fixed<const L: usize, const KH: usize, const KW: usize>(p: &DwPlane, out: &mut [f32]) {
+    let taps: [[f32; KW]; KH] =
+        std::array::from_fn(|i| std::array::from_fn(|j| p.taps[i * KW + j]));
     for (oy, orow) in out.chunks_exact_mut(p.ow).enumerate() {
-        let base: [usize; T] =
-            std::array::from_fn(|t| p.rows[oy * kh + t / kw] + p.cols[t % kw]);
+        let base: [[usize; KW]; KH] =
+            std::array::from_fn(|i| std::array::from_fn(|j| p.rows[oy * KH + i] + p.cols[j]));
         let mut x = 0;
         while x < p.ow {
             let mut acc = [p.bias; L];
-            for t in 0..T {
-                let s = &p.src[base[t] + x..base[t] + x + L];
-                for l in 0..L {
-                    acc[l] += taps[t] * s[l];
+            for i in 0..KH {
+                for j in 0..KW {
+                    let s = &p.src[base[i][j] + x..base[i][j] + x + L];
+                    for l in 0..L {
+                        acc[l] += taps[i][j] * s[l];
+                    }
                 }
             }
-            let w = L.min(p.ow - x);
-            orow[x..x + w].copy_from_slice(&acc[..w]);
+            // By values: a variable-length copy would be a `memcpy` call.
+            for (o, &v) in orow[x..].iter_mut().zip(&acc) {
+                *o = v;
+            }
             x += L;
         }
     }
@@ -185,8 +186,13 @@ fn portable_dyn<const L: usize>(p: &DwPlane, kh: usize, out: &mut [f32]) {
     let kw = p.cols.len();
     let mut base = vec![0usize; p.taps.len()];
     for (oy, orow) in out.chunks_exact_mut(p.ow).enumerate() {
-        for (t, b) in base.iter_mut().enumerate() {
-            *b = p.rows[oy * kh + t / kw] + p.cols[t % kw];
+        for (brow, &r) in base
+            .chunks_exact_mut(kw)
+            .zip(&p.rows[oy * kh..(oy + 1) * kh])
+        {
+            for (b, &c) in brow.iter_mut().zip(p.cols) {
+                *b = r + c;
+            }
         }
         let mut x = 0;
         while x < p.ow {
@@ -197,8 +203,10 @@ fn portable_dyn<const L: usize>(p: &DwPlane, kh: usize, out: &mut [f32]) {
                     acc[l] += tap * s[l];
                 }
             }
-            let w = L.min(p.ow - x);
-            orow[x..x + w].copy_from_slice(&acc[..w]);
+            // By values: a variable-length copy would be a `memcpy` call.
+            for (o, &v) in orow[x..].iter_mut().zip(&acc) {
+                *o = v;
+            }
             x += L;
         }
     }
@@ -221,37 +229,39 @@ mod simd128 {
         }
     }
 
-    /// Four output columns per `f32x4`, the `T` taps splatted once per plane.
-    pub(super) fn plane<const T: usize>(p: &DwPlane, kh: usize, taps: &[f32; T], out: &mut [f32]) {
-        let kw = p.cols.len();
-        let w: [v128; T] = std::array::from_fn(|t| f32x4_splat(taps[t]));
+    /// Four output columns per `f32x4`, the `KH×KW` taps splatted once per plane.
+    pub(super) fn plane<const KH: usize, const KW: usize>(p: &DwPlane, out: &mut [f32]) {
+        let w: [[v128; KW]; KH] =
+            std::array::from_fn(|i| std::array::from_fn(|j| f32x4_splat(p.taps[i * KW + j])));
         let bias = f32x4_splat(p.bias);
         let src = p.src.as_ptr();
         let full = p.ow / 4 * 4;
         for (oy, orow) in out.chunks_exact_mut(p.ow).enumerate() {
-            let base: [usize; T] =
-                std::array::from_fn(|t| p.rows[oy * kh + t / kw] + p.cols[t % kw]);
+            let base: [[usize; KW]; KH] =
+                std::array::from_fn(|i| std::array::from_fn(|j| p.rows[oy * KH + i] + p.cols[j]));
             let o = orow.as_mut_ptr();
             let mut x = 0;
-            // SAFETY: `DwPlane::check` bounds every run `base[t] + x .. + ⌈ow/8⌉·8` inside
+            // SAFETY: `DwPlane::check` bounds every run `base[i][j] + x .. + ⌈ow/8⌉·8` inside
             // `src`; stores stay below `ow` (whole vectors below `full`, the tail by lanes).
             // `v128_load`/`v128_store` have no alignment requirement.
             unsafe {
-                while x < full {
+                let dot = |x: usize| {
                     let mut acc = bias;
-                    for t in 0..T {
-                        acc = madd(acc, w[t], v128_load(src.add(base[t] + x) as *const v128));
+                    for i in 0..KH {
+                        for j in 0..KW {
+                            let v = v128_load(src.add(base[i][j] + x) as *const v128);
+                            acc = madd(acc, w[i][j], v);
+                        }
                     }
-                    v128_store(o.add(x) as *mut v128, acc);
+                    acc
+                };
+                while x < full {
+                    v128_store(o.add(x) as *mut v128, dot(x));
                     x += 4;
                 }
                 if x < p.ow {
-                    let mut acc = bias;
-                    for t in 0..T {
-                        acc = madd(acc, w[t], v128_load(src.add(base[t] + x) as *const v128));
-                    }
                     let mut tail = [0f32; 4];
-                    v128_store(tail.as_mut_ptr() as *mut v128, acc);
+                    v128_store(tail.as_mut_ptr() as *mut v128, dot(x));
                     for (l, &v) in tail.iter().enumerate().take(p.ow - x) {
                         *o.add(x + l) = v;
                     }

@@ -145,6 +145,23 @@ pub(crate) fn pack_panels(nr: usize, k: usize, n: usize, b: &[f32], out: &mut Ve
     }
 }
 
+/// [`pack_panels`] into a slice already `ceil(n/nr)·k·nr` long: every value written (the
+/// padding lanes of the last panel with zeros), so `out` needs no clearing first. Does nothing
+/// if `out` has another length or `b` is shorter than `k·n`.
+pub(crate) fn pack_panels_into(nr: usize, k: usize, n: usize, b: &[f32], out: &mut [f32]) {
+    if nr == 0 || k == 0 || out.len() != n.div_ceil(nr) * k * nr || b.len() < k * n {
+        return;
+    }
+    for (q, panel) in out.chunks_exact_mut(k * nr).enumerate() {
+        let j0 = q * nr;
+        let w = nr.min(n - j0);
+        for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
+            super::copy_short(&mut dst[..w], &b[p * n + j0..p * n + j0 + w]);
+            dst[w..].fill(0.0);
+        }
+    }
+}
+
 /// Rows `i0..i0+h` of `A` (`·×k`, row-major), interleaved so step `p` holds their `mr` values
 /// together, zero-padded to `mr` rows.
 pub(crate) fn pack_strip(mr: usize, i0: usize, h: usize, k: usize, a: &[f32], out: &mut [f32]) {
@@ -428,6 +445,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn packing_into_a_dirty_slice_matches_packing_afresh() {
+        let mut rng = Rng::new(5);
+        for nr in [1usize, 4, 8, 16] {
+            for k in [1usize, 2, 5] {
+                for n in [0usize, 1, 3, 7, 8, 9, 16, 17, 33] {
+                    let b: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+                    let mut want = Vec::new();
+                    pack_panels(nr, k, n, &b, &mut want);
+                    let mut got = vec![f32::NAN; want.len()];
+                    pack_panels_into(nr, k, n, &b, &mut got);
+                    assert_eq!(
+                        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "nr={nr} k={k} n={n}"
+                    );
+                }
+            }
+        }
+        // Wrong lengths leave the slice alone.
+        let mut out = vec![7.0; 5];
+        pack_panels_into(4, 1, 3, &[1.0; 3], &mut out);
+        assert_eq!(out, vec![7.0; 5]);
     }
 
     #[test]

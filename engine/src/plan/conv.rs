@@ -11,7 +11,7 @@
 
 use crate::graph::{ConvAttrs, Node};
 use crate::kernels::depthwise::{DwPlane, OVERREAD};
-use crate::kernels::prepacked::PackedA;
+use crate::kernels::prepacked::{PackedA, pack_panels_into};
 use crate::kernels::{KernelKind, copy_short};
 use crate::ops::conv::{Geometry, check_elems, conv_shape, geometry};
 use crate::tensor::Tensor;
@@ -73,9 +73,37 @@ impl PackedConv {
         check_elems(krows, plane)?;
         let mut y = pool.take(check_elems(g.n * g.m, plane)?);
         let mut panels = pool.take(0);
-        let mut gather = Gather::new(&g).map(|gt| (gt, pool.take(0)));
+        // A 1×1 convolution with stride 1 and no padding: each group's input channels already
+        // are the `cg × plane` row-major `B`, packed straight into panels (or, for the scalar
+        // twin, used as they are).
+        let pointwise = g.kh == 1
+            && g.kw == 1
+            && g.sh == 1
+            && g.sw == 1
+            && g.pt == 0
+            && g.pl == 0
+            && g.oh == g.h
+            && g.ow == g.w;
+        let mut gather = if pointwise {
+            None
+        } else {
+            Gather::new(&g).map(|gt| (gt, pool.take(0)))
+        };
         for n in 0..g.n {
             for (grp, pa) in self.groups.iter().enumerate() {
+                let out = &mut y[(n * g.m + grp * mg) * plane..][..mg * plane];
+                if pointwise {
+                    let src = &xs[(n * g.c + grp * cg) * plane..][..cg * plane];
+                    match pa.nr() {
+                        Some(nr) => {
+                            panels.resize(pa.panels_len(plane), 0.0);
+                            pack_panels_into(nr, cg, plane, src, &mut panels);
+                            pa.matmul_panels(plane, &panels, out)?;
+                        }
+                        None => pa.matmul_panels(plane, src, out)?,
+                    }
+                    continue;
+                }
                 panels.resize(pa.panels_len(plane), 0.0);
                 match (&mut gather, pa.nr()) {
                     (Some((gt, padded)), Some(8)) => {
@@ -86,7 +114,6 @@ impl PackedConv {
                     }
                     _ => im2col_panels(&g, &xs, n, grp, pa.nr(), &mut panels),
                 }
-                let out = &mut y[(n * g.m + grp * mg) * plane..][..mg * plane];
                 pa.matmul_panels(plane, &panels, out)?;
             }
         }
@@ -481,21 +508,19 @@ impl DwLayout {
             return None;
         }
         let reach = (g.kw - 1).checked_mul(dw)? / sw;
-        let pw = g
-            .ow
-            .div_ceil(OVERREAD)
-            .checked_mul(OVERREAD)?
-            .checked_add(reach)?;
+        let pw =
+            g.ow.div_ceil(OVERREAD)
+                .checked_mul(OVERREAD)?
+                .checked_add(reach)?;
         let phase = (g.h + 1).checked_mul(pw)?;
         let len = phase.checked_mul(sw)?;
         // Not much more than the image and the output plane (hostile pads or dilations would
         // make the padded rows huge): the direct loops then.
-        let bound = g
-            .h
-            .checked_mul(g.w)?
-            .checked_add(g.oh.checked_mul(g.ow)?)?
-            .checked_mul(4)?
-            .checked_add(4096)?;
+        let bound =
+            g.h.checked_mul(g.w)?
+                .checked_add(g.oh.checked_mul(g.ow)?)?
+                .checked_mul(4)?
+                .checked_add(4096)?;
         if len > bound {
             return None;
         }
@@ -518,10 +543,11 @@ impl DwLayout {
             .map(|p| {
                 // Columns c with pl ≤ c·sw + p < pl + w, capped at pw.
                 let lo = g.pl.saturating_sub(p).div_ceil(sw).min(pw);
-                let hi = g.pl.saturating_add(g.w)
-                    .checked_sub(p)
-                    .map_or(0, |e| e.div_ceil(sw))
-                    .min(pw);
+                let hi =
+                    g.pl.saturating_add(g.w)
+                        .checked_sub(p)
+                        .map_or(0, |e| e.div_ceil(sw))
+                        .min(pw);
                 let hi = hi.max(lo);
                 (lo, hi, (lo * sw + p).saturating_sub(g.pl))
             })
@@ -545,15 +571,35 @@ impl DwLayout {
             }
             for (iy, row) in src.chunks_exact(g.w).enumerate() {
                 let dst = &mut buf[p * phase + iy * self.pw + lo..][..hi - lo];
-                if g.sw == 1 {
-                    copy_short(dst, &row[ix..ix + (hi - lo)]);
-                } else {
-                    for (t, d) in dst.iter_mut().enumerate() {
-                        *d = row[ix + t * g.sw];
-                    }
+                match g.sw {
+                    1 => copy_short(dst, &row[ix..ix + (hi - lo)]),
+                    // A constant stride, so the compiler can load whole vectors and shuffle.
+                    2 => strided::<2>(dst, &row[ix..]),
+                    3 => strided::<3>(dst, &row[ix..]),
+                    4 => strided::<4>(dst, &row[ix..]),
+                    s => dst
+                        .iter_mut()
+                        .zip(row[ix..].iter().step_by(s))
+                        .for_each(|(d, v)| *d = *v),
                 }
             }
         }
+    }
+}
+
+/// `dst[t] = src[t·S]` for every `t` of `dst` (`src` holds them).
+#[inline(always)]
+fn strided<const S: usize>(dst: &mut [f32], src: &[f32]) {
+    let mut chunks = src.chunks_exact(S);
+    for (d, c) in dst.iter_mut().zip(&mut chunks) {
+        *d = c[0];
+    }
+    // The last value may have fewer than `S` values after it.
+    let done = src.len() / S;
+    if done < dst.len()
+        && let Some(&v) = src.get(done * S)
+    {
+        dst[done] = v;
     }
 }
 
@@ -695,7 +741,9 @@ mod tests {
             attrs.dilations = dilations;
             let m = c * mult;
             let node = Node::new("y", Op::Conv(attrs.clone()), &["x", "w", "b"]);
-            let wt: Vec<f32> = (0..m * kernel[0] * kernel[1]).map(|_| rng.normal()).collect();
+            let wt: Vec<f32> = (0..m * kernel[0] * kernel[1])
+                .map(|_| rng.normal())
+                .collect();
             let wt = crate::tensor::from_vec(&[m, 1, kernel[0], kernel[1]], wt).unwrap();
             let bias: Vec<f32> = (0..m).map(|_| rng.normal()).collect();
             let bias = crate::tensor::from_vec(&[m], bias).unwrap();
