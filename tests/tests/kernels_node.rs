@@ -48,11 +48,14 @@ fn profile_cnn_nodes_in_node() {
                 if best.is_empty() {
                     best = times;
                 } else {
-                    best.iter_mut().zip(&times).for_each(|(b, t)| *b = b.min(*t));
+                    best.iter_mut()
+                        .zip(&times)
+                        .for_each(|(b, t)| *b = b.min(*t));
                 }
             }
             let total: f64 = best.iter().sum();
-            let mut lines = format!("{arch:?} batch {batch}: {total:.3} ms (sum of per-node bests)");
+            let mut lines =
+                format!("{arch:?} batch {batch}: {total:.3} ms (sum of per-node bests)");
             for ((name, kernel), ms) in plan.kernels().iter().zip(&best) {
                 lines += &format!("\n    {name:<16} {kernel:<18} {ms:>8.4} ms");
             }

@@ -22,12 +22,18 @@ use crate::{Error, Result};
 /// `tile[r·NR + j] = Σ_p ap[p·MR + r] · bp[p·NR + j]` for one `MR×NR` tile.
 type MicroFn = fn(usize, &[f32], &[f32], &mut [f32]);
 
+/// The same tile stored straight into `C`, rows `ldc` apart (`c` holds `(MR−1)·ldc + NR`).
+type DirectFn = fn(usize, &[f32], &[f32], &mut [f32], usize);
+
 /// A kind's micro-kernel and its tile.
 #[derive(Clone, Copy)]
 struct Micro {
     mr: usize,
     nr: usize,
     f: MicroFn,
+    /// For whole tiles inside `C`: no round trip through the tile buffer (wasm kernels, where
+    /// that copy cost as much as a small-`k` product).
+    direct: Option<DirectFn>,
 }
 
 impl std::fmt::Debug for Micro {
@@ -49,6 +55,7 @@ fn micro_for(kind: KernelKind) -> Result<Option<Micro>> {
         mr: super::gemm::P_MR,
         nr: super::gemm::P_NR,
         f: super::gemm::micro_portable,
+        direct: None,
     };
     Ok(match kind {
         KernelKind::Scalar => None,
@@ -58,6 +65,7 @@ fn micro_for(kind: KernelKind) -> Result<Option<Micro>> {
             mr: 4,
             nr: 8,
             f: super::gemm_relaxed::micro,
+            direct: Some(super::gemm_relaxed::micro_to),
         }),
         #[cfg(all(
             target_arch = "wasm32",
@@ -68,12 +76,14 @@ fn micro_for(kind: KernelKind) -> Result<Option<Micro>> {
             mr: 4,
             nr: 8,
             f: super::gemm_simd128::micro,
+            direct: Some(super::gemm_simd128::micro_to),
         }),
         #[cfg(target_arch = "x86_64")]
         KernelKind::Avx2Fma => Some(Micro {
             mr: super::gemm_x86::MR,
             nr: super::gemm_x86::NR,
             f: super::gemm_x86::micro_entry,
+            direct: None,
         }),
         // `supported` refused the kinds this build lacks.
         #[allow(unreachable_patterns)]
@@ -187,6 +197,34 @@ fn store_tile(c: &mut [f32], n: usize, tile: &[f32], nr: usize, i0: usize, h: us
     }
 }
 
+/// One `mr×nr` tile of `C = A·B` (strip `ap`, panel `bp`) into `C` (`·×n`) at row `i0`,
+/// column `j0`: straight into `C` when the kind can and the tile lies wholly inside it, else
+/// through `tile` and [`store_tile`] (clipped at the bottom and right edges).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn tile_into(
+    mc: &Micro,
+    k: usize,
+    ap: &[f32],
+    bp: &[f32],
+    tile: &mut [f32],
+    c: &mut [f32],
+    n: usize,
+    i0: usize,
+    h: usize,
+    j0: usize,
+) {
+    match mc.direct {
+        Some(direct) if h == mc.mr && j0 + mc.nr <= n => {
+            direct(k, ap, bp, &mut c[i0 * n + j0..], n);
+        }
+        _ => {
+            (mc.f)(k, ap, bp, tile);
+            store_tile(c, n, tile, mc.nr, i0, h, j0);
+        }
+    }
+}
+
 fn check_len(what: &str, rows: usize, cols: usize, len: usize) -> Result<()> {
     match rows.checked_mul(cols) {
         Some(want) if want == len => Ok(()),
@@ -281,8 +319,7 @@ impl PackedB {
             }
             pack_strip(mr, i0, h, k, a, &mut ap);
             for (q, panel) in self.data.chunks_exact(k * nr).enumerate() {
-                (mc.f)(k, &ap, panel, &mut tile);
-                store_tile(c, n, &tile, nr, i0, h, q * nr);
+                tile_into(&mc, k, &ap, panel, &mut tile, c, n, i0, h, q * nr);
             }
         }
         Ok(())
@@ -400,8 +437,7 @@ impl PackedA {
             let i0 = s * mr;
             let h = mr.min(m - i0);
             for (q, panel) in panels.chunks_exact(k * nr).enumerate() {
-                (mc.f)(k, strip, panel, &mut tile);
-                store_tile(c, n, &tile, nr, i0, h, q * nr);
+                tile_into(&mc, k, strip, panel, &mut tile, c, n, i0, h, q * nr);
             }
         }
         Ok(())
