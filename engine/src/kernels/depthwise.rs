@@ -12,7 +12,10 @@
 //! 256-bit register, the portable one eight per `[f32; 8]` that the compiler vectorizes. 3×3
 //! filters have a kernel with the nine taps unrolled; other sizes loop over the taps.
 //!
-//! [`plane_scalar`] is the reference twin (plain loops, the same summation order); the
+//! The simd128 kernel keeps one partial sum per filter row and computes two vectors per step
+//! (shorter chains of dependent adds).
+//!
+//! [`plane_scalar`] is the reference twin (plain loops, summed from the bias in tap order); the
 //! property test compares every available kind with it over odd widths, tap counts and empty
 //! planes, natively, in Node and in Chromium ([`super::check::selftest`]).
 
@@ -245,16 +248,30 @@ mod simd128 {
             // `src`; stores stay below `ow` (whole vectors below `full`, the tail by lanes).
             // `v128_load`/`v128_store` have no alignment requirement.
             unsafe {
+                // One sum per filter row (the bias in the first), added at the end: chains of
+                // `KW` dependent adds rather than one of `KH·KW`.
                 let dot = |x: usize| {
-                    let mut acc = bias;
+                    let mut acc: [v128; KH] = [f32x4_splat(0.0); KH];
+                    acc[0] = bias;
                     for i in 0..KH {
                         for j in 0..KW {
                             let v = v128_load(src.add(base[i][j] + x) as *const v128);
-                            acc = madd(acc, w[i][j], v);
+                            acc[i] = madd(acc[i], w[i][j], v);
                         }
                     }
-                    acc
+                    let mut sum = acc[0];
+                    for a in &acc[1..] {
+                        sum = f32x4_add(sum, *a);
+                    }
+                    sum
                 };
+                // Two vectors per step (independent sums for the CPU to overlap).
+                while x + 8 <= full {
+                    let (a, b) = (dot(x), dot(x + 4));
+                    v128_store(o.add(x) as *mut v128, a);
+                    v128_store(o.add(x + 4) as *mut v128, b);
+                    x += 8;
+                }
                 while x < full {
                     v128_store(o.add(x) as *mut v128, dot(x));
                     x += 4;
