@@ -49,11 +49,11 @@ impl DwPlane<'_> {
     fn check(&self, out_len: usize) -> Result<(usize, usize)> {
         let kw = self.cols.len();
         let bad = |why: &str| Err(Error::Invalid(format!("depthwise plane: {why}")));
-        if kw == 0 || self.taps.len() % kw != 0 {
+        if kw == 0 || !self.taps.len().is_multiple_of(kw) {
             return bad("taps do not fill whole filter rows");
         }
         let kh = self.taps.len() / kw;
-        if kh == 0 || self.rows.len() % kh != 0 {
+        if kh == 0 || !self.rows.len().is_multiple_of(kh) {
             return bad("row starts do not cover whole output rows");
         }
         let oh = self.rows.len() / kh;
