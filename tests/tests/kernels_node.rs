@@ -17,3 +17,49 @@ fn planned_zoo_models_match_the_reference_in_node() {
     let all = lithe_web_tests::wasm_plans_agree().expect("plans agree");
     wasm_bindgen_test::console_log!("{all}");
 }
+
+#[wasm_bindgen::prelude::wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+}
+
+/// Per-node times of the zoo CNNs through their plans in Node (best of several runs), the wasm
+/// twin of the native `profile_cnn_nodes` probe. Figures only:
+/// `cargo test -p lithe-web-tests --target wasm32-unknown-unknown --profile wasm-test
+/// --test kernels_node -- --include-ignored profile_cnn_nodes_in_node`.
+#[wasm_bindgen_test]
+#[ignore = "timing figures"]
+fn profile_cnn_nodes_in_node() {
+    use lithe::plan::Plan;
+    use lithe::zoo::Arch;
+    for arch in [Arch::Lenet5, Arch::Mobilenet] {
+        let g = lithe::zoo::build(arch, 3).expect("zoo");
+        let plan = Plan::new(&g).expect("plan");
+        for batch in [1usize, 64] {
+            let x: Vec<f32> = (0..batch * 784).map(|i| (i % 7) as f32 / 7.0).collect();
+            let x = lithe::tensor::from_vec(&[batch, 1, 28, 28], x).expect("input");
+            let reps = if batch == 1 { 100 } else { 8 };
+            let mut best: Vec<f64> = Vec::new();
+            for _ in 0..reps {
+                let (_, times) = plan
+                    .run_timed(&[("input", &x)], &mut || performance_now())
+                    .expect("plan");
+                if best.is_empty() {
+                    best = times;
+                } else {
+                    best.iter_mut()
+                        .zip(&times)
+                        .for_each(|(b, t)| *b = b.min(*t));
+                }
+            }
+            let total: f64 = best.iter().sum();
+            let mut lines =
+                format!("{arch:?} batch {batch}: {total:.3} ms (sum of per-node bests)");
+            for ((name, kernel), ms) in plan.kernels().iter().zip(&best) {
+                lines += &format!("\n    {name:<16} {kernel:<18} {ms:>8.4} ms");
+            }
+            wasm_bindgen_test::console_log!("{lines}");
+        }
+    }
+}

@@ -127,6 +127,7 @@ pub fn selftest() -> Result<SelftestReport> {
     let int8_cases = selftest_int8(&mut rng)?;
     let codebook_cases = selftest_codebook(&mut rng, &mut worst)?;
     let binary_cases = selftest_binary(&mut rng)?;
+    let depthwise_cases = depthwise_selftest()?;
     let mut kernels: Vec<&'static str> = fast.iter().map(|k| k.name()).collect();
     if super::RELAXED_SIMD {
         kernels.push("relaxed-simd");
@@ -137,11 +138,80 @@ pub fn selftest() -> Result<SelftestReport> {
     kernels.extend(super::int8::available().into_iter().map(|k| k.name()));
     kernels.push("codebook");
     kernels.extend(super::binary::available().into_iter().map(|k| k.name()));
+    kernels.push("depthwise");
     Ok(SelftestReport {
         kernels,
-        cases: cases + sparse_cases + int8_cases + codebook_cases + binary_cases,
+        cases: cases + sparse_cases + int8_cases + codebook_cases + binary_cases + depthwise_cases,
         worst_ratio: worst,
     })
+}
+
+/// Every depthwise plane kernel ([`super::depthwise`]) against its scalar twin within
+/// [`GEMM_REL_TOL`] (relative to `Σ|tap · x|`): output widths around the 4- and 8-lane vectors
+/// (0, 1, 3, 4, 5, 7, 8, 9, 15, 17), 1–3 output rows, 3×3 filters (the unrolled kernels) and
+/// 1×1, 1×5, 2×2 and 5×5 ones (the looped ones), rows read from scattered places of the buffer
+/// (with a shared zero row), zero and negative values, the output fully overwritten. Returns the
+/// number of cases.
+pub fn depthwise_selftest() -> Result<usize> {
+    use super::depthwise::{DwPlane, OVERREAD, plane_scalar, plane_with};
+    let mut rng = Rng::new(0x6477);
+    let mut cases = 0;
+    for (kh, kw) in [(3usize, 3usize), (1, 1), (1, 5), (2, 2), (5, 5)] {
+        for ow in [0usize, 1, 3, 4, 5, 7, 8, 9, 15, 17] {
+            for oh in [1usize, 2, 3] {
+                for v in [Values::Normal, Values::Negative, Values::Mixed] {
+                    // Source rows `pw` wide (room for the taps' column offsets and the
+                    // over-read), `nrows` of them, the last one zeros.
+                    let pw = ow.div_ceil(OVERREAD) * OVERREAD + kw + 3;
+                    let nrows = oh + kh + 2;
+                    let mut src = fill(&mut rng, pw * nrows, v);
+                    src[(nrows - 1) * pw..].fill(0.0);
+                    let rows: Vec<usize> = (0..oh * kh)
+                        .map(|r| {
+                            let pick = (r * 7 + cases) % nrows;
+                            pick * pw
+                        })
+                        .collect();
+                    let cols: Vec<usize> = (0..kw).map(|j| (j * 5 + cases) % (kw + 3)).collect();
+                    let taps = fill(&mut rng, kh * kw, v);
+                    let p = DwPlane {
+                        src: &src,
+                        rows: &rows,
+                        cols: &cols,
+                        taps: &taps,
+                        bias: rng.normal(),
+                        ow,
+                    };
+                    let mut want = vec![f32::NAN; oh * ow];
+                    plane_scalar(&p, &mut want)?;
+                    for kind in available() {
+                        let mut got = vec![f32::NAN; oh * ow];
+                        plane_with(kind, &p, &mut got)?;
+                        for (at, (x, y)) in want.iter().zip(&got).enumerate() {
+                            let (oy, ox) = (at / ow, at % ow);
+                            let scale: f32 = p.bias.abs()
+                                + (0..kh * kw)
+                                    .map(|t| {
+                                        let s = rows[oy * kh + t / kw] + cols[t % kw] + ox;
+                                        (taps[t] * src[s]).abs()
+                                    })
+                                    .sum::<f32>();
+                            let bound = GEMM_REL_TOL * (kh * kw) as f32 * scale;
+                            if !y.is_finite() || (x - y).abs() > bound {
+                                return Err(Error::Invalid(format!(
+                                    "depthwise `{}` {kh}×{kw} oh={oh} ow={ow}: out[{oy}][{ox}] = \
+                                     {y}, reference {x}, tolerance {bound}",
+                                    kind.name()
+                                )));
+                            }
+                        }
+                    }
+                    cases += 1;
+                }
+            }
+        }
+    }
+    Ok(cases)
 }
 
 /// Random `i8` codes with both extremes every few values.

@@ -23,14 +23,23 @@ pub(crate) fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [
 /// The 4×8 micro-kernel (also driven by [`super::prepacked`]).
 #[inline(always)]
 pub(crate) fn micro(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
-    assert!(ap.len() >= k * MR && bp.len() >= k * NR && tile.len() >= MR * NR);
+    micro_to(k, ap, bp, tile, NR);
+}
+
+/// The 4×8 tile stored straight into `C`: row `r` at `c[r·ldc..r·ldc + 8]` (for
+/// [`super::prepacked`], whole tiles inside `C`, so no round trip through a tile buffer).
+#[inline(always)]
+pub(crate) fn micro_to(k: usize, ap: &[f32], bp: &[f32], c: &mut [f32], ldc: usize) {
+    assert!(
+        ap.len() >= k * MR && bp.len() >= k * NR && ldc >= NR && c.len() >= (MR - 1) * ldc + NR
+    );
     let a = ap.as_ptr();
     let b = bp.as_ptr() as *const v128;
     let z = f32x4_splat(0.0);
     let (mut c0l, mut c0h, mut c1l, mut c1h) = (z, z, z, z);
     let (mut c2l, mut c2h, mut c3l, mut c3h) = (z, z, z, z);
     // SAFETY: the assert above bounds every load (`p < k`: `MR` values of A at `p·MR`, two
-    // vectors of B at `p·NR`) and the stores (`MR·NR` values); `v128_load`/`v128_store` have no
+    // vectors of B at `p·NR`) and the stores (`MR` rows of `NR`, `ldc` apart); `v128_load`/`v128_store` have no
     // alignment requirement.
     unsafe {
         for p in 0..k {
@@ -50,12 +59,13 @@ pub(crate) fn micro(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
             c3l = f32x4_relaxed_madd(x, bl, c3l);
             c3h = f32x4_relaxed_madd(x, bh, c3h);
         }
-        let t = tile.as_mut_ptr() as *mut v128;
-        for (i, v) in [c0l, c0h, c1l, c1h, c2l, c2h, c3l, c3h]
+        let t = c.as_mut_ptr();
+        for (r, (lo, hi)) in [(c0l, c0h), (c1l, c1h), (c2l, c2h), (c3l, c3h)]
             .into_iter()
             .enumerate()
         {
-            v128_store(t.add(i), v);
+            v128_store(t.add(r * ldc) as *mut v128, lo);
+            v128_store(t.add(r * ldc + 4) as *mut v128, hi);
         }
     }
 }

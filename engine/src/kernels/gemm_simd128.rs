@@ -16,7 +16,16 @@ pub(crate) fn gemm(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [
 /// The 4×8 micro-kernel (also driven by [`super::prepacked`]).
 #[inline(always)]
 pub(crate) fn micro(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
-    assert!(ap.len() >= k * MR && bp.len() >= k * NR && tile.len() >= MR * NR);
+    micro_to(k, ap, bp, tile, NR);
+}
+
+/// The 4×8 tile stored straight into `C`: row `r` at `c[r·ldc..r·ldc + 8]` (for
+/// [`super::prepacked`], whole tiles inside `C`, so no round trip through a tile buffer).
+#[inline(always)]
+pub(crate) fn micro_to(k: usize, ap: &[f32], bp: &[f32], c: &mut [f32], ldc: usize) {
+    assert!(
+        ap.len() >= k * MR && bp.len() >= k * NR && ldc >= NR && c.len() >= (MR - 1) * ldc + NR
+    );
     let a = ap.as_ptr();
     let b = bp.as_ptr() as *const v128;
     let mut c0l = f32x4_splat(0.0);
@@ -27,7 +36,7 @@ pub(crate) fn micro(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
     let mut c2h = c0l;
     let mut c3l = c0l;
     let mut c3h = c0l;
-    // SAFETY: the assert above bounds every load (`p < k`) and store (`MR·NR` values);
+    // SAFETY: the assert above bounds every load (`p < k`) and store (`MR` rows `ldc` apart);
     // `v128_load` has no alignment requirement.
     unsafe {
         for p in 0..k {
@@ -47,14 +56,13 @@ pub(crate) fn micro(k: usize, ap: &[f32], bp: &[f32], tile: &mut [f32]) {
             c3l = f32x4_add(c3l, f32x4_mul(a3, bl));
             c3h = f32x4_add(c3h, f32x4_mul(a3, bh));
         }
-        let t = tile.as_mut_ptr() as *mut v128;
-        v128_store(t, c0l);
-        v128_store(t.add(1), c0h);
-        v128_store(t.add(2), c1l);
-        v128_store(t.add(3), c1h);
-        v128_store(t.add(4), c2l);
-        v128_store(t.add(5), c2h);
-        v128_store(t.add(6), c3l);
-        v128_store(t.add(7), c3h);
+        let t = c.as_mut_ptr();
+        for (r, (lo, hi)) in [(c0l, c0h), (c1l, c1h), (c2l, c2h), (c3l, c3h)]
+            .into_iter()
+            .enumerate()
+        {
+            v128_store(t.add(r * ldc) as *mut v128, lo);
+            v128_store(t.add(r * ldc + 4) as *mut v128, hi);
+        }
     }
 }

@@ -20,6 +20,7 @@
 pub mod binary;
 pub mod check;
 pub mod codebook;
+pub(crate) mod depthwise;
 pub mod gemm;
 #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
 mod gemm_relaxed;

@@ -22,12 +22,18 @@ use crate::{Error, Result};
 /// `tile[r·NR + j] = Σ_p ap[p·MR + r] · bp[p·NR + j]` for one `MR×NR` tile.
 type MicroFn = fn(usize, &[f32], &[f32], &mut [f32]);
 
+/// The same tile stored straight into `C`, rows `ldc` apart (`c` holds `(MR−1)·ldc + NR`).
+type DirectFn = fn(usize, &[f32], &[f32], &mut [f32], usize);
+
 /// A kind's micro-kernel and its tile.
 #[derive(Clone, Copy)]
 struct Micro {
     mr: usize,
     nr: usize,
     f: MicroFn,
+    /// For whole tiles inside `C`: no round trip through the tile buffer (wasm kernels, where
+    /// that copy cost as much as a small-`k` product).
+    direct: Option<DirectFn>,
 }
 
 impl std::fmt::Debug for Micro {
@@ -49,6 +55,7 @@ fn micro_for(kind: KernelKind) -> Result<Option<Micro>> {
         mr: super::gemm::P_MR,
         nr: super::gemm::P_NR,
         f: super::gemm::micro_portable,
+        direct: None,
     };
     Ok(match kind {
         KernelKind::Scalar => None,
@@ -58,6 +65,7 @@ fn micro_for(kind: KernelKind) -> Result<Option<Micro>> {
             mr: 4,
             nr: 8,
             f: super::gemm_relaxed::micro,
+            direct: Some(super::gemm_relaxed::micro_to),
         }),
         #[cfg(all(
             target_arch = "wasm32",
@@ -68,12 +76,14 @@ fn micro_for(kind: KernelKind) -> Result<Option<Micro>> {
             mr: 4,
             nr: 8,
             f: super::gemm_simd128::micro,
+            direct: Some(super::gemm_simd128::micro_to),
         }),
         #[cfg(target_arch = "x86_64")]
         KernelKind::Avx2Fma => Some(Micro {
             mr: super::gemm_x86::MR,
             nr: super::gemm_x86::NR,
             f: super::gemm_x86::micro_entry,
+            direct: None,
         }),
         // `supported` refused the kinds this build lacks.
         #[allow(unreachable_patterns)]
@@ -145,6 +155,23 @@ pub(crate) fn pack_panels(nr: usize, k: usize, n: usize, b: &[f32], out: &mut Ve
     }
 }
 
+/// [`pack_panels`] into a slice already `ceil(n/nr)·k·nr` long: every value written (the
+/// padding lanes of the last panel with zeros), so `out` needs no clearing first. Does nothing
+/// if `out` has another length or `b` is shorter than `k·n`.
+pub(crate) fn pack_panels_into(nr: usize, k: usize, n: usize, b: &[f32], out: &mut [f32]) {
+    if nr == 0 || k == 0 || out.len() != n.div_ceil(nr) * k * nr || b.len() < k * n {
+        return;
+    }
+    for (q, panel) in out.chunks_exact_mut(k * nr).enumerate() {
+        let j0 = q * nr;
+        let w = nr.min(n - j0);
+        for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
+            super::copy_short(&mut dst[..w], &b[p * n + j0..p * n + j0 + w]);
+            dst[w..].fill(0.0);
+        }
+    }
+}
+
 /// Rows `i0..i0+h` of `A` (`·×k`, row-major), interleaved so step `p` holds their `mr` values
 /// together, zero-padded to `mr` rows.
 pub(crate) fn pack_strip(mr: usize, i0: usize, h: usize, k: usize, a: &[f32], out: &mut [f32]) {
@@ -167,6 +194,34 @@ fn store_tile(c: &mut [f32], n: usize, tile: &[f32], nr: usize, i0: usize, h: us
     for r in 0..h {
         let dst = (i0 + r) * n + j0;
         super::copy_short(&mut c[dst..dst + w], &tile[r * nr..r * nr + w]);
+    }
+}
+
+/// One `mr×nr` tile of `C = A·B` (strip `ap`, panel `bp`) into `C` (`·×n`) at row `i0`,
+/// column `j0`: straight into `C` when the kind can and the tile lies wholly inside it, else
+/// through `tile` and [`store_tile`] (clipped at the bottom and right edges).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn tile_into(
+    mc: &Micro,
+    k: usize,
+    ap: &[f32],
+    bp: &[f32],
+    tile: &mut [f32],
+    c: &mut [f32],
+    n: usize,
+    i0: usize,
+    h: usize,
+    j0: usize,
+) {
+    match mc.direct {
+        Some(direct) if h == mc.mr && j0 + mc.nr <= n => {
+            direct(k, ap, bp, &mut c[i0 * n + j0..], n);
+        }
+        _ => {
+            (mc.f)(k, ap, bp, tile);
+            store_tile(c, n, tile, mc.nr, i0, h, j0);
+        }
     }
 }
 
@@ -264,8 +319,7 @@ impl PackedB {
             }
             pack_strip(mr, i0, h, k, a, &mut ap);
             for (q, panel) in self.data.chunks_exact(k * nr).enumerate() {
-                (mc.f)(k, &ap, panel, &mut tile);
-                store_tile(c, n, &tile, nr, i0, h, q * nr);
+                tile_into(&mc, k, &ap, panel, &mut tile, c, n, i0, h, q * nr);
             }
         }
         Ok(())
@@ -383,8 +437,7 @@ impl PackedA {
             let i0 = s * mr;
             let h = mr.min(m - i0);
             for (q, panel) in panels.chunks_exact(k * nr).enumerate() {
-                (mc.f)(k, strip, panel, &mut tile);
-                store_tile(c, n, &tile, nr, i0, h, q * nr);
+                tile_into(&mc, k, strip, panel, &mut tile, c, n, i0, h, q * nr);
             }
         }
         Ok(())
@@ -428,6 +481,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn packing_into_a_dirty_slice_matches_packing_afresh() {
+        let mut rng = Rng::new(5);
+        for nr in [1usize, 4, 8, 16] {
+            for k in [1usize, 2, 5] {
+                for n in [0usize, 1, 3, 7, 8, 9, 16, 17, 33] {
+                    let b: Vec<f32> = (0..k * n).map(|_| rng.normal()).collect();
+                    let mut want = Vec::new();
+                    pack_panels(nr, k, n, &b, &mut want);
+                    let mut got = vec![f32::NAN; want.len()];
+                    pack_panels_into(nr, k, n, &b, &mut got);
+                    assert_eq!(
+                        want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                        "nr={nr} k={k} n={n}"
+                    );
+                }
+            }
+        }
+        // Wrong lengths leave the slice alone.
+        let mut out = vec![7.0; 5];
+        pack_panels_into(4, 1, 3, &[1.0; 3], &mut out);
+        assert_eq!(out, vec![7.0; 5]);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! tests compare them on every zoo model and on odd geometries.
 
 use crate::graph::{ConvAttrs, Node};
-use crate::kernels::prepacked::PackedA;
+use crate::kernels::depthwise::{DwPlane, OVERREAD};
+use crate::kernels::prepacked::{PackedA, pack_panels_into};
 use crate::kernels::{KernelKind, copy_short};
 use crate::ops::conv::{Geometry, check_elems, conv_shape, geometry};
 use crate::tensor::Tensor;
@@ -72,9 +73,37 @@ impl PackedConv {
         check_elems(krows, plane)?;
         let mut y = pool.take(check_elems(g.n * g.m, plane)?);
         let mut panels = pool.take(0);
-        let mut gather = Gather::new(&g).map(|gt| (gt, pool.take(0)));
+        // A 1×1 convolution with stride 1 and no padding: each group's input channels already
+        // are the `cg × plane` row-major `B`, packed straight into panels (or, for the scalar
+        // twin, used as they are).
+        let pointwise = g.kh == 1
+            && g.kw == 1
+            && g.sh == 1
+            && g.sw == 1
+            && g.pt == 0
+            && g.pl == 0
+            && g.oh == g.h
+            && g.ow == g.w;
+        let mut gather = if pointwise {
+            None
+        } else {
+            Gather::new(&g).map(|gt| (gt, pool.take(0)))
+        };
         for n in 0..g.n {
             for (grp, pa) in self.groups.iter().enumerate() {
+                let out = &mut y[(n * g.m + grp * mg) * plane..][..mg * plane];
+                if pointwise {
+                    let src = &xs[(n * g.c + grp * cg) * plane..][..cg * plane];
+                    match pa.nr() {
+                        Some(nr) => {
+                            panels.resize(pa.panels_len(plane), 0.0);
+                            pack_panels_into(nr, cg, plane, src, &mut panels);
+                            pa.matmul_panels(plane, &panels, out)?;
+                        }
+                        None => pa.matmul_panels(plane, src, out)?,
+                    }
+                    continue;
+                }
                 panels.resize(pa.panels_len(plane), 0.0);
                 match (&mut gather, pa.nr()) {
                     (Some((gt, padded)), Some(8)) => {
@@ -85,7 +114,6 @@ impl PackedConv {
                     }
                     _ => im2col_panels(&g, &xs, n, grp, pa.nr(), &mut panels),
                 }
-                let out = &mut y[(n * g.m + grp * mg) * plane..][..mg * plane];
                 pa.matmul_panels(plane, &panels, out)?;
             }
         }
@@ -373,11 +401,212 @@ pub(crate) fn is_depthwise(w: &[usize], groups: usize) -> bool {
     w.len() == 4 && w[1] == 1 && groups > 1
 }
 
-/// A depthwise convolution (one input channel per group) by direct loops.
-/// Largest stride for which [`depthwise`] splits the input into column phases.
+/// Largest stride for which the depthwise kernels split the input into column phases.
 const MAX_SPLIT_STRIDE: usize = 4;
 
+/// A depthwise convolution (one input channel per group): each input channel copied once into
+/// a zero-padded buffer split into its column phases ([`DwLayout`]), then every output plane by
+/// the vector kernel of [`crate::kernels::depthwise`] (taps in registers, several output columns
+/// per vector, the bias added there). Geometries the layout refuses (strides above
+/// [`MAX_SPLIT_STRIDE`], a buffer much larger than the image and the output) run the direct
+/// loops of [`depthwise_direct`].
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn depthwise(
+    node: &Node,
+    a: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    act: Option<super::Act>,
+    pool: &mut super::Pool,
+) -> Result<Tensor> {
+    depthwise_with(crate::kernels::kernels().kind, node, a, x, w, b, act, pool)
+}
+
+/// [`depthwise`] on the plane kernel of `kind` ([`KernelKind::Scalar`]: the kernel's twin).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn depthwise_with(
+    kind: KernelKind,
+    node: &Node,
+    a: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    act: Option<super::Act>,
+    pool: &mut super::Pool,
+) -> Result<Tensor> {
+    conv_shape(node, a, x.shape(), w.shape(), b.map(|b| b.shape()))?;
+    let g = geometry(node, a, x.shape(), w.shape())?;
+    if g.c / g.groups != 1 {
+        return Err(Error::Invalid(format!(
+            "conv `{}`: the depthwise kernel needs one input channel per group",
+            node.name
+        )));
+    }
+    let Some(layout) = DwLayout::new(&g) else {
+        return depthwise_direct(node, a, x, w, b, act, pool);
+    };
+    let xs = crate::tensor::to_contiguous(x);
+    let ws = crate::tensor::to_contiguous(w);
+    let bs = b.map(crate::tensor::to_contiguous);
+    let plane = g.oh * g.ow;
+    let mg = g.m / g.groups;
+    let taps = g.kh * g.kw;
+    let mut y = pool.take(check_elems(g.n * g.m, plane)?);
+    let mut buf = pool.take(layout.len);
+    for n in 0..g.n {
+        for oc in 0..g.m {
+            if oc % mg == 0 {
+                let ch = oc / mg;
+                layout.fill(&g, &xs[(n * g.c + ch) * g.h * g.w..][..g.h * g.w], &mut buf);
+            }
+            let out = &mut y[(n * g.m + oc) * plane..][..plane];
+            let p = DwPlane {
+                src: &buf,
+                rows: &layout.rows,
+                cols: &layout.cols,
+                taps: &ws[oc * taps..(oc + 1) * taps],
+                bias: bs.as_ref().and_then(|b| b.get(oc).copied()).unwrap_or(0.0),
+                ow: g.ow,
+            };
+            crate::kernels::depthwise::plane_with(kind, &p, out)?;
+            if let Some(act) = act {
+                act.apply(out);
+            }
+        }
+    }
+    pool.keep(buf);
+    Tensor::from_shape_vec(IxDyn(&[g.n, g.m, g.oh, g.ow]), y)
+        .map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// Where the depthwise plane kernel reads: one input channel as `sw` column phases of
+/// `h + 1` rows (the last one zeros, read by the filter rows that fall into the padding) of `pw`
+/// values. Phase `p`, column `c` holds padded column `c·sw + p`, i.e. input column
+/// `c·sw + p − pl` (zero outside the image), so filter column `j` of output column `ox` is
+/// column `ox + (j·dw) / sw` of phase `(j·dw) mod sw`: one contiguous run per output row and
+/// tap. Rows are `⌈ow/8⌉·8` columns plus the taps' reach wide, so whole vectors can be read.
+struct DwLayout {
+    pw: usize,
+    /// Length of the buffer (`sw · (h+1) · pw`).
+    len: usize,
+    /// Per output row and filter row, the start of that input row (the zero row outside).
+    rows: Vec<usize>,
+    /// Per filter column, its phase's offset plus its column shift.
+    cols: Vec<usize>,
+    /// Per phase, the columns `lo..hi` inside the image and the input column of `lo`.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl DwLayout {
+    fn new(g: &Geometry) -> Option<DwLayout> {
+        let (sw, dw) = (g.sw, g.dw);
+        if !(1..=MAX_SPLIT_STRIDE).contains(&sw) || g.oh == 0 || g.ow == 0 || g.kh == 0 {
+            return None;
+        }
+        if g.kw == 0 || g.h == 0 || g.w == 0 {
+            return None;
+        }
+        let reach = (g.kw - 1).checked_mul(dw)? / sw;
+        let pw =
+            g.ow.div_ceil(OVERREAD)
+                .checked_mul(OVERREAD)?
+                .checked_add(reach)?;
+        let phase = (g.h + 1).checked_mul(pw)?;
+        let len = phase.checked_mul(sw)?;
+        // Not much more than the image and the output plane (hostile pads or dilations would
+        // make the padded rows huge): the direct loops then.
+        let bound =
+            g.h.checked_mul(g.w)?
+                .checked_add(g.oh.checked_mul(g.ow)?)?
+                .checked_mul(4)?
+                .checked_add(4096)?;
+        if len > bound {
+            return None;
+        }
+        let mut rows = Vec::with_capacity(g.oh * g.kh);
+        for oy in 0..g.oh {
+            for i in 0..g.kh {
+                let iy = (oy * g.sh + i * g.dh) as isize - g.pt as isize;
+                let r = if iy < 0 || iy >= g.h as isize {
+                    g.h
+                } else {
+                    iy as usize
+                };
+                rows.push(r * pw);
+            }
+        }
+        let cols = (0..g.kw)
+            .map(|j| (j * dw % sw) * phase + j * dw / sw)
+            .collect();
+        let spans = (0..sw)
+            .map(|p| {
+                // Columns c with pl ≤ c·sw + p < pl + w, capped at pw.
+                let lo = g.pl.saturating_sub(p).div_ceil(sw).min(pw);
+                let hi =
+                    g.pl.saturating_add(g.w)
+                        .checked_sub(p)
+                        .map_or(0, |e| e.div_ceil(sw))
+                        .min(pw);
+                let hi = hi.max(lo);
+                (lo, hi, (lo * sw + p).saturating_sub(g.pl))
+            })
+            .collect();
+        Some(DwLayout {
+            pw,
+            len,
+            rows,
+            cols,
+            spans,
+        })
+    }
+
+    /// Copies one input channel (`h·w` values) in; the padding (the same places for every
+    /// channel) stays as it was: zeros from the first fill on.
+    fn fill(&self, g: &Geometry, src: &[f32], buf: &mut [f32]) {
+        let phase = (g.h + 1) * self.pw;
+        for (p, &(lo, hi, ix)) in self.spans.iter().enumerate() {
+            if lo >= hi {
+                continue;
+            }
+            for (iy, row) in src.chunks_exact(g.w).enumerate() {
+                let dst = &mut buf[p * phase + iy * self.pw + lo..][..hi - lo];
+                match g.sw {
+                    1 => copy_short(dst, &row[ix..ix + (hi - lo)]),
+                    // A constant stride, so the compiler can load whole vectors and shuffle.
+                    2 => strided::<2>(dst, &row[ix..]),
+                    3 => strided::<3>(dst, &row[ix..]),
+                    4 => strided::<4>(dst, &row[ix..]),
+                    s => dst
+                        .iter_mut()
+                        .zip(row[ix..].iter().step_by(s))
+                        .for_each(|(d, v)| *d = *v),
+                }
+            }
+        }
+    }
+}
+
+/// `dst[t] = src[t·S]` for every `t` of `dst` (`src` holds them).
+#[inline(always)]
+fn strided<const S: usize>(dst: &mut [f32], src: &[f32]) {
+    let mut chunks = src.chunks_exact(S);
+    for (d, c) in dst.iter_mut().zip(&mut chunks) {
+        *d = c[0];
+    }
+    // The last value may have fewer than `S` values after it.
+    let done = src.len() / S;
+    if done < dst.len()
+        && let Some(&v) = src.get(done * S)
+    {
+        dst[done] = v;
+    }
+}
+
+/// The direct loops over each filter tap (the reference twin of [`depthwise`] at the plan's
+/// level, and its fallback): contiguous along the output row when the stride is 1, on the
+/// input's column phases for strides up to [`MAX_SPLIT_STRIDE`].
+pub(crate) fn depthwise_direct(
     node: &Node,
     a: &ConvAttrs,
     x: &Tensor,
@@ -468,6 +697,99 @@ pub(crate) fn depthwise(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The depthwise plane kernels of every kind (and the twin) through [`DwLayout`] against
+    /// the direct loops and the reference op, on odd geometries: strides 1–5 (5 falls back to
+    /// the direct loops), dilations, one-sided and large pads, 1-wide and 1-high images,
+    /// channel multipliers, 1×1 and 5×5 filters, fused activation.
+    #[test]
+    fn depthwise_kernels_agree_with_the_direct_loops_and_the_reference() {
+        use crate::graph::Op;
+        let mut rng = crate::rng::Rng::new(21);
+        // (channels, multiplier, kernel, stride, pads, dilation, h, w)
+        type Case = (
+            usize,
+            usize,
+            [usize; 2],
+            [usize; 2],
+            [usize; 4],
+            [usize; 2],
+            usize,
+            usize,
+        );
+        let cases: &[Case] = &[
+            (3, 1, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 28, 28),
+            (2, 1, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 14, 14),
+            (2, 1, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 7, 7),
+            (2, 2, [3, 3], [2, 3], [0, 1, 2, 0], [1, 1], 9, 11),
+            (2, 1, [3, 3], [1, 4], [1, 2, 1, 3], [2, 2], 6, 17),
+            (1, 3, [1, 1], [1, 1], [0, 0, 0, 0], [1, 1], 5, 9),
+            (2, 1, [5, 5], [1, 1], [2, 2, 2, 2], [1, 1], 4, 3),
+            (2, 1, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1, 1),
+            (2, 1, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1, 9),
+            (2, 1, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 9, 1),
+            (2, 1, [2, 3], [3, 2], [4, 0, 0, 5], [1, 3], 5, 8),
+            (2, 1, [3, 3], [1, 5], [1, 1, 1, 1], [1, 1], 6, 12),
+            (2, 1, [3, 3], [1, 1], [40, 40, 40, 40], [1, 1], 2, 2),
+            (2, 1, [3, 1], [1, 1], [0, 0, 0, 0], [1, 1], 3, 16),
+        ];
+        for &(c, mult, kernel, strides, pads, dilations, h, w) in cases {
+            let mut attrs = ConvAttrs::new(kernel);
+            attrs.groups = c;
+            attrs.strides = strides;
+            attrs.pads = pads;
+            attrs.dilations = dilations;
+            let m = c * mult;
+            let node = Node::new("y", Op::Conv(attrs.clone()), &["x", "w", "b"]);
+            let wt: Vec<f32> = (0..m * kernel[0] * kernel[1])
+                .map(|_| rng.normal())
+                .collect();
+            let wt = crate::tensor::from_vec(&[m, 1, kernel[0], kernel[1]], wt).unwrap();
+            let bias: Vec<f32> = (0..m).map(|_| rng.normal()).collect();
+            let bias = crate::tensor::from_vec(&[m], bias).unwrap();
+            for batch in [1, 2] {
+                let x: Vec<f32> = (0..batch * c * h * w).map(|_| rng.normal()).collect();
+                let x = crate::tensor::from_vec(&[batch, c, h, w], x).unwrap();
+                let ins = [Some(&x), Some(&wt), Some(&bias)];
+                let want = crate::ops::forward(&node, &ins, crate::ops::Mode::Eval)
+                    .unwrap()
+                    .0
+                    .remove(0);
+                for act in [None, Some(super::super::Act::Clip(0.0, 6.0))] {
+                    let mut pool = super::super::Pool::default();
+                    let direct =
+                        depthwise_direct(&node, &attrs, &x, &wt, Some(&bias), act, &mut pool)
+                            .unwrap();
+                    let mut kinds = crate::kernels::available();
+                    kinds.push(KernelKind::Scalar);
+                    for kind in kinds {
+                        let got = depthwise_with(
+                            kind,
+                            &node,
+                            &attrs,
+                            &x,
+                            &wt,
+                            Some(&bias),
+                            act,
+                            &mut pool,
+                        )
+                        .unwrap();
+                        assert_eq!(got.shape(), want.shape());
+                        for ((r, d), g) in want.iter().zip(direct.iter()).zip(got.iter()) {
+                            let r = act.map_or(*r, |a| a.one(*r));
+                            for v in [d, g] {
+                                assert!(
+                                    (r - v).abs() <= 1e-4 * (1.0 + r.abs()),
+                                    "{kind:?} {kernel:?} s{strides:?} p{pads:?} d{dilations:?} \
+                                     {h}×{w}: {r} vs {v}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// Time of the im2col and of the product for LeNet-5's second conv (figures only).
     #[test]

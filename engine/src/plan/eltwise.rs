@@ -55,8 +55,15 @@ impl Act {
     /// In place over `v` (one loop per kind, so each vectorizes).
     pub fn apply(self, v: &mut [f32]) {
         match self {
-            Act::Relu => v.iter_mut().for_each(|x| *x = x.max(0.0)),
-            Act::Clip(lo, hi) => v.iter_mut().for_each(|x| *x = x.max(lo).min(hi)),
+            // As compare-and-select (NaN gives the bound, as `f32::max`/`min` do), which
+            // vectorizes in wasm; `f32::max` there is a scalar NaN-checking sequence.
+            Act::Relu => v
+                .iter_mut()
+                .for_each(|x| *x = if *x > 0.0 { *x } else { 0.0 }),
+            Act::Clip(lo, hi) if !lo.is_nan() && !hi.is_nan() => v.iter_mut().for_each(|x| {
+                let y = if *x >= lo { *x } else { lo };
+                *x = if y <= hi { y } else { hi };
+            }),
             _ => v.iter_mut().for_each(|x| *x = self.one(*x)),
         }
     }
