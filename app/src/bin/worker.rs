@@ -236,9 +236,7 @@ fn warm_round(original: &Session, round: usize) -> Option<(WarmModel, Knobs)> {
         .filter(|n| matches!(n.op, lithe::graph::Op::Gemm(_)))
         .filter_map(|n| {
             let w = g.weights.get(n.inputs.get(1)?)?;
-            let s = w.shape();
-            (s.len() == 2 && s[0].min(s[1]) <= 512 && w.len() <= 1 << 20)
-                .then(|| (w.len(), n.name.clone()))
+            warm_factor(w.shape()).then(|| (w.len(), n.name.clone()))
         })
         .collect();
     gemms.sort();
@@ -273,6 +271,12 @@ fn warm_round(original: &Session, round: usize) -> Option<(WarmModel, Knobs)> {
             )
         }
     })
+}
+
+/// Whether the warm-up factors a Gemm weight of this shape: 2-D with `min(rows, cols) ≤ 512`
+/// (the SVD costs about `d³`) and at most 2^20 elements (what the factorisation cache keeps).
+fn warm_factor(shape: &[usize]) -> bool {
+    shape.len() == 2 && shape[0].min(shape[1]) <= 512 && shape[0] * shape[1] <= 1 << 20
 }
 
 /// Images a warm-up step evaluates.
@@ -1498,6 +1502,40 @@ fn js_text(v: JsValue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The warm-up's schedule: seven rounds on the small MLP, then one `low_rank` round per
+    /// Gemm of the loaded model, smallest first, and nothing after; Gemms too large to factor
+    /// in a short step are left out.
+    #[test]
+    fn warm_up_rounds() {
+        let names = |g: lithe::graph::Graph| {
+            let s = Session::from_graph(g).unwrap();
+            (0..20)
+                .map_while(|r| warm_round(&s, r))
+                .map(|(m, k)| match m {
+                    WarmModel::Tiny(_) => format!("tiny {}", k.recipe_json(&[], None)),
+                    WarmModel::Loaded(only) => format!("loaded {only:?} rank {}", k.rank),
+                })
+                .collect::<Vec<_>>()
+        };
+        let lenet = names(lithe::zoo::build(lithe::zoo::Arch::Lenet300100, 1).unwrap());
+        assert_eq!(lenet.len(), 10, "{lenet:#?}");
+        assert!(lenet[..7].iter().all(|r| r.starts_with("tiny")));
+        assert!(lenet[3].contains("low_rank") && lenet[6].contains("quantize"));
+        assert_eq!(
+            lenet[7..],
+            [
+                "loaded Some(\"fc3\") rank 16",
+                "loaded Some(\"fc2\") rank 16",
+                "loaded Some(\"fc1\") rank 16"
+            ]
+        );
+        // LeNet-5's fc1 is 800×500 (d = 500): factored, as is its fc2.
+        let lenet5 = names(lithe::zoo::build(lithe::zoo::Arch::Lenet5, 1).unwrap());
+        assert_eq!(lenet5.len(), 9, "{lenet5:#?}");
+        assert!(warm_factor(&[800, 500]) && warm_factor(&[1, 1 << 20]));
+        assert!(!warm_factor(&[600, 700]) && !warm_factor(&[2, 1 << 20]) && !warm_factor(&[9]));
+    }
 
     fn report(count: usize, loss: f32, confusion: Vec<Vec<u32>>) -> EvalReport {
         EvalReport {
