@@ -423,6 +423,25 @@ pub(crate) fn depthwise(
     depthwise_with(crate::kernels::kernels().kind, node, a, x, w, b, act, pool)
 }
 
+/// The checked geometry of a depthwise convolution (one input channel per group).
+fn depthwise_geometry(
+    node: &Node,
+    a: &ConvAttrs,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<Geometry> {
+    conv_shape(node, a, x.shape(), w.shape(), b.map(|b| b.shape()))?;
+    let g = geometry(node, a, x.shape(), w.shape())?;
+    if g.c / g.groups != 1 {
+        return Err(Error::Invalid(format!(
+            "conv `{}`: the depthwise kernel needs one input channel per group",
+            node.name
+        )));
+    }
+    Ok(g)
+}
+
 /// [`depthwise`] on the plane kernel of `kind` ([`KernelKind::Scalar`]: the kernel's twin).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn depthwise_with(
@@ -435,14 +454,7 @@ pub(crate) fn depthwise_with(
     act: Option<super::Act>,
     pool: &mut super::Pool,
 ) -> Result<Tensor> {
-    conv_shape(node, a, x.shape(), w.shape(), b.map(|b| b.shape()))?;
-    let g = geometry(node, a, x.shape(), w.shape())?;
-    if g.c / g.groups != 1 {
-        return Err(Error::Invalid(format!(
-            "conv `{}`: the depthwise kernel needs one input channel per group",
-            node.name
-        )));
-    }
+    let g = depthwise_geometry(node, a, x, w, b)?;
     let Some(layout) = DwLayout::new(&g) else {
         return depthwise_direct(node, a, x, w, b, act, pool);
     };
@@ -615,14 +627,7 @@ pub(crate) fn depthwise_direct(
     act: Option<super::Act>,
     pool: &mut super::Pool,
 ) -> Result<Tensor> {
-    conv_shape(node, a, x.shape(), w.shape(), b.map(|b| b.shape()))?;
-    let g = geometry(node, a, x.shape(), w.shape())?;
-    if g.c / g.groups != 1 {
-        return Err(Error::Invalid(format!(
-            "conv `{}`: the depthwise kernel needs one input channel per group",
-            node.name
-        )));
-    }
+    let g = depthwise_geometry(node, a, x, w, b)?;
     let xs = crate::tensor::to_contiguous(x);
     let ws = crate::tensor::to_contiguous(w);
     let plane = g.oh * g.ow;
