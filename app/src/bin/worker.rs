@@ -210,9 +210,9 @@ async fn warm_up() {
 
 /// What a warm-up round compresses.
 enum WarmModel {
-    /// The model as loaded, the pruning and factorisation passes restricted to one layer
-    /// when a name is given.
-    Loaded(Option<String>),
+    /// The model as loaded, the factorisation restricted to this layer (only the pass runs:
+    /// it fills the factorisation cache).
+    Loaded(String),
     /// A small zoo MLP (784-32-10, 25k weights) with this seed: the knobs' code runs in a
     /// few milliseconds on it, even before it has tiered up.
     Tiny(u64),
@@ -263,7 +263,7 @@ fn warm_round(original: &Session, round: usize) -> Option<(WarmModel, Knobs)> {
         r => {
             let (_, name) = gemms.get(r - 7)?;
             (
-                WarmModel::Loaded(Some(name.clone())),
+                WarmModel::Loaded(name.clone()),
                 Knobs {
                     rank: 16,
                     ..Knobs::default()
@@ -309,7 +309,7 @@ fn warm_step(
     }
     let tiny;
     let (original, only) = match model {
-        WarmModel::Loaded(only) => (loaded, only),
+        WarmModel::Loaded(layer) => (loaded, Some(layer)),
         WarmModel::Tiny(seed) => {
             tiny = Session::from_graph(lithe::zoo::build(lithe::zoo::Arch::TinyMlp, seed)?)?;
             (&tiny, None)
@@ -1514,7 +1514,7 @@ mod tests {
                 .map_while(|r| warm_round(&s, r))
                 .map(|(m, k)| match m {
                     WarmModel::Tiny(_) => format!("tiny {}", k.recipe_json(&[], None)),
-                    WarmModel::Loaded(only) => format!("loaded {only:?} rank {}", k.rank),
+                    WarmModel::Loaded(layer) => format!("loaded {layer} rank {}", k.rank),
                 })
                 .collect::<Vec<_>>()
         };
@@ -1525,9 +1525,9 @@ mod tests {
         assert_eq!(
             lenet[7..],
             [
-                "loaded Some(\"fc3\") rank 16",
-                "loaded Some(\"fc2\") rank 16",
-                "loaded Some(\"fc1\") rank 16"
+                "loaded fc3 rank 16",
+                "loaded fc2 rank 16",
+                "loaded fc1 rank 16"
             ]
         );
         // LeNet-5's fc1 is 800×500 (d = 500): factored, as is its fc2.
