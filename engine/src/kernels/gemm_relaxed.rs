@@ -59,13 +59,10 @@ pub(crate) fn micro_to(k: usize, ap: &[f32], bp: &[f32], c: &mut [f32], ldc: usi
             c3l = f32x4_relaxed_madd(x, bl, c3l);
             c3h = f32x4_relaxed_madd(x, bh, c3h);
         }
-        let t = c.as_mut_ptr();
-        for (r, (lo, hi)) in [(c0l, c0h), (c1l, c1h), (c2l, c2h), (c3l, c3h)]
-            .into_iter()
-            .enumerate()
-        {
-            v128_store(t.add(r * ldc) as *mut v128, lo);
-            v128_store(t.add(r * ldc + 4) as *mut v128, hi);
-        }
+        super::gemm_simd128::store_rows(
+            c.as_mut_ptr(),
+            ldc,
+            [(c0l, c0h), (c1l, c1h), (c2l, c2h), (c3l, c3h)],
+        );
     }
 }

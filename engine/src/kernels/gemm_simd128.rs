@@ -56,13 +56,25 @@ pub(crate) fn micro_to(k: usize, ap: &[f32], bp: &[f32], c: &mut [f32], ldc: usi
             c3l = f32x4_add(c3l, f32x4_mul(a3, bl));
             c3h = f32x4_add(c3h, f32x4_mul(a3, bh));
         }
-        let t = c.as_mut_ptr();
-        for (r, (lo, hi)) in [(c0l, c0h), (c1l, c1h), (c2l, c2h), (c3l, c3h)]
-            .into_iter()
-            .enumerate()
-        {
-            v128_store(t.add(r * ldc) as *mut v128, lo);
-            v128_store(t.add(r * ldc + 4) as *mut v128, hi);
+        store_rows(
+            c.as_mut_ptr(),
+            ldc,
+            [(c0l, c0h), (c1l, c1h), (c2l, c2h), (c3l, c3h)],
+        );
+    }
+}
+
+/// Stores a 4×8 tile held as four `(low, high)` row halves: row `r` at `c[r·ldc..r·ldc + 8]`.
+///
+/// # Safety
+/// `c` must be valid for writes of `3·ldc + 8` values.
+#[inline(always)]
+pub(crate) unsafe fn store_rows(c: *mut f32, ldc: usize, rows: [(v128, v128); 4]) {
+    for (r, (lo, hi)) in rows.into_iter().enumerate() {
+        // SAFETY: the caller's bound covers row `r ≤ 3`, values `r·ldc .. r·ldc + 8`.
+        unsafe {
+            v128_store(c.add(r * ldc) as *mut v128, lo);
+            v128_store(c.add(r * ldc + 4) as *mut v128, hi);
         }
     }
 }
