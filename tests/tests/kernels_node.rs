@@ -63,3 +63,61 @@ fn profile_cnn_nodes_in_node() {
         }
     }
 }
+
+/// The playground's first knob changes in baseline-tier code (docs/APP.md, "Idle warm-up"):
+/// the recipe, then ten batch-1000 runs of the result's plan, each timed, for LeNet-300-100
+/// pruned as the e2e prunes it and for its first SVD rank recipe, then four `low_rank` recipes
+/// on fresh (uncached) weights. Figures only:
+/// `cargo test -p lithe-web-tests --target wasm32-unknown-unknown --profile wasm-test
+/// --test kernels_node -- --include-ignored first_knob_runs_in_node`.
+#[wasm_bindgen_test]
+#[ignore = "timing figures"]
+fn first_knob_runs_in_node() {
+    use lithe::compress::Recipe;
+    use std::ops::ControlFlow;
+    let g = lithe::format::onnx::import(include_bytes!("../../www/models/lenet-300-100.onnx"))
+        .expect("model");
+    let apply = |r: &Recipe, g: &lithe::graph::Graph| {
+        r.apply(g, None, None, &mut |_| ControlFlow::Continue(()))
+            .expect("recipe")
+    };
+    let n = 1000;
+    let x: Vec<f32> = (0..n * 784)
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+        .collect();
+    let x = lithe::tensor::from_vec(&[n, 1, 28, 28], x).expect("input");
+    for json in [
+        r#"{"passes": [{"pass": "prune", "by": "per_layer", "ratios": {"fc1": 0.95, "fc2": 0.9, "fc3": 0.9}}]}"#,
+        r#"{"passes": [{"pass": "low_rank", "rank": 16}, {"pass": "prune", "by": "global", "ratio": 0.9}]}"#,
+    ] {
+        let r = Recipe::from_json(json).expect("recipe json");
+        let t = performance_now();
+        let c = apply(&r, &g);
+        let first = performance_now() - t;
+        let plan = lithe::plan::Plan::new(&c.graph).expect("plan");
+        let runs: Vec<String> = (0..10)
+            .map(|_| {
+                let t = performance_now();
+                plan.run(&[("input", &x)]).expect("run");
+                format!("{:.1}", performance_now() - t)
+            })
+            .collect();
+        wasm_bindgen_test::console_log!(
+            "{json}\n  recipe {first:.1} ms; batch-{n} runs (ms): {}",
+            runs.join(", ")
+        );
+    }
+    let r = Recipe::from_json(r#"{"passes": [{"pass": "low_rank", "rank": 16}]}"#).expect("json");
+    for i in 1..=4 {
+        let mut g2 = g.clone();
+        for w in g2.weights.values_mut() {
+            w.mapv_inplace(|v| v * (1.0 + 0.01 * i as f32));
+        }
+        let t = performance_now();
+        apply(&r, &g2);
+        wasm_bindgen_test::console_log!(
+            "low_rank on fresh weights #{i}: {:.1} ms",
+            performance_now() - t
+        );
+    }
+}
