@@ -300,10 +300,14 @@ impl BinaryMatrix {
             )));
         }
         let n = self.rows;
-        for i in 0..m {
+        if n == 0 {
+            return Ok(());
+        }
+        // Row by row with zipped slices, so the loop has no bounds checks and vectorizes.
+        for (i, (c, d)) in c.chunks_exact_mut(n).zip(d.chunks_exact(n)).enumerate() {
             let s = row_scale.get(i).copied().unwrap_or(1.0);
-            for j in 0..n {
-                c[i * n + j] = self.alpha[j] * (s * d[i * n + j] as f32);
+            for ((c, &d), &a) in c.iter_mut().zip(d).zip(&self.alpha) {
+                *c = a * (s * d as f32);
             }
         }
         Ok(())

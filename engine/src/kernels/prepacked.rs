@@ -175,6 +175,10 @@ pub(crate) fn pack_panels_into(nr: usize, k: usize, n: usize, b: &[f32], out: &m
 /// Rows `i0..i0+h` of `A` (`·×k`, row-major), interleaved so step `p` holds their `mr` values
 /// together, zero-padded to `mr` rows.
 pub(crate) fn pack_strip(mr: usize, i0: usize, h: usize, k: usize, a: &[f32], out: &mut [f32]) {
+    if mr == 4 && h == 4 {
+        pack_strip4(&a[i0 * k..(i0 + 4) * k], k, &mut out[..4 * k]);
+        return;
+    }
     if h < mr {
         out.fill(0.0);
     }
@@ -183,6 +187,53 @@ pub(crate) fn pack_strip(mr: usize, i0: usize, h: usize, k: usize, a: &[f32], ou
         for (p, &v) in row.iter().enumerate() {
             out[p * mr + r] = v;
         }
+    }
+}
+
+/// [`pack_strip`] of four whole rows (`rows` holds them, `4·k` values) into `out` (`4·k`):
+/// 4×4 blocks transposed with shuffles in wasm `simd128` builds, four zipped rows elsewhere
+/// (the compiler vectorizes that). In V8 the generic strided loop packed a 64×784 batch in
+/// 60–106 µs and the shuffles in 6–12 µs (Node, 2026-11-30): a third of LeNet-sized layers'
+/// time at batch 64 had been this packing.
+fn pack_strip4(rows: &[f32], k: usize, out: &mut [f32]) {
+    let (r0, rest) = rows.split_at(k);
+    let (r1, rest) = rest.split_at(k);
+    let (r2, r3) = rest.split_at(k);
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    let done = {
+        use core::arch::wasm32::*;
+        let blocks = k / 4;
+        let quads = r0
+            .chunks_exact(4)
+            .zip(r1.chunks_exact(4))
+            .zip(r2.chunks_exact(4).zip(r3.chunks_exact(4)));
+        for (o, ((x0, x1), (x2, x3))) in out.chunks_exact_mut(16).zip(quads) {
+            // SAFETY: every chunk holds exactly 4 values (16 bytes) and `o` 16; `v128_load` and
+            // `v128_store` have no alignment requirement.
+            unsafe {
+                let ld = |x: &[f32]| v128_load(x.as_ptr() as *const v128);
+                let (x0, x1, x2, x3) = (ld(x0), ld(x1), ld(x2), ld(x3));
+                let t0 = i32x4_shuffle::<0, 4, 1, 5>(x0, x1);
+                let t1 = i32x4_shuffle::<2, 6, 3, 7>(x0, x1);
+                let t2 = i32x4_shuffle::<0, 4, 1, 5>(x2, x3);
+                let t3 = i32x4_shuffle::<2, 6, 3, 7>(x2, x3);
+                let o = o.as_mut_ptr() as *mut v128;
+                v128_store(o, i32x4_shuffle::<0, 1, 4, 5>(t0, t2));
+                v128_store(o.add(1), i32x4_shuffle::<2, 3, 6, 7>(t0, t2));
+                v128_store(o.add(2), i32x4_shuffle::<0, 1, 4, 5>(t1, t3));
+                v128_store(o.add(3), i32x4_shuffle::<2, 3, 6, 7>(t1, t3));
+            }
+        }
+        blocks * 4
+    };
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    let done = 0;
+    let tail = r0[done..]
+        .iter()
+        .zip(&r1[done..])
+        .zip(r2[done..].iter().zip(&r3[done..]));
+    for (o, ((&x0, &x1), (&x2, &x3))) in out[4 * done..].chunks_exact_mut(4).zip(tail) {
+        o.copy_from_slice(&[x0, x1, x2, x3]);
     }
 }
 
