@@ -121,3 +121,45 @@ fn first_knob_runs_in_node() {
         );
     }
 }
+
+/// The XNOR word kernel's dots alone (`XnorKind::Words`, the kind wasm builds select) in Node,
+/// best of 5 samples of ≥ 100 ms after 300 ms of warm-up, at 256³, LeNet's fc1 at batch 64 and
+/// 64×1024×1024 (docs/KERNELS.md, "The word kernel, word-major"). Figures only:
+/// `cargo test -p lithe-web-tests --target wasm32-unknown-unknown --profile wasm-test
+/// --test kernels_node -- --include-ignored xnor_words_in_node --nocapture`.
+#[wasm_bindgen_test]
+#[ignore = "timing figures"]
+fn xnor_words_in_node() {
+    use lithe::kernels::binary::{BinaryMatrix, XnorKind, pack_signs};
+    let mut rng = lithe::rng::Rng::new(5);
+    for (m, k, n) in [
+        (256usize, 256usize, 256usize),
+        (64, 784, 300),
+        (64, 1024, 1024),
+    ] {
+        let w: Vec<f32> = (0..n * k).map(|_| rng.normal()).collect();
+        let a: Vec<f32> = (0..m * k).map(|_| rng.normal()).collect();
+        let bw = BinaryMatrix::from_f32(n, k, &w, vec![1.0; n]).expect("weights");
+        let ab = pack_signs(m, k, &a).expect("signs");
+        let mut d = vec![0i32; m * n];
+        let mut run = || {
+            bw.dots_with(XnorKind::Words, m, std::hint::black_box(&ab), &mut d)
+                .expect("dots")
+        };
+        let t0 = performance_now();
+        while performance_now() - t0 < 300.0 {
+            run();
+        }
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let (t, mut reps) = (performance_now(), 0);
+            while performance_now() - t < 100.0 {
+                run();
+                reps += 1;
+            }
+            best = best.min((performance_now() - t) / reps as f64);
+        }
+        let gops = 2.0 * (m * k * n) as f64 / best / 1e6;
+        wasm_bindgen_test::console_log!("xnor-words {m}×{k}×{n}: {best:.4} ms = {gops:.1} G op/s");
+    }
+}

@@ -9,12 +9,12 @@
 //! `C[i][j] = α_j · s_i · dot(i, j)` with a per-output-channel scale `α` and an optional
 //! per-row activation scale `s`. [`BinaryMatrix::dots_scalar`] (a bit-by-bit ±1 loop) is the
 //! reference twin of the fast dots ([`XnorKind`]): `Words` takes word popcounts
-//! (`u64::count_ones`) in a 2×4 register tile over a word-major copy of `W`, compiled with the `popcnt` instruction on x86_64
-//! CPUs that have it (wasm has `i64.popcnt` natively); `Avx512` (x86_64 with AVX-512
-//! VPOPCNTDQ, detected at run time) XORs one activation word against the same word of 8 outputs
-//! at once and counts with `_mm512_popcnt_epi64`, over a copy of the weights stored word-major;
-//! `Simd128` (wasm `simd128` builds only) XORs 128 bits at a time and counts bytes with
-//! `i8x16_popcnt`, summed in bytes for up to 31 steps before widening. In V8 on x86 the vector
+//! (`u64::count_ones`) in a 2×4 register tile over a word-major copy of `W`, compiled with the
+//! `popcnt` instruction on x86_64 CPUs that have it (wasm has `i64.popcnt` natively); `Avx512`
+//! (x86_64 with AVX-512 VPOPCNTDQ, detected at run time) XORs one activation word against the
+//! same word of 8 outputs at once and counts with `_mm512_popcnt_epi64` (over the same
+//! word-major copy); `Simd128` (wasm `simd128` builds only) XORs 128 bits at a time and counts
+//! bytes with `i8x16_popcnt`, summed in bytes for up to 31 steps before widening. In V8 on x86 the vector
 //! byte popcount is a multi-instruction `pshufb` sequence, and the kind measured slower than the
 //! word kernel at 256³, so wasm builds still select `Words` ([`selected`]). Dots are exact
 //! integers; the scaling is the same expression on every path, so `C` is bit-identical too.
@@ -527,8 +527,9 @@ const TC: usize = 4;
 /// and adds the `TR·TC` word popcounts. Reading `W` word-major keeps one running offset for
 /// all `TC` outputs instead of one pointer per weight row; V8 on x86_64 has few free integer
 /// registers, and this layout measured 1.4–2× faster in Node than the row-major 2×4 tile at
-/// 256³ and LeNet's fc1 at batch 64 (2026-11-30, a scratch probe). Outputs past `rows` fall
-/// in the zero padding of `bits_t` and are not stored.
+/// 256³ and LeNet's fc1 at batch 64 (2026-11-30; today's figures: the ignored Node probe
+/// `xnor_words_in_node` in `tests/tests/kernels_node.rs`). Outputs past `rows` fall in the zero
+/// padding of `bits_t` and are not stored.
 #[inline(always)]
 fn dots_body(w: &BinaryMatrix, m: usize, a: &[u64], out: &mut [i32]) {
     let mut i0 = 0;
@@ -560,6 +561,7 @@ fn word_tile<const R: usize>(w: &BinaryMatrix, i0: usize, a: &[u64], out: &mut [
             let y: [u64; TC] =
                 std::array::from_fn(|c| unsafe { base.add(p * npad + j0 + c).read_volatile() });
             for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: in bounds, as said above.
                 let x = unsafe { a.as_ptr().add((i0 + r) * wpr + p).read_volatile() };
                 for c in 0..TC {
                     acc[c] += (x ^ y[c]).count_ones();

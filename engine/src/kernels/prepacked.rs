@@ -193,8 +193,8 @@ pub(crate) fn pack_strip(mr: usize, i0: usize, h: usize, k: usize, a: &[f32], ou
 /// [`pack_strip`] of four whole rows (`rows` holds them, `4·k` values) into `out` (`4·k`):
 /// 4×4 blocks transposed with shuffles in wasm `simd128` builds, four zipped rows elsewhere
 /// (the compiler vectorizes that). In V8 the generic strided loop packed a 64×784 batch in
-/// 60–106 µs and the shuffles in 6–12 µs (Node, 2026-11-30): a third of LeNet-sized layers'
-/// time at batch 64 had been this packing.
+/// 60–106 µs and the shuffles in 6–12 µs (Node, 2026-11-30, a scratch probe): about a third of
+/// tiny-mlp's `fc1` (784 → 32) at batch 64 had been this packing.
 fn pack_strip4(rows: &[f32], k: usize, out: &mut [f32]) {
     let (r0, rest) = rows.split_at(k);
     let (r1, rest) = rest.split_at(k);
