@@ -309,6 +309,17 @@ impl Gather {
                         ) else {
                             return;
                         };
+                        // Offsets strictly increase with the output position, so a span of
+                        // exactly `NR − 1` means `NR` consecutive values (stride 1, one output
+                        // row): one block copy instead of `NR` indexed loads. The same values
+                        // either way.
+                        let o0 = o[0] as usize;
+                        if (o[NR - 1] - o[0]) as usize == NR - 1
+                            && let Some(run) = src.get(o0..o0 + NR)
+                        {
+                            d.copy_from_slice(run);
+                            continue;
+                        }
                         for l in 0..NR {
                             d[l] = src[o[l] as usize];
                         }
