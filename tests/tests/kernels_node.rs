@@ -123,7 +123,7 @@ fn first_knob_runs_in_node() {
 }
 
 /// The XNOR word kernel's dots alone (`XnorKind::Words`, the kind wasm builds select) in Node,
-/// best of 5 samples of ≥ 100 ms after 300 ms of warm-up, at 256³, LeNet's fc1 at batch 64 and
+/// timed as `bench-web` times kernels (`lithe::bench::time_ms`: median of 5 samples), at 256³, LeNet's fc1 at batch 64 and
 /// 64×1024×1024 (docs/KERNELS.md, "The word kernel, word-major"). Figures only:
 /// `cargo test -p lithe-web-tests --target wasm32-unknown-unknown --profile wasm-test
 /// --test kernels_node -- --include-ignored xnor_words_in_node --nocapture`.
@@ -142,24 +142,12 @@ fn xnor_words_in_node() {
         let bw = BinaryMatrix::from_f32(n, k, &w, vec![1.0; n]).expect("weights");
         let ab = pack_signs(m, k, &a).expect("signs");
         let mut d = vec![0i32; m * n];
-        let mut run = || {
+        let now = || performance_now();
+        let (ms, _) = lithe::bench::time_ms(&now, &mut || {
             bw.dots_with(XnorKind::Words, m, std::hint::black_box(&ab), &mut d)
-                .expect("dots")
-        };
-        let t0 = performance_now();
-        while performance_now() - t0 < 300.0 {
-            run();
-        }
-        let mut best = f64::MAX;
-        for _ in 0..5 {
-            let (t, mut reps) = (performance_now(), 0);
-            while performance_now() - t < 100.0 {
-                run();
-                reps += 1;
-            }
-            best = best.min((performance_now() - t) / reps as f64);
-        }
-        let gops = 2.0 * (m * k * n) as f64 / best / 1e6;
-        wasm_bindgen_test::console_log!("xnor-words {m}×{k}×{n}: {best:.4} ms = {gops:.1} G op/s");
+        })
+        .expect("dots");
+        let gops = 2.0 * (m * k * n) as f64 / ms / 1e6;
+        wasm_bindgen_test::console_log!("xnor-words {m}×{k}×{n}: {ms:.4} ms = {gops:.1} G op/s");
     }
 }

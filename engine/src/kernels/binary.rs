@@ -549,10 +549,10 @@ fn word_tile<const R: usize>(w: &BinaryMatrix, i0: usize, a: &[u64], out: &mut [
     let npad = n.div_ceil(COLS_T) * COLS_T;
     // Checked once here, so the inner loop needs no bounds checks (they cost 10–15 % in V8).
     assert!(w.bits_t.len() >= wpr * npad && a.len() >= (i0 + R) * wpr);
+    let base = w.bits_t.as_ptr();
     for j0 in (0..n).step_by(TC) {
         let mut acc = [[0u32; TC]; R];
         for p in 0..wpr {
-            let base = w.bits_t.as_ptr();
             // SAFETY: `p < wpr` and `j0 + TC ≤ npad` (`j0 < n ≤ npad`, both multiples of `TC`),
             // so `p·npad + j0 + c < wpr·npad ≤ bits_t.len()`, and `(i0 + r)·wpr + p <
             // (i0 + R)·wpr ≤ a.len()` (asserted above). The loads are volatile only so that
